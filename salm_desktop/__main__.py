@@ -1,0 +1,3 @@
+from salm_desktop.cli import main
+
+raise SystemExit(main())
