@@ -1,0 +1,474 @@
+"""The SALM / EM / random protection engine (sample-wise error-minimizing noise, min-min).
+
+Flow of one job (docs/algorithm.md explains every choice):
+
+1. Every sample is read once through ``Sample.read()`` (batch by batch), normalized through its
+   series' IntensityMap and kept in a compact :class:`ArrayStore` bucketed by shape; the noise
+   (float16) and the SALM masks (uint8) live in stores of the same layout.
+2. Samples are grouped by dimensionality (2D / 3D); each group gets one fully convolutional
+   surrogate that takes every shape of the group.
+3. Rounds: ``train_steps`` SGD steps of the surrogate on the perturbed data (train mode), then for
+   every batch ``pgd_steps`` projected sign-gradient *descent* steps on the noise with the surrogate
+   in eval mode. The model input is ``clip(x + delta, 0, 1)`` (clip after adding); the noise is
+   projected to ``|delta| <= epsilon`` and so that ``x + delta`` stays inside [0, 1]. SALM only
+   updates the top ``mask_ratio`` pixels of each sample by |loss gradient| (optionally inside the
+   foreground), everything else stays exactly zero. The accuracy of the (fixed) surrogate on the
+   final noise of each batch, in eval mode, is the stop criterion.
+4. The result is handed out per sample as native values already quantized to the stored type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from salm_desktop.core.model import IntensityMap, Sample, Series, short_hash
+from salm_desktop.core.progress import Progress
+
+from .clusters import intensity_features, kmeans
+from .device import resolve_device
+from .masks import foreground_mask, topk_mask
+from .settings import ProtectSettings
+from .store import ArrayStore
+from .surrogates import build_surrogate, downsample_factor
+
+
+@dataclass
+class _Bucket:
+    shape: tuple[int, ...]
+    items: list[tuple[int, int]]  # (series index, sample index) per position
+    clean: ArrayStore | None = None
+    delta: ArrayStore | None = None
+    mask: ArrayStore | None = None
+    fg: ArrayStore | None = None
+    labels: np.ndarray | None = None
+    mask_set: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class ProtectResult:
+    series: list[Series]
+    settings: ProtectSettings
+    summary: dict = field(default_factory=dict)
+    _where: dict = field(default_factory=dict, repr=False)  # (series_id, index) -> (bucket, pos)
+    _labels: dict = field(default_factory=dict, repr=False)  # series_id -> list[int]
+
+    def _series(self, series_id: str) -> Series:
+        for s in self.series:
+            if s.id == series_id:
+                return s
+        raise KeyError(f"unknown series {series_id}")
+
+    def delta(self, series_id: str, index: int) -> np.ndarray:
+        """The noise of one sample in the normalized scale (float32, exactly 0 outside the mask)."""
+        bucket, pos = self._where[(series_id, index)]
+        eps = float(self.settings.epsilon)
+        return np.clip(np.asarray(bucket.delta[pos], dtype=np.float32), -eps, eps)
+
+    def protected(self, series_id: str, index: int) -> np.ndarray:
+        """Native float32 values of one protected sample, already quantized to its stored format.
+
+        Pixels whose noise is zero keep their exact original values.
+        """
+        series = self._series(series_id)
+        sample = series.samples[index]
+        native = sample.read()
+        d = self.delta(series_id, index)
+        out = sample.stored.quantize(native + d * np.float32(series.intensity.width))
+        return np.where(d == 0, native, out).astype(np.float32)
+
+    def labels_used(self, series_id: str) -> list[int]:
+        return list(self._labels[series_id])
+
+    def close(self) -> None:
+        seen = set()
+        for bucket, _ in self._where.values():
+            if id(bucket) in seen:
+                continue
+            seen.add(id(bucket))
+            for store in (bucket.clean, bucket.delta, bucket.mask, bucket.fg):
+                if store is not None:
+                    store.close()
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device):
+    prev_bench = torch.backends.cudnn.benchmark
+    prev_det = torch.backends.cudnn.deterministic
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = prev_bench
+        torch.backends.cudnn.deterministic = prev_det
+
+
+def _sample_seed(seed: int, series_id: str, key: str) -> int:
+    return int(short_hash(seed, series_id, key, length=8), 16)
+
+
+def _project(d: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """|d| <= eps, and x + d inside [0, 1] (pixels outside the window may only move towards it)."""
+    d = d.clamp(-eps, eps)
+    lo = torch.clamp(-x, max=0.0)
+    hi = torch.clamp(1.0 - x, min=0.0)
+    return torch.maximum(torch.minimum(d, hi), lo)
+
+
+class _Job:
+    def __init__(self, series: Sequence[Series], settings: ProtectSettings, progress: Progress | None) -> None:
+        self.series = list(series)
+        self.s = settings
+        self.progress = progress or Progress()
+        self.device = resolve_device(settings.device)
+        self.eps = float(settings.epsilon)
+        self.step = settings.effective_step
+        self.ratio = settings.effective_mask_ratio
+        self.use_mask = settings.method == "salm" and self.ratio < 1.0
+        self.mode = settings.mask_mode
+        self.done = 0
+        self.total = 1
+        self.rounds = 0
+        self.accuracy: dict[int, float] = {}
+        self.buckets: dict[tuple[int, ...], _Bucket] = {}
+
+    # -- reading ------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        if not self.series or not any(s.samples for s in self.series):
+            raise ValueError("nothing to protect: no samples")
+        for si, ser in enumerate(self.series):
+            for ki, smp in enumerate(ser.samples):
+                if len(smp.shape) not in (2, 3):
+                    raise ValueError(f"{smp.source.path}: only 2D images and 3D volumes can be protected, got shape {smp.shape}")
+                if self.s.labels == "given" and self.s.method != "random" and smp.label is None:
+                    raise ValueError(
+                        f"series {ser.id}: sample {smp.key} has no label; use labels='clusters' for unlabelled data"
+                    )
+
+    def _read(self) -> None:
+        for si, ser in enumerate(self.series):
+            for ki, smp in enumerate(ser.samples):
+                self.buckets.setdefault(tuple(smp.shape), _Bucket(tuple(smp.shape), [])).items.append((si, ki))
+        n_all = sum(b.n for b in self.buckets.values())
+        work_rounds = 0 if self.s.method == "random" else self.s.max_rounds
+        self.total = n_all * (1 + work_rounds)
+        feats: dict[tuple[int, int], np.ndarray] = {}
+        bs = self.s.batch_size
+        for bucket in self.buckets.values():
+            shape = (bucket.n, *bucket.shape)
+            bucket.clean = ArrayStore(shape, "float32")
+            bucket.delta = ArrayStore(shape, "float16")
+            if self.use_mask:
+                bucket.mask = ArrayStore(shape, "uint8")
+                bucket.mask_set = np.zeros(bucket.n, dtype=bool)
+            if self.s.foreground and self.ratio < 1.0:
+                bucket.fg = ArrayStore(shape, "uint8")
+            labels = np.zeros(bucket.n, dtype=np.int64)
+            for start in range(0, bucket.n, bs):
+                for pos in range(start, min(start + bs, bucket.n)):
+                    si, ki = bucket.items[pos]
+                    ser = self.series[si]
+                    smp = ser.samples[ki]
+                    try:
+                        x = ser.intensity.normalize(smp.read())
+                    except Exception as exc:  # a one-line reason naming the file
+                        raise ValueError(f"{smp.source.path}: cannot read pixels ({exc})") from exc
+                    if not np.all(np.isfinite(x)):
+                        raise ValueError(f"{smp.source.path}: pixels contain NaN or infinity")
+                    bucket.clean[pos] = x
+                    if bucket.fg is not None:
+                        bucket.fg[pos] = foreground_mask(x)
+                    if self.s.labels == "clusters":
+                        feats[(si, ki)] = intensity_features(x)
+                    else:
+                        labels[pos] = -1 if smp.label is None else int(smp.label)
+                self.done += min(start + bs, bucket.n) - start
+                self.progress.update("protect", self.done, self.total, "reading samples", round=0)
+            bucket.labels = labels
+        if self.s.labels == "clusters":
+            # One clustering per dimensionality group (2D and 3D features are not comparable).
+            for dims in sorted({len(b.shape) for b in self.buckets.values()}):
+                keys = [it for b in self.buckets.values() if len(b.shape) == dims for it in b.items]
+                if len(keys) < self.s.n_clusters:
+                    raise ValueError(f"{len(keys)} samples cannot form {self.s.n_clusters} clusters")
+                assign = kmeans(np.stack([feats[k] for k in keys]), self.s.n_clusters, self.s.seed)
+                lookup = dict(zip(keys, assign.tolist()))
+                for b in self.buckets.values():
+                    if len(b.shape) == dims:
+                        b.labels = np.array([lookup[it] for it in b.items], dtype=np.int64)
+
+    # -- random baseline ------------------------------------------------------------------------
+    def _random(self) -> None:
+        for bucket in self.buckets.values():
+            numel = int(np.prod(bucket.shape))
+            k = max(1, int(round(self.ratio * numel)))
+            for pos, (si, ki) in enumerate(bucket.items):
+                ser = self.series[si]
+                rng = np.random.default_rng(_sample_seed(self.s.seed, ser.id, ser.samples[ki].key))
+                allowed = np.flatnonzero(bucket.fg[pos].reshape(-1)) if bucket.fg is not None else np.arange(numel)
+                chosen = rng.choice(allowed, size=min(k, allowed.size), replace=False) if k < allowed.size else allowed
+                d = np.zeros(numel, dtype=np.float32)
+                d[chosen] = rng.uniform(-self.eps, self.eps, size=chosen.size).astype(np.float32)
+                x = torch.from_numpy(np.asarray(bucket.clean[pos], dtype=np.float32))
+                d_t = _project(torch.from_numpy(d.reshape(bucket.shape)), x, self.eps)
+                bucket.delta[pos] = d_t.numpy().astype(np.float16)
+                if (pos + 1) % self.s.batch_size == 0 or pos + 1 == bucket.n:
+                    self.done += (pos % self.s.batch_size) + 1
+                    self.progress.update("protect", self.done, self.total, "random noise")
+
+    # -- min-min ----------------------------------------------------------------------------------
+    def _batch(self, bucket: _Bucket, idx: np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(bucket.clean[idx], dtype=np.float32)).unsqueeze(1).to(self.device)
+        d = torch.from_numpy(np.asarray(bucket.delta[idx], dtype=np.float32)).unsqueeze(1).to(self.device)
+        y = torch.from_numpy(bucket.labels[idx]).to(self.device)
+        return x, d, y
+
+    def _min_min(self, dims: int, buckets: list[_Bucket]) -> None:
+        s = self.s
+        n_classes = max(2, s.n_clusters if s.labels == "clusters" else int(max(b.labels.max() for b in buckets)) + 1)
+        spatial = min((b.shape for b in buckets), key=lambda sh: min(sh))
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(int(s.seed))
+            model = build_surrogate(s.surrogate, dims, n_classes, spatial)
+        model.to(self.device)
+        opt = torch.optim.SGD(model.parameters(), lr=s.surrogate_lr, momentum=0.9, weight_decay=5e-4)
+        gen = np.random.default_rng(int(s.seed) + 1)
+        sizes = np.array([b.n for b in buckets], dtype=np.float64)
+        n_group = int(sizes.sum())
+        perms = {id(b): [gen.permutation(b.n), 0] for b in buckets}
+
+        def next_train_batch():
+            b = buckets[int(gen.choice(len(buckets), p=sizes / sizes.sum()))]
+            perm = perms[id(b)]
+            if perm[1] + min(s.batch_size, b.n) > b.n:
+                perm[0], perm[1] = gen.permutation(b.n), 0
+            idx = np.sort(perm[0][perm[1]: perm[1] + s.batch_size])
+            perm[1] += len(idx)
+            return b, idx
+
+        for rnd in range(1, s.max_rounds + 1):
+            # (a) surrogate SGD on the perturbed data
+            model.train()
+            for p in model.parameters():
+                p.requires_grad_(True)
+            for _ in range(s.train_steps):
+                b, idx = next_train_batch()
+                x, d, y = self._batch(b, idx)
+                if len(idx) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                    continue  # BatchNorm cannot train on a single sample
+                opt.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(torch.clamp(x + d, 0, 1)), y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+            # (b) noise: projected sign-gradient descent, surrogate fixed in eval mode
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            correct = 0
+            for b in buckets:
+                for start in range(0, b.n, s.batch_size):
+                    idx = np.arange(start, min(start + s.batch_size, b.n))
+                    correct += self._perturb_batch(model, b, idx)
+                    self.done += len(idx)
+                    acc_so_far = correct / max(1, self.done - (self._read_total + (rnd - 1) * n_group))
+                    self.progress.update(
+                        "protect", self.done, self.total, f"round {rnd}: perturbing",
+                        round=rnd, surrogate_accuracy=float(acc_so_far),
+                    )
+            acc = correct / n_group
+            self.rounds = max(self.rounds, rnd)
+            self.accuracy[dims] = float(acc)
+            self.progress.log(f"{dims}D group: round {rnd}, surrogate accuracy on perturbed data {acc:.3f}")
+            if acc >= s.stop_accuracy:
+                self.done += (s.max_rounds - rnd) * n_group
+                break
+
+    def _perturb_batch(self, model, b: _Bucket, idx: np.ndarray) -> int:
+        s = self.s
+        x, d, y = self._batch(b, idx)
+        m = None
+        fg = None
+        if self.use_mask:
+            m = torch.from_numpy(np.asarray(b.mask[idx], dtype=bool)).unsqueeze(1).to(self.device)
+            if b.fg is not None:
+                fg = torch.from_numpy(np.asarray(b.fg[idx], dtype=bool)).unsqueeze(1).to(self.device)
+            fresh = torch.from_numpy(~b.mask_set[idx]).to(self.device)
+        for step in range(s.pgd_steps):
+            d.requires_grad_(True)
+            loss = F.cross_entropy(model(torch.clamp(x + d, 0, 1)), y)
+            (grad,) = torch.autograd.grad(loss, d)
+            d = d.detach()
+            if self.use_mask:
+                recompute = self.mode == "step" or (self.mode == "round" and step == 0)
+                if recompute or bool(fresh.any()):
+                    new_m = topk_mask(grad.abs(), self.ratio, fg)
+                    if recompute:
+                        m = new_m
+                    else:
+                        m = torch.where(fresh.view(-1, *([1] * (m.ndim - 1))), new_m, m)
+                    if s.init == "random" and bool(fresh.any()):
+                        gen = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + int(idx[0]))
+                        r = (torch.rand(d.shape, generator=gen) * 2 - 1).to(self.device) * self.eps
+                        d = torch.where(fresh.view(-1, *([1] * (d.ndim - 1))), r, d)
+                    fresh = torch.zeros_like(fresh)
+                    d = d * m
+                d = d - self.step * torch.sign(grad) * m
+            else:
+                d = d - self.step * torch.sign(grad)
+            d = _project(d, x, self.eps)
+        with torch.no_grad():
+            pred = model(torch.clamp(x + d, 0, 1)).argmax(1)
+        b.delta[idx] = d.squeeze(1).cpu().numpy().astype(np.float16)
+        if self.use_mask:
+            b.mask[idx] = m.squeeze(1).cpu().numpy().astype(np.uint8)
+            b.mask_set[idx] = True
+        return int((pred == y).sum())
+
+    def run(self) -> ProtectResult:
+        t0 = time.perf_counter()
+        self._validate()
+        self._read()
+        self._read_total = self.done
+        with _deterministic(self.device):
+            if self.s.method == "random":
+                self._random()
+            else:
+                for dims in sorted({len(sh) for sh in self.buckets}):
+                    self._min_min(dims, [b for sh, b in self.buckets.items() if len(sh) == dims])
+        gen_seconds = time.perf_counter() - t0
+        result = ProtectResult(self.series, self.s)
+        for b in self.buckets.values():
+            for pos, (si, ki) in enumerate(b.items):
+                result._where[(self.series[si].id, ki)] = (b, pos)
+        for si, ser in enumerate(self.series):
+            labels = [0] * len(ser.samples)
+            for b in self.buckets.values():
+                for pos, (sj, ki) in enumerate(b.items):
+                    if sj == si:
+                        labels[ki] = int(b.labels[pos])
+            result._labels[ser.id] = labels
+        result.summary = self._summary(result, gen_seconds)
+        self.progress.update("protect", self.total, self.total, "done", round=self.rounds,
+                             surrogate_accuracy=result.summary["surrogate_accuracy"])
+        return result
+
+    def _summary(self, result: ProtectResult, gen_seconds: float) -> dict:
+        changed = 0
+        numel = 0
+        max_native = 0.0
+        max_norm = 0.0
+        for ser in self.series:
+            for ki, smp in enumerate(ser.samples):
+                orig = smp.read()
+                prot = result.protected(ser.id, ki)
+                diff = np.abs(prot.astype(np.float64) - orig)
+                changed += int(np.count_nonzero(diff))
+                numel += diff.size
+                if diff.size:
+                    max_native = max(max_native, float(diff.max()))
+                    max_norm = max(max_norm, float(diff.max()) / ser.intensity.width)
+        eps_native = {ser.id: ser.intensity.delta_to_native(self.eps) for ser in self.series}
+        accs = list(self.accuracy.values())
+        return {
+            "method": self.s.method,
+            "epsilon": self.eps,
+            "epsilon_native": max(eps_native.values()),
+            "epsilon_native_per_series": eps_native,
+            "mask_ratio": self.ratio,
+            "recompute_mask": self.mode,
+            "foreground": bool(self.s.foreground),
+            "rounds": self.rounds,
+            "seconds": round(gen_seconds, 3),
+            "device": str(self.device),
+            "samples": sum(len(s.samples) for s in self.series),
+            "series": len(self.series),
+            "labels": self.s.labels,
+            "fraction_pixels_changed": changed / max(1, numel),
+            "max_abs_change_native": max_native,
+            "max_abs_change_normalized": max_norm,
+            "surrogate_accuracy": (min(accs) if accs else None),
+            "seed": self.s.seed,
+        }
+
+
+def protect_series(series: Sequence[Series], settings: ProtectSettings | None = None,
+                   progress: Progress | None = None) -> ProtectResult:
+    """Protect every sample of ``series``. Nothing is written; see :class:`ProtectResult`.
+
+    Raises ``ValueError`` (one line naming the file or series) on bad input and
+    :class:`salm_desktop.core.progress.Cancelled` when ``progress`` is cancelled (within one batch).
+    """
+    return _Job(series, settings or ProtectSettings(), progress).run()
+
+
+# -- mask preview ---------------------------------------------------------------------------------
+_PREVIEW_CACHE: dict[tuple, torch.nn.Module] = {}
+
+
+def _preview_model(dims: int, spatial: tuple[int, ...], seed: int, device: torch.device) -> torch.nn.Module:
+    key = (dims, downsample_factor(spatial), seed, str(device))
+    model = _PREVIEW_CACHE.get(key)
+    if model is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(int(seed))
+            model = build_surrogate("cifar_resnet", dims, 2, spatial).to(device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        _PREVIEW_CACHE[key] = model
+    return model
+
+
+def preview_mask(sample: Sample, intensity: IntensityMap, mask_ratio: float, *, foreground: bool = False,
+                 seed: int = 0, device: str = "auto") -> np.ndarray:
+    """The pixels SALM would perturb first in ``sample`` (bool array of ``sample.shape``).
+
+    A seeded surrogate (cached per dimensionality, input scale, seed and device) normalizes with the
+    sample's own batch statistics (BatchNorm in train mode, no state is changed); the mask is the
+    top ``mask_ratio`` pixels by |gradient of the loss| w.r.t. the input, optionally inside the
+    foreground. It approximates the engine's first mask (the engine's surrogate is trained first).
+    """
+    if not 0 < mask_ratio <= 1:
+        raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
+    dev = resolve_device(device)
+    x_np = intensity.normalize(sample.read())
+    if x_np.ndim not in (2, 3):
+        raise ValueError(f"{sample.source.path}: only 2D images and 3D volumes, got shape {x_np.shape}")
+    fg_np = foreground_mask(x_np) if foreground else None
+    if mask_ratio >= 1.0:
+        return fg_np if fg_np is not None else np.ones(x_np.shape, dtype=bool)
+    model = _preview_model(x_np.ndim, x_np.shape, seed, dev)
+    x = torch.from_numpy(np.clip(x_np, 0, 1))[None, None].to(dev).requires_grad_(True)
+    bn_modes = [(m, m.training, m.track_running_stats) for m in model.modules()
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    try:
+        for m, _, _ in bn_modes:  # batch statistics without touching the running buffers
+            m.train()
+            m.track_running_stats = False
+            m._saved = (m.running_mean, m.running_var)
+            m.running_mean, m.running_var = None, None
+        label = int(sample.label) if sample.label is not None and 0 <= int(sample.label) < 2 else 0
+        loss = F.cross_entropy(model(x), torch.tensor([label], device=dev))
+        (grad,) = torch.autograd.grad(loss, x)
+    finally:
+        for m, training, track in bn_modes:
+            m.running_mean, m.running_var = m._saved
+            del m._saved
+            m.track_running_stats = track
+            m.train(training)
+    allowed = torch.from_numpy(fg_np)[None, None].to(dev) if fg_np is not None else None
+    mask = topk_mask(grad.abs(), mask_ratio, allowed)
+    return mask[0, 0].cpu().numpy().astype(bool)

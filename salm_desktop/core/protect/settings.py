@@ -1,0 +1,71 @@
+"""Settings of one protection job. Every default is explained in docs/algorithm.md."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+METHODS = ("salm", "em", "random")
+MASK_MODES = ("never", "round", "step")
+LABEL_MODES = ("given", "clusters")
+
+
+@dataclass
+class ProtectSettings:
+    method: str = "salm"  # "salm" | "em" | "random"
+    epsilon: float = 8 / 255  # L-inf budget in the normalized scale of the series' IntensityMap
+    step_size: float | None = None  # None: epsilon / 10
+    pgd_steps: int = 20  # perturbation steps per round
+    train_steps: int = 10  # surrogate SGD steps per round
+    stop_accuracy: float = 0.99  # surrogate accuracy on the perturbed data, eval mode
+    max_rounds: int = 10
+    mask_ratio: float = 0.2  # fraction of each sample's pixels SALM may change; 1.0 == plain EM
+    recompute_mask: bool | str = "never"  # "never" (fixed after the first step) | "round" | "step"; True == "step"
+    foreground: bool = False  # intersect the mask with the body/foreground region
+    surrogate: str = "auto"  # "auto" | "cifar_resnet" | "small_cnn" | "densenet121" | "resnet18"
+    batch_size: int = 64
+    device: str = "auto"  # auto: CUDA, then MPS, then CPU
+    seed: int = 0
+    labels: str = "given"  # "given" | "clusters"
+    n_clusters: int = 2
+    surrogate_lr: float = 0.1
+    init: str = "zero"  # "zero" | "random": start the noise at 0 or uniform in the budget (inside the mask)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not 0 < self.epsilon <= 1:
+            raise ValueError(f"epsilon must be in (0, 1] of the intensity window, got {self.epsilon}")
+        if not 0 < self.mask_ratio <= 1:
+            raise ValueError(f"mask_ratio must be in (0, 1], got {self.mask_ratio}")
+        if self.labels not in LABEL_MODES:
+            raise ValueError(f"labels must be 'given' or 'clusters', got {self.labels!r}")
+        if self.n_clusters < 2:
+            raise ValueError("n_clusters must be at least 2")
+        if self.batch_size < 1 or self.pgd_steps < 1 or self.max_rounds < 1 or self.train_steps < 0:
+            raise ValueError("batch_size, pgd_steps and max_rounds must be positive")
+        if self.init not in ("zero", "random"):
+            raise ValueError(f"init must be 'zero' or 'random', got {self.init!r}")
+        self.mask_mode  # validates recompute_mask
+
+    @property
+    def effective_step(self) -> float:
+        return float(self.step_size) if self.step_size else float(self.epsilon) / 10.0
+
+    @property
+    def effective_mask_ratio(self) -> float:
+        return 1.0 if self.method == "em" else float(self.mask_ratio)
+
+    @property
+    def mask_mode(self) -> str:
+        value = self.recompute_mask
+        if value is True:
+            return "step"
+        if value is False or value is None:
+            return "never"
+        if value not in MASK_MODES:
+            raise ValueError(f"recompute_mask must be one of {', '.join(MASK_MODES)} (or a bool), got {value!r}")
+        return str(value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

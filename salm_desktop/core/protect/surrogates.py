@@ -1,0 +1,133 @@
+"""Surrogate classifiers for the min-min optimisation.
+
+``cifar_resnet`` (the default for every size) is a small CIFAR-style ResNet: 3x3 stem, three
+residual stages (16/32/64 channels in 2D, 8/16/32 in 3D), global average pooling, so one network
+takes any input size. For inputs larger than 64 pixels per side a strided downsampling stem brings
+them to about 64 first, which keeps a 512x512 CT slice cheap on the CPU while the input gradient
+(and so the SALM mask) stays at full resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+SURROGATES = ("auto", "cifar_resnet", "small_cnn", "densenet121", "resnet18")
+
+
+def _layers(dims: int):
+    if dims == 2:
+        return nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d
+    if dims == 3:
+        return nn.Conv3d, nn.BatchNorm3d, nn.AdaptiveAvgPool3d
+    raise ValueError(f"only 2D and 3D samples are supported, got {dims}D")
+
+
+def downsample_factor(spatial: tuple[int, ...], target: int = 64) -> int:
+    """Power-of-two stride that brings the smallest side to about ``target``."""
+    smallest = min(spatial)
+    if smallest <= target:
+        return 1
+    return 2 ** int(math.floor(math.log2(smallest / target)))
+
+
+class _Block(nn.Module):
+    def __init__(self, dims: int, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        conv, bn, _ = _layers(dims)
+        self.conv1 = conv(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = bn(cout)
+        self.conv2 = conv(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = bn(cout)
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(conv(cin, cout, 1, stride, bias=False), bn(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.short(x))
+
+
+class Stem(nn.Module):
+    """Strided convolutions until the input is about 64 pixels per side (identity for small input)."""
+
+    def __init__(self, dims: int, out_ch: int, factor: int) -> None:
+        super().__init__()
+        conv, bn, _ = _layers(dims)
+        layers: list[nn.Module] = []
+        cin = 1
+        while factor > 1:
+            layers += [conv(cin, out_ch, 3, 2, 1, bias=False), bn(out_ch), nn.ReLU(inplace=True)]
+            cin = out_ch
+            factor //= 2
+        layers += [conv(cin, out_ch, 3, 1, 1, bias=False), bn(out_ch), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, dims: int, n_classes: int, factor: int = 1, widths: tuple[int, ...] | None = None) -> None:
+        super().__init__()
+        _, _, pool = _layers(dims)
+        widths = widths or ((16, 32, 64) if dims == 2 else (8, 16, 32))
+        self.stem = Stem(dims, widths[0], factor)
+        blocks = []
+        cin = widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(_Block(dims, cin, w, 1 if i == 0 else 2))
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = pool(1)
+        self.fc = nn.Linear(cin, n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.blocks(self.stem(x))), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(x))
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, dims: int, n_classes: int, factor: int = 1) -> None:
+        super().__init__()
+        conv, bn, pool = _layers(dims)
+        maxpool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+        w = 32 if dims == 2 else 16
+        self.stem = Stem(dims, w, factor)
+        self.features = nn.Sequential(
+            maxpool(2), conv(w, 2 * w, 3, 1, 1, bias=False), bn(2 * w), nn.ReLU(inplace=True),
+            maxpool(2), conv(2 * w, 4 * w, 3, 1, 1, bias=False), bn(4 * w), nn.ReLU(inplace=True),
+        )
+        self.pool = pool(1)
+        self.fc = nn.Linear(4 * w, n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(self.stem(x))), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embed(x))
+
+
+def build_surrogate(name: str, dims: int, n_classes: int, spatial: tuple[int, ...]) -> nn.Module:
+    """A fresh surrogate. Seed the global torch RNG (or fork it) before calling for reproducibility."""
+    name = (name or "auto").lower()
+    factor = downsample_factor(spatial)
+    if name in ("auto", "cifar_resnet"):
+        return CifarResNet(dims, n_classes, factor)
+    if name == "small_cnn":
+        return SmallCNN(dims, n_classes, factor)
+    if name == "densenet121":
+        from monai.networks.nets import DenseNet121
+
+        return DenseNet121(spatial_dims=dims, in_channels=1, out_channels=n_classes)
+    if name == "resnet18":
+        from monai.networks.nets import resnet18
+
+        return resnet18(spatial_dims=dims, n_input_channels=1, num_classes=n_classes,
+                        conv1_t_size=3, conv1_t_stride=1, no_max_pool=True)
+    raise ValueError(f"unknown surrogate {name!r}; choose one of {', '.join(SURROGATES)}")
