@@ -1,0 +1,42 @@
+"""A Series whose robust intensity window is computed on first access.
+
+``IntensityMap.robust`` needs pixel values; computing it while scanning would read pixels of every
+MR series. ``LazyIntensitySeries`` is a plain :class:`Series` (same fields, ``isinstance`` works)
+whose ``intensity`` attribute is computed by a factory the first time it is read, then cached.
+Assigning ``series.intensity = ...`` still works and replaces the window.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from salm_desktop.core.model import IntensityMap, Series
+
+
+class LazyIntensitySeries(Series):
+    _intensity_factory: Callable[[Series], IntensityMap] | None = None
+
+    @property  # type: ignore[override]
+    def intensity(self) -> IntensityMap:
+        value = self.__dict__.get("_intensity")
+        if value is None:
+            lock = self.__dict__.setdefault("_intensity_lock", threading.Lock())
+            with lock:
+                value = self.__dict__.get("_intensity")
+                if value is None:
+                    factory = self.__dict__.get("_intensity_factory")
+                    value = factory(self) if factory is not None else IntensityMap(0.0, 1.0, "", "identity")
+                    self.__dict__["_intensity"] = value
+        return value
+
+    @intensity.setter
+    def intensity(self, value: IntensityMap | None) -> None:
+        self.__dict__["_intensity"] = value
+
+    def set_intensity_factory(self, factory: Callable[[Series], IntensityMap]) -> None:
+        self.__dict__["_intensity_factory"] = factory
+
+    @property
+    def intensity_is_computed(self) -> bool:
+        return self.__dict__.get("_intensity") is not None

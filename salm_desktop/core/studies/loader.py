@@ -1,0 +1,140 @@
+"""load_paths: any mix of files and folders -> Series + skipped files.
+
+Files are found recursively (hidden files and folders are ignored, symlinked folders are not
+followed) and classified by name first: NIfTI, npz, PNG/JPEG, NRRD/MetaImage; documentation and
+sidecar files (README, LICENSE, .txt, .json, .csv, ...) are ignored silently; every other file is
+tried as DICOM (with or without the .dcm suffix) after a cheap check of its first bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from salm_desktop.core.model import LoadResult, Skipped
+from salm_desktop.core.progress import Cancelled, Progress
+from salm_desktop.core.studies import dicom as _dicom
+from salm_desktop.core.studies.images import build_image_series, is_image, probe_image
+from salm_desktop.core.studies.labels import apply_labels, parse_spec
+from salm_desktop.core.studies.nifti import is_nifti, load_nifti
+from salm_desktop.core.studies.npz import load_npz
+from salm_desktop.core.studies.volume import is_volume, load_volume
+
+IGNORED_SUFFIXES = {
+    ".txt", ".md", ".rst", ".json", ".csv", ".tsv", ".pdf", ".html", ".htm", ".xml", ".yaml", ".yml",
+    ".py", ".sh", ".bat", ".log", ".bval", ".bvec", ".ini", ".cfg", ".toml", ".doc", ".docx", ".xls",
+    ".xlsx", ".sha256", ".md5", ".sums",
+}
+IGNORED_NAMES = {"license", "licence", "copying", "readme", "notice", "authors", "changelog", "sha256sums", "md5sums",
+                 "thumbs.db", "desktop.ini"}
+
+
+def is_ignored(path: Path) -> bool:
+    """Documentation and sidecar files next to images: not reported at all."""
+    name = path.name.lower()
+    if name.startswith("."):
+        return True
+    if path.suffix.lower() in IGNORED_SUFFIXES:
+        return True
+    stem = name.split(".")[0]
+    return stem in IGNORED_NAMES or stem.startswith("readme") or stem.startswith("license")
+
+
+def find_files(paths: Sequence[Path | str]) -> list[tuple[Path, Path]]:
+    """(file, input root) for every file under ``paths``, sorted, each file once."""
+    out: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        root = Path(raw).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such file or folder")
+        root = root.absolute()
+        if root.is_file():
+            key = root.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append((root, root))
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if not path.is_file():
+                    continue
+                key = path.resolve()
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append((path, root))
+    return out
+
+
+def load_paths(
+    paths: Sequence[Path | str],
+    labels: str | None = None,
+    progress: Progress | None = None,
+) -> LoadResult:
+    """Find, group and sort every study under ``paths``. Reads headers only; pixels load lazily.
+
+    Raises FileNotFoundError for a path that does not exist and LabelsError for a bad labels
+    source. Unreadable or non-image files never abort the scan: they are listed in ``skipped``.
+    """
+    parse_spec(labels)  # a bad spec fails before any work
+    files = find_files(paths)
+    total = len(files)
+    result = LoadResult()
+    dicom_headers: list[_dicom.FrameHeader] = []
+    images: dict[Path, list] = defaultdict(list)
+    if progress is not None:
+        progress.update("load", 0, total, "finding files")
+    for done, (path, root) in enumerate(files, start=1):
+        try:
+            if is_ignored(path) and path != root:
+                pass
+            elif is_nifti(path):
+                _add(result, load_nifti(path, root))
+            elif path.suffix.lower() == ".npz":
+                _add(result, load_npz(path, root))
+            elif is_image(path):
+                probed = probe_image(path)
+                if isinstance(probed, Skipped):
+                    result.skipped.append(probed)
+                else:
+                    images[root if root.is_dir() else path.parent].append((path, *probed))
+            elif is_volume(path):
+                _add(result, load_volume(path, root))
+            else:
+                headers = _dicom.read_headers(path, root)
+                if isinstance(headers, Skipped):
+                    if path.suffix.lower() in ("", ".dcm", ".dicom", ".ima", ".img") or _dicom.looks_like_dicom(path):
+                        result.skipped.append(headers)
+                    else:
+                        result.skipped.append(Skipped(path, f"not an image file (unknown format {path.suffix or 'without suffix'})"))
+                else:
+                    dicom_headers.extend(headers)
+        except (MemoryError, KeyboardInterrupt, Cancelled):
+            raise
+        except Exception as exc:  # one bad file never aborts the scan
+            text = str(exc).strip().splitlines()
+            result.skipped.append(Skipped(path, f"unreadable file ({type(exc).__name__}: {text[0][:200] if text else ''})"))
+        if progress is not None:
+            progress.update("load", done, total, f"read {done} of {total} files")
+    if dicom_headers:
+        result.series.extend(_dicom.group_series(dicom_headers))
+    for root, found in images.items():
+        result.series.append(build_image_series(root, found))
+    order = {str(path): i for i, (path, _root) in enumerate(files)}
+    result.series.sort(key=lambda s: min((order.get(str(f), len(order)) for f in s.files), default=len(order)))
+    apply_labels(result, labels)
+    return result
+
+
+def _add(result: LoadResult, item) -> None:
+    if isinstance(item, Skipped):
+        result.skipped.append(item)
+    elif isinstance(item, list):
+        result.series.extend(item)
+    else:
+        result.series.append(item)
