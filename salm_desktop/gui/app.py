@@ -1,16 +1,165 @@
-"""salm-desktop entry point."""
+"""salm-desktop entry point: the wizard, or ``--selftest`` (off-screen, tiny run on bundled data)."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+SAMPLE_NPZ = RESOURCES / "breastmnist_sample16.npz"
+if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):  # PyInstaller one-folder build
+    _bundled = Path(sys._MEIPASS) / "salm_desktop" / "resources" / "breastmnist_sample16.npz"
+    if _bundled.exists():
+        SAMPLE_NPZ = _bundled
+
+log = logging.getLogger("salm_desktop.gui")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from PySide6.QtWidgets import QApplication, QLabel
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="salm-desktop", description="SALM Desktop: the protection wizard.")
+    parser.add_argument("--selftest", action="store_true",
+                        help="start off-screen, protect the bundled sample data, exit 0 on success")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("paths", nargs="*", help="files or folders to load at start")
+    return parser.parse_known_args(list(argv))
 
-    app = QApplication(sys.argv if argv is None else ["salm-desktop", *argv])
-    label = QLabel("SALM Desktop")
-    label.show()
+
+def wait_until(app, predicate: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.01)
+    app.processEvents()
+    return predicate()
+
+
+def selftest(app, timeout_s: float = 240.0) -> int:
+    """Drive the wizard off-screen: load the bundled sample, protect, review, export; 0 on success."""
+    from PySide6.QtCore import QSettings
+
+    from .main_window import MainWindow
+
+    def fail(message: str) -> int:
+        print(f"salm-desktop --selftest: FAILED: {message}", file=sys.stderr)
+        return 1
+
+    if not SAMPLE_NPZ.exists():
+        return fail(f"{SAMPLE_NPZ}: bundled sample data is missing")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="salm-selftest-") as tmp:
+        tmp_path = Path(tmp)
+        qsettings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(qsettings, show_dialogs=False)
+        try:
+            s = window.ctx.settings
+            s.method, s.mask_ratio, s.device, s.seed = "salm", 0.2, "cpu", 0
+            s.max_rounds, s.pgd_steps, s.train_steps, s.batch_size = 2, 3, 3, 16
+            s.label_source, s.report, s.output_format = "auto", True, "auto"
+            window.settings_page.show_settings(s)
+            window.show()
+            window.load_page.add_paths([SAMPLE_NPZ])
+            if not wait_until(app, lambda: window.ctx.state.load_result is not None and not window.load_page.running, timeout_s):
+                return fail("loading the sample data did not finish")
+            if window.errors:
+                return fail("; ".join(f"{t}: {m}" for t, m in window.errors))
+            series = window.ctx.state.selected_series
+            if not series or sum(len(x.samples) for x in series) != 16:
+                return fail(f"expected 16 sample images, found {sum(len(x.samples) for x in series)}")
+            window.go_to(2)
+            if not wait_until(app, lambda: window.preview_page.current_mask() is not None, 60):
+                return fail("the mask preview did not appear")
+            window.go_to(3)
+            window.protect_page.start()
+            if not wait_until(app, lambda: not window.protect_page.running and window.ctx.state.protect_result is not None,
+                              timeout_s):
+                return fail("protection did not finish" + (f": {window.errors[-1][1]}" if window.errors else ""))
+            window.go_to(4)
+            if not wait_until(app, lambda: bool(window.review_page.fidelity), 60):
+                return fail("fidelity numbers did not appear")
+            numbers = next(iter(window.review_page.fidelity.values()))
+            if not (0 < numbers["fraction_changed"] <= 1) or numbers["max_abs_change_native"] > 8.5:
+                return fail(f"implausible protection: {numbers}")
+            window.go_to(5)
+            out_dir = tmp_path / "protected"
+            window.export_page.destination.setText(str(out_dir))
+            window.export_page.start()
+            if not wait_until(app, lambda: not window.export_page.running and bool(window.export_page.paths), timeout_s):
+                return fail("export did not finish" + (f": {window.errors[-1][1]}" if window.errors else ""))
+            written = [p for p in out_dir.rglob("*") if p.is_file()]
+            if not any(p.suffix == ".npz" for p in written):
+                return fail(f"no protected npz written in {out_dir}")
+            if window.export_page.paths.get("manifest") is None:
+                return fail("no manifest written")
+        finally:
+            window.shutdown()
+            window.close()
+    print(f"salm-desktop --selftest: OK ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def _install_excepthook() -> None:
+    """Unexpected errors become a one-line dialog; the traceback goes to a log file, not the user."""
+    log_path = Path(tempfile.gettempdir()) / "salm-desktop-errors.log"
+
+    def hook(exc_type, exc, tb) -> None:
+        try:
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + "".join(traceback.format_exception(exc_type, exc, tb)))
+        except OSError:
+            pass
+        try:
+            from PySide6.QtWidgets import QApplication, QMessageBox
+
+            from .workers_text import one_line
+
+            if QApplication.instance() is not None:
+                QMessageBox.warning(None, "SALM Desktop", f"Something went wrong: {one_line(exc)}\n"
+                                                           f"(details in {log_path})")
+        except Exception:
+            print(f"salm-desktop: error: {exc}", file=sys.stderr)
+
+    sys.excepthook = hook
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, qt_args = _parse(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        from salm_desktop import __version__
+
+        print(f"salm-desktop {__version__}")
+        return 0
+    if args.selftest:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(["salm-desktop", *qt_args])
+    app.setOrganizationName("SALM Desktop")
+    app.setApplicationName("salm-desktop")
+    if args.selftest:
+        try:
+            return selftest(app)
+        except Exception as exc:  # the selftest reports, it never shows a traceback
+            from .workers_text import one_line
+
+            print(f"salm-desktop --selftest: FAILED: {one_line(exc)}", file=sys.stderr)
+            return 1
+
+    from .main_window import MainWindow
+
+    _install_excepthook()
+    window = MainWindow()
+    window.show()
+    if args.paths:
+        window.load_page.add_paths([Path(p) for p in args.paths])
     return app.exec()
 
 

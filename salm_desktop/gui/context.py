@@ -1,0 +1,44 @@
+"""What every page shares: the wizard state, the settings, the store and the error reporter."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import QObject, Signal
+
+from .model import WizardSettings, WizardState
+from .store import SettingsStore
+
+
+class Context(QObject):
+    loaded = Signal()  # state.load_result changed
+    selection_changed = Signal()  # the set of included series changed
+    settings_changed = Signal()  # settings edited (not the label source)
+    protected = Signal()  # state.protect_result is new
+    busy_changed = Signal(bool)
+    error = Signal(str, str)  # title, one-line message (already shown)
+
+    def __init__(self, store: SettingsStore, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.state = WizardState()
+        self.settings: WizardSettings = store.load_settings()
+        self.error_handler: Callable[[str, str], None] | None = None
+        self._busy = 0
+
+    def report_error(self, title: str, message: str) -> None:
+        """Errors reach the user as a dialog with the file and the reason; tests swap the handler."""
+        self.error.emit(title, message)
+        if self.error_handler is not None:
+            self.error_handler(title, message)
+
+    def save_settings(self) -> None:
+        self.store.save_settings(self.settings)
+
+    def set_busy(self, busy: bool) -> None:
+        self._busy = max(0, self._busy + (1 if busy else -1))
+        self.busy_changed.emit(self._busy > 0)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy > 0

@@ -1,0 +1,102 @@
+"""What a viewer scrolls through: the 2D frames of a series, read lazily (no Qt here).
+
+2D samples give one frame each; 3D samples (volumes, e.g. AdrenalMNIST3D) give one frame per slice
+along their first axis. Pixels are read through ``Sample.read()`` (native float32) and a few recent
+samples are cached, so that scrolling a folder of thousands of slices reads only what is shown.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+
+from salm_desktop.core.model import Series
+
+from .imaging import slice_of
+
+
+class SeriesFrames:
+    def __init__(self, series: Series, cache_size: int = 8,
+                 reader: Callable[[int], np.ndarray] | None = None) -> None:
+        """``reader(i)`` overrides how sample ``i`` is read (the review's protected copy)."""
+        self.series = series
+        self._reader = reader
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+        self.frames: list[tuple[int, int | None]] = []
+        for i, sample in enumerate(series.samples):
+            shape = tuple(sample.shape)
+            if len(shape) >= 3 and not (len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4):
+                depth = int(np.prod(shape[:-2]))
+                self.frames.extend((i, z) for z in range(depth))
+            else:
+                self.frames.append((i, None))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def modality(self) -> str:
+        return self.series.modality
+
+    def sample_index(self, frame: int) -> int:
+        return self.frames[self.clamp(frame)][0]
+
+    def clamp(self, frame: int) -> int:
+        return int(min(max(frame, 0), max(len(self.frames) - 1, 0)))
+
+    def read_sample(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        if self._reader is not None:
+            array = np.asarray(self._reader(index), dtype=np.float32)
+        else:
+            array = self.series.samples[index].read()
+        self._cache[index] = array
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return array
+
+    def frame(self, frame: int) -> np.ndarray:
+        """The native 2D image of ``frame``."""
+        if not self.frames:
+            return np.zeros((1, 1), np.float32)
+        index, depth = self.frames[self.clamp(frame)]
+        array = self.read_sample(index)
+        if depth is not None and array.ndim > 3:
+            array = array.reshape((-1,) + array.shape[-2:])
+        return slice_of(array, depth)
+
+    def frame_mask(self, frame: int, mask: np.ndarray | None) -> np.ndarray | None:
+        """The 2D part of a sample-shaped mask that belongs to ``frame``."""
+        if mask is None or not self.frames:
+            return None
+        _, depth = self.frames[self.clamp(frame)]
+        mask = np.asarray(mask)
+        if mask.ndim > 3:
+            mask = mask.reshape((-1,) + mask.shape[-2:])
+        if mask.ndim == 3 and depth is None:
+            return mask.any(axis=-1) if mask.shape[-1] in (3, 4) else mask[mask.shape[0] // 2]
+        return slice_of(mask, depth)
+
+    def meta(self, frame: int) -> dict:
+        """Display metadata of a frame: sample meta over series meta (window, photometric)."""
+        merged = dict(self.series.meta or {})
+        if self.frames:
+            merged.update(self.series.samples[self.sample_index(frame)].meta or {})
+        return merged
+
+    def describe(self, frame: int) -> str:
+        if not self.frames:
+            return "no images"
+        index, depth = self.frames[self.clamp(frame)]
+        sample = self.series.samples[index]
+        text = f"image {index + 1}/{len(self.series.samples)}"
+        if depth is not None:
+            text += f", slice {depth + 1}"
+        if sample.label is not None:
+            text += f", label {sample.label}"
+        return text

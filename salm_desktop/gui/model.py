@@ -1,0 +1,472 @@
+"""The wizard's state and presentation logic, without widgets (testable without a display).
+
+Pages show what these functions return and hand user input back to them; every real action goes
+through :mod:`salm_desktop.gui.services`, which calls the same core functions as the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from salm_desktop.core.model import IntensityMap, LoadResult, Series
+
+METHODS = [("salm", "SALM (sparse local mask)"), ("em", "EM (full image, baseline)"), ("random", "Random noise (baseline)")]
+LABEL_SOURCES = [
+    ("auto", "Automatic (npz labels / class folders)"),
+    ("folders", "Class folders"),
+    ("npz", "npz labels"),
+    ("csv", "CSV file…"),
+    ("clusters", "None: pseudo-labels (clusters)"),
+]
+FORMATS = [("auto", "As input"), ("npz", "npz"), ("nifti", "NIfTI"), ("dicom", "DICOM"), ("png", "PNG")]
+
+
+def parse_epsilon(text: str) -> float:
+    """"8/255", "0.03", "8" (read as 8/255 when > 1) -> a normalized budget in (0, 1]."""
+    text = str(text).strip()
+    if not text:
+        raise ValueError("the budget is empty")
+    try:
+        value = float(Fraction(text)) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"'{text}' is not a number or a fraction like 8/255") from None
+    if value > 1.0:
+        value = value / 255.0
+    if not (0.0 < value <= 1.0) or not math.isfinite(value):
+        raise ValueError(f"the budget must be between 0 and 1 (got {text})")
+    return value
+
+
+def epsilon_text(value: float) -> str:
+    """0.0313... -> "8/255" when it is a whole number of 255ths, else a decimal."""
+    k = value * 255.0
+    if abs(k - round(k)) < 1e-6:
+        return f"{int(round(k))}/255"
+    return f"{value:.4g}"
+
+
+def _engine_default(name: str, fallback: Any) -> Any:
+    """The engine's own default for a setting, so that the wizard never disagrees with the CLI."""
+    try:
+        from salm_desktop.core.protect.settings import ProtectSettings
+
+        return getattr(ProtectSettings(), name)
+    except Exception:
+        return fallback
+
+
+@dataclass
+class WizardSettings:
+    """Everything the Settings page edits; persisted through QSettings as a flat dict."""
+
+    label_source: str = "auto"  # auto | folders | npz | csv | clusters
+    csv_path: str = ""
+    n_clusters: int = 2
+    method: str = _engine_default("method", "salm")
+    epsilon: float = _engine_default("epsilon", 8 / 255)
+    mask_ratio: float = _engine_default("mask_ratio", 0.2)
+    device: str = "auto"
+    seed: int = 0
+    # advanced
+    pgd_steps: int = _engine_default("pgd_steps", 20)
+    train_steps: int = _engine_default("train_steps", 10)
+    max_rounds: int = _engine_default("max_rounds", 10)
+    stop_accuracy: float = _engine_default("stop_accuracy", 0.99)
+    foreground: bool = _engine_default("foreground", False)
+    batch_size: int = _engine_default("batch_size", 64)
+    surrogate: str = _engine_default("surrogate", "auto")
+    recompute_mask: str = str(_engine_default("recompute_mask", "never"))
+    # export
+    output_format: str = "auto"
+    report: bool = True
+    splits: str = "train"
+
+    def loader_labels(self) -> str | None:
+        """The ``labels`` argument of ``load_paths``."""
+        if self.label_source == "auto":
+            return None
+        if self.label_source == "csv":
+            return f"csv:{self.csv_path}" if self.csv_path else None
+        if self.label_source == "clusters":
+            return "none"
+        return self.label_source
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "epsilon": float(self.epsilon),
+            "mask_ratio": float(self.mask_ratio) if self.method != "em" else 1.0,
+            "device": self.device,
+            "seed": int(self.seed),
+            "pgd_steps": int(self.pgd_steps),
+            "train_steps": int(self.train_steps),
+            "max_rounds": int(self.max_rounds),
+            "stop_accuracy": float(self.stop_accuracy),
+            "foreground": bool(self.foreground),
+            "batch_size": int(self.batch_size),
+            "surrogate": self.surrogate,
+            "recompute_mask": self.recompute_mask,
+            "labels": "clusters" if self.label_source == "clusters" else "given",
+            "n_clusters": int(self.n_clusters),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WizardSettings":
+        """Tolerant: unknown keys ignored, wrong types fall back to the default."""
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            default = getattr(defaults, f.name)
+            raw = data[f.name]
+            try:
+                if isinstance(default, bool):
+                    value: Any = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+                elif isinstance(default, int):
+                    value = int(float(raw))
+                elif isinstance(default, float):
+                    value = float(raw)
+                else:
+                    value = str(raw)
+            except (TypeError, ValueError):
+                continue
+            values[f.name] = value
+        settings = cls(**values)
+        if settings.method not in {m for m, _ in METHODS}:
+            settings.method = defaults.method
+        if settings.label_source not in {k for k, _ in LABEL_SOURCES}:
+            settings.label_source = defaults.label_source
+        if not (0 < settings.epsilon <= 1):
+            settings.epsilon = defaults.epsilon
+        if not (0 < settings.mask_ratio <= 1):
+            settings.mask_ratio = defaults.mask_ratio
+        return settings
+
+
+def build_protect_settings(settings: WizardSettings, cls: type | None = None) -> Any:
+    """A core ``ProtectSettings`` from the wizard settings, passing only the fields it has."""
+    if cls is None:
+        from salm_desktop.core.protect import ProtectSettings as cls  # noqa: N813
+    kwargs = settings.engine_kwargs()
+    if dataclasses.is_dataclass(cls):
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in kwargs.items() if k in names}
+    return cls(**kwargs)
+
+
+# -- load page -------------------------------------------------------------------------------------
+
+SERIES_COLUMNS = ["Series", "Type", "Modality", "Description", "Images", "Size", "Labels", "Warnings"]
+
+
+def _shape_text(series: Series) -> str:
+    shape = series.sample_shape
+    if shape is None:
+        shapes = sorted({tuple(s.shape) for s in series.samples})
+        return "mixed: " + ", ".join("×".join(map(str, s)) for s in shapes[:3]) + ("…" if len(shapes) > 3 else "")
+    text = "×".join(str(d) for d in shape)
+    dims = (series.meta or {}).get("dims")
+    if dims:
+        text += "  (" + " × ".join(str(d) for d in dims) + ")"
+    return text
+
+
+def labels_text(series: Series) -> str:
+    counts = series.label_counts()
+    if list(counts) == ["unlabelled"]:
+        return "none"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+
+
+def series_rows(result: LoadResult | None) -> list[list[str]]:
+    if result is None:
+        return []
+    rows = []
+    for s in result.series:
+        rows.append([
+            s.id, s.kind, s.modality, s.description or "", str(len(s.samples)), _shape_text(s),
+            labels_text(s), "; ".join(s.warnings),
+        ])
+    return rows
+
+
+def skipped_rows(result: LoadResult | None) -> list[list[str]]:
+    if result is None:
+        return []
+    return [[str(s.path), s.reason] for s in result.skipped]
+
+
+def load_summary(result: LoadResult | None) -> str:
+    if result is None:
+        return "Nothing loaded yet. Drop files or folders here, or use Add files / Add folder."
+    n_samples = sum(len(s.samples) for s in result.series)
+    text = f"{len(result.series)} series, {n_samples} images"
+    if result.skipped:
+        text += f", {len(result.skipped)} skipped (see below)"
+    return text
+
+
+# -- settings page ---------------------------------------------------------------------------------
+
+def budget_texts(epsilon: float, series: Sequence[Series]) -> tuple[str, str]:
+    """("±0.0314 of the intensity window (8/255)", "±63 HU (CT) · ±12.3 (MR 4f2a…)")."""
+    normalized = f"±{epsilon:.4f} of each series' intensity window ({epsilon_text(epsilon)})"
+    natives: list[str] = []
+    seen: set[str] = set()
+    for s in series:
+        try:
+            intensity: IntensityMap = s.intensity
+            native = intensity.delta_to_native(epsilon)
+        except Exception:  # a lazy intensity map that cannot be computed: show nothing for it
+            continue
+        unit = f" {intensity.unit}" if intensity.unit else ""
+        text = f"±{native:.3g}{unit} ({s.modality} {s.id[:6]}, window {intensity.low:.4g}..{intensity.high:.4g})"
+        key = f"{native:.3g}{unit}{s.modality}"
+        if key in seen:
+            continue
+        seen.add(key)
+        natives.append(text)
+    native_text = "; ".join(natives[:6]) + ("; …" if len(natives) > 6 else "") if natives else "(load a study first)"
+    return normalized, native_text
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """[(device name for the engine, label)] — lists the CUDA GPUs by name when present."""
+    choices = [("auto", "Automatic (CUDA, then Apple MPS, then CPU)"), ("cpu", "CPU")]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                choices.append((f"cuda:{i}", f"CUDA {i}: {torch.cuda.get_device_name(i)}"))
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            choices.append(("mps", "Apple MPS"))
+    except Exception:
+        pass
+    return choices
+
+
+# -- protect page ----------------------------------------------------------------------------------
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@dataclass
+class ProtectStatus:
+    """What the Protect page shows, folded from progress events."""
+
+    fraction: float = 0.0
+    message: str = ""
+    round: int | None = None
+    accuracy: float | None = None
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    per_series: dict[str, float] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    def update(self, event: Any, series_ids: Sequence[str] = ()) -> None:
+        if event.stage == "log":
+            if event.message:
+                self.log.append(event.message)
+            return
+        self.fraction = event.fraction
+        self.elapsed_s = event.elapsed_s
+        self.eta_s = event.eta_s
+        if event.message:
+            self.message = event.message
+        metrics = event.metrics or {}
+        for key in ("round",):
+            if key in metrics and metrics[key] is not None:
+                self.round = int(metrics[key])
+        for key in ("surrogate_accuracy", "accuracy", "train_accuracy"):
+            if metrics.get(key) is not None:
+                self.accuracy = float(metrics[key])
+                break
+        sid = metrics.get("series") or metrics.get("series_id")
+        if sid is not None and "series_fraction" in metrics:
+            self.per_series[str(sid)] = float(metrics["series_fraction"])
+        elif sid is not None:
+            self.per_series[str(sid)] = event.fraction
+        elif series_ids:
+            for s in series_ids:  # the engine protects all series together: they advance together
+                self.per_series[s] = event.fraction
+
+    def accuracy_text(self) -> str:
+        return "–" if self.accuracy is None else f"{100 * self.accuracy:.1f} %"
+
+
+# -- review page -----------------------------------------------------------------------------------
+
+def fidelity_numbers(original: np.ndarray, protected: np.ndarray, intensity: IntensityMap) -> dict[str, float]:
+    """PSNR (normalized scale), largest/mean change (native), fraction of pixels changed."""
+    original = np.asarray(original, np.float64)
+    protected = np.asarray(protected, np.float64)
+    diff = protected - original
+    changed = diff != 0
+    norm_diff = diff / intensity.width
+    mse = float(np.mean(norm_diff**2)) if diff.size else 0.0
+    psnr = float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    return {
+        "psnr_db": psnr,
+        "max_abs_change_native": float(np.max(np.abs(diff))) if diff.size else 0.0,
+        "mean_abs_change_native": float(np.mean(np.abs(diff))) if diff.size else 0.0,
+        "fraction_changed": float(np.mean(changed)) if diff.size else 0.0,
+    }
+
+
+def fidelity_rows(per_series: dict[str, dict[str, float]], units: dict[str, str]) -> list[list[str]]:
+    rows = []
+    for sid, m in per_series.items():
+        unit = units.get(sid, "")
+        unit = f" {unit}" if unit else ""
+        psnr = m.get("psnr_db", float("nan"))
+        rows.append([
+            sid,
+            "∞" if psnr == float("inf") else f"{psnr:.1f} dB",
+            f"{m.get('ssim', float('nan')):.4f}" if "ssim" in m else "–",
+            f"{m.get('max_abs_change_native', 0):.4g}{unit}",
+            f"{m.get('mean_abs_change_native', 0):.3g}{unit}",
+            f"{100 * m.get('fraction_changed', 0):.1f} %",
+        ])
+    return rows
+
+
+FIDELITY_COLUMNS = ["Series", "PSNR", "SSIM", "Largest change", "Mean change", "Pixels changed"]
+
+
+def default_output_dir(inputs: Sequence[Path | str]) -> Path | None:
+    """A sibling of the first input named ``<name>_protected`` (never inside the input tree)."""
+    if not inputs:
+        return None
+    first = Path(inputs[0])
+    base = first.parent if first.is_file() else first
+    name = (first.stem if first.is_file() else first.name) or "study"
+    return base.parent / f"{name}_protected"
+
+
+@dataclass
+class WizardState:
+    """What the steps hand to each other."""
+
+    inputs: list[Path] = field(default_factory=list)
+    load_result: LoadResult | None = None
+    excluded: set[str] = field(default_factory=set)  # series ids the user unticked
+    protect_result: Any = None
+    protected_ids: list[str] = field(default_factory=list)
+    export_result: Any = None
+
+    @property
+    def series(self) -> list[Series]:
+        return list(self.load_result.series) if self.load_result else []
+
+    @property
+    def selected_series(self) -> list[Series]:
+        return [s for s in self.series if s.id not in self.excluded]
+
+    def series_by_id(self, sid: str) -> Series | None:
+        for s in self.series:
+            if s.id == sid:
+                return s
+        return None
+
+    def default_excluded(self) -> set[str]:
+        """npz splits other than train are left out by default (they are exported unchanged)."""
+        return {s.id for s in self.series if s.kind == "npz" and (s.meta or {}).get("split", "train") != "train"}
+
+    def selected_splits(self) -> tuple[str, ...]:
+        splits = sorted({str((s.meta or {}).get("split")) for s in self.selected_series
+                         if s.kind == "npz" and (s.meta or {}).get("split")})
+        return tuple(splits) or ("train",)
+
+
+# -- batch -----------------------------------------------------------------------------------------
+
+@dataclass
+class BatchItem:
+    path: Path
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    message: str = ""
+    out_dir: Path | None = None
+    result: Any = None
+
+
+class BatchQueue:
+    """Several folders protected one after another with the same settings (no Qt here).
+
+    A failing folder is recorded with its one-line reason and the queue goes on with the next;
+    cancel stops the queue (the running job leaves no partial output: the job pipeline's rule).
+    """
+
+    def __init__(self) -> None:
+        self.items: list[BatchItem] = []
+
+    def add(self, path: Path | str) -> bool:
+        path = Path(path)
+        if any(item.path == path for item in self.items):
+            return False
+        self.items.append(BatchItem(path))
+        return True
+
+    def remove(self, index: int) -> None:
+        if 0 <= index < len(self.items) and self.items[index].status != "running":
+            del self.items[index]
+
+    @staticmethod
+    def output_for(path: Path, out_root: Path) -> Path:
+        return Path(out_root) / f"{Path(path).stem if Path(path).is_file() else Path(path).name}_protected"
+
+    def run(self, out_root: Path, runner: Any, progress: Any) -> list[BatchItem]:
+        """``runner(path, out_dir, progress)`` runs one job (services.run_job with fixed settings)."""
+        from salm_desktop.core.progress import Cancelled
+
+        for n, item in enumerate(self.items):
+            if item.status == "done":
+                continue
+            item.out_dir = self.output_for(item.path, out_root)
+            item.status, item.message = "running", ""
+            if progress is not None:
+                progress.log(f"Batch {n + 1}/{len(self.items)}: {item.path.name}")
+            try:
+                item.result = runner(item.path, item.out_dir, progress)
+            except Cancelled:
+                item.status, item.message = "cancelled", "cancelled by the user"
+                for rest in self.items[n + 1:]:
+                    if rest.status == "queued":
+                        rest.status, rest.message = "cancelled", "not started"
+                raise
+            except Exception as exc:  # one folder failing must not stop the rest
+                from .workers_text import one_line
+
+                item.status, item.message = "failed", one_line(exc)
+                if progress is not None:
+                    progress.log(f"{item.path.name}: failed: {item.message}")
+                continue
+            item.status, item.message = "done", "protected"
+            if progress is not None:
+                progress.restart_stage("protect")
+        return self.items
+
+    def rows(self) -> list[list[str]]:
+        return [[str(i.path), i.status, str(i.out_dir or ""), i.message] for i in self.items]

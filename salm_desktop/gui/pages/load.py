@@ -1,0 +1,237 @@
+"""Step 1: choose or drop files and folders; the series found and the skipped files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import services
+from ..context import Context
+from ..model import SERIES_COLUMNS, load_summary, series_rows, skipped_rows
+from ..widgets import fill_table, heading, hint, make_table
+from ..workers import Worker
+
+
+class LoadPage(QWidget):
+    finished = Signal(bool)  # a load ended (True: something loaded)
+
+    def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.worker: Worker | None = None
+        self.setAcceptDrops(True)
+
+        self.inputs = QListWidget()
+        self.inputs.setMaximumHeight(90)
+        self.inputs.setToolTip("Files and folders to load; drop more here")
+        self.add_files_button = QPushButton("Add files…")
+        self.add_folder_button = QPushButton("Add folder…")
+        self.clear_button = QPushButton("Clear")
+        self.load_button = QPushButton("Load")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.status = QLabel(load_summary(None))
+        self.series_table = make_table()
+        self.series_table.setObjectName("series_table")
+        self.skipped_table = make_table()
+        self.skipped_table.setObjectName("skipped_table")
+        fill_table(self.series_table, SERIES_COLUMNS, [])
+        fill_table(self.skipped_table, ["Skipped file", "Reason"], [])
+
+        buttons = QHBoxLayout()
+        for b in (self.add_files_button, self.add_folder_button, self.clear_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.load_button)
+        buttons.addWidget(self.cancel_button)
+        prog = QHBoxLayout()
+        prog.addWidget(self.progress, 1)
+        series_box = QWidget()
+        sl = QVBoxLayout(series_box)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(QLabel("Series found (untick a series to leave it out of the protection):"))
+        sl.addWidget(self.series_table)
+        skipped_box = QWidget()
+        kl = QVBoxLayout(skipped_box)
+        kl.setContentsMargins(0, 0, 0, 0)
+        kl.addWidget(QLabel("Skipped files and reasons:"))
+        kl.addWidget(self.skipped_table)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(series_box)
+        split.addWidget(skipped_box)
+        split.setSizes([300, 120])
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading("1. Load a study"))
+        layout.addWidget(hint("Drag and drop DICOM folders, NIfTI files, MedMNIST-style .npz files or folders of "
+                              "PNG/JPEG images here, or use the buttons. Originals are only read, never changed."))
+        layout.addWidget(self.inputs)
+        layout.addLayout(buttons)
+        layout.addLayout(prog)
+        layout.addWidget(self.status)
+        layout.addWidget(split, 1)
+
+        self.add_files_button.clicked.connect(self._choose_files)
+        self.add_folder_button.clicked.connect(self._choose_folder)
+        self.clear_button.clicked.connect(self.clear)
+        self.load_button.clicked.connect(self.start_load)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.series_table.itemChanged.connect(self._item_changed)
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def input_paths(self) -> list[Path]:
+        return [Path(self.inputs.item(i).text()) for i in range(self.inputs.count())]
+
+    def add_paths(self, paths: Sequence[Path | str], load: bool = True) -> None:
+        known = {str(p) for p in self.input_paths()}
+        for p in paths:
+            if str(p) not in known:
+                self.inputs.addItem(str(p))
+                known.add(str(p))
+        if paths:
+            first = Path(paths[0])
+            self.ctx.store.set_last_folder("input", first if first.is_dir() else first.parent)
+        if load:
+            self.start_load()
+
+    def clear(self) -> None:
+        self.cancel()
+        self.inputs.clear()
+        self.ctx.state.inputs = []
+        self.ctx.state.load_result = None
+        self._show_result()
+        self.ctx.loaded.emit()
+
+    def _choose_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Add files", self.ctx.store.last_folder("input"),
+                                                "Images (*.dcm *.nii *.nii.gz *.npz *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)")
+        if files:
+            self.add_paths(files)
+
+    def _choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add folder", self.ctx.store.last_folder("input"))
+        if folder:
+            self.add_paths([folder])
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.add_paths(paths)
+
+    # -- loading ---------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def start_load(self) -> None:
+        paths = self.input_paths()
+        if not paths:
+            self.status.setText(load_summary(None))
+            return
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            self.ctx.report_error("Cannot load", f"{missing[0]}: no such file or folder")
+            return
+        if self.running:
+            self.worker.cancel()
+            self.worker.wait()
+        settings = self.ctx.settings
+        worker = Worker(lambda progress: services.load(paths, settings, progress), self, name="load")
+        worker.progressed.connect(self._progressed)
+        worker.succeeded.connect(self._loaded)
+        worker.failed.connect(self._failed)
+        worker.cancelled.connect(self._cancelled)
+        worker.finished.connect(self._worker_done)
+        self.worker = worker
+        self.progress.setValue(0)
+        self.status.setText("Loading…")
+        self.cancel_button.setEnabled(True)
+        self.load_button.setEnabled(False)
+        self.ctx.set_busy(True)
+        worker.start()
+
+    def cancel(self) -> None:
+        if self.running:
+            self.worker.cancel()
+
+    def _progressed(self, event) -> None:
+        if event.stage == "log":
+            return
+        self.progress.setValue(int(1000 * event.fraction))
+        self.status.setText(f"Loading… {event.done}/{event.total} files" if event.total else "Loading…")
+
+    def _loaded(self, result) -> None:
+        self.ctx.state.inputs = self.input_paths()
+        self.ctx.state.load_result = result
+        self.ctx.state.excluded = self.ctx.state.default_excluded()
+        self.ctx.state.protect_result = None
+        self.ctx.store.add_recent_inputs([str(p) for p in self.ctx.state.inputs])
+        self.progress.setValue(1000)
+        self._show_result()
+        self.ctx.loaded.emit()
+        if not result.series:
+            reason = result.skipped[0].reason if result.skipped else "no image files found"
+            where = result.skipped[0].path if result.skipped else (self.ctx.state.inputs or ["input"])[0]
+            self.ctx.report_error("Nothing to protect", f"{where}: {reason}")
+        self.finished.emit(bool(result.series))
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(f"Loading failed: {message}")
+        self.ctx.report_error("Loading failed", message)
+        self.finished.emit(False)
+
+    def _cancelled(self) -> None:
+        self.status.setText("Loading cancelled; nothing was changed.")
+        self.progress.setValue(0)
+        self.finished.emit(False)
+
+    def _worker_done(self) -> None:
+        self.cancel_button.setEnabled(False)
+        self.load_button.setEnabled(True)
+        self.ctx.set_busy(False)
+
+    def _show_result(self) -> None:
+        result = self.ctx.state.load_result
+        rows = series_rows(result)
+        self.series_table.blockSignals(True)
+        ids = [r[0] for r in rows]
+        fill_table(self.series_table, SERIES_COLUMNS, rows, checkable=lambda r: ids[r] not in self.ctx.state.excluded)
+        self.series_table.blockSignals(False)
+        fill_table(self.skipped_table, ["Skipped file", "Reason"], skipped_rows(result))
+        self.status.setText(load_summary(result))
+
+    def _item_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() != 0:
+            return
+        sid = item.text()
+        if item.checkState() == Qt.CheckState.Checked:
+            self.ctx.state.excluded.discard(sid)
+        else:
+            self.ctx.state.excluded.add(sid)
+        self.ctx.selection_changed.emit()

@@ -1,0 +1,197 @@
+"""Step 4: protect the selected series on a worker thread, with progress, a log and Cancel."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import services
+from ..context import Context
+from ..model import ProtectStatus, duration_text
+from ..widgets import fill_table, heading, hint, make_table
+from ..workers import Worker
+
+
+class ProtectPage(QWidget):
+    finished = Signal(str)  # "done" | "cancelled" | "failed"
+
+    def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.worker: Worker | None = None
+        self.status = ProtectStatus()
+        self.series_ids: list[str] = []
+        self.bars: dict[str, QProgressBar] = {}
+        self.started_at = 0.0
+        self.events_seen = 0
+
+        self.start_button = QPushButton("Protect")
+        self.start_button.setObjectName("protect_start")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.overall = QProgressBar()
+        self.overall.setRange(0, 1000)
+        self.round_label = QLabel("–")
+        self.accuracy_label = QLabel("–")
+        self.elapsed_label = QLabel("–")
+        self.eta_label = QLabel("–")
+        self.message_label = QLabel("")
+        self.table: QTableWidget = make_table()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addStretch(1)
+        numbers = QFormLayout()
+        numbers.addRow("Overall", self.overall)
+        numbers.addRow("Round", self.round_label)
+        numbers.addRow("Surrogate accuracy on protected data", self.accuracy_label)
+        numbers.addRow("Elapsed", self.elapsed_label)
+        numbers.addRow("Time left", self.eta_label)
+        numbers.addRow("", self.message_label)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading("4. Protect"))
+        layout.addWidget(hint("Protection runs in the background; the window stays usable and Cancel stops it "
+                              "at the next batch. Nothing is written until you export."))
+        layout.addLayout(buttons)
+        layout.addLayout(numbers)
+        layout.addWidget(QLabel("Per series:"))
+        layout.addWidget(self.table, 1)
+        layout.addWidget(QLabel("Log:"))
+        layout.addWidget(self.log, 1)
+
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        ctx.loaded.connect(self.reset)
+        ctx.selection_changed.connect(self.reset)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def reset(self) -> None:
+        if self.running:
+            return
+        self.series_ids = [s.id for s in self.ctx.state.selected_series]
+        self._build_table()
+        self.overall.setValue(0)
+        for label in (self.round_label, self.accuracy_label, self.elapsed_label, self.eta_label):
+            label.setText("–")
+        self.message_label.setText("")
+
+    def _build_table(self) -> None:
+        series = [s for s in self.ctx.state.selected_series if s.id in self.series_ids]
+        rows = [[s.id, s.modality, str(len(s.samples)), ""] for s in series]
+        fill_table(self.table, ["Series", "Modality", "Images", "Progress"], rows)
+        self.bars = {}
+        for r, s in enumerate(series):
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            self.table.setCellWidget(r, 3, bar)
+            self.bars[s.id] = bar
+        self.table.setColumnWidth(3, 220)
+
+    def start(self) -> None:
+        if self.running:
+            return
+        series = self.ctx.state.selected_series
+        if not series:
+            self.ctx.report_error("Nothing to protect", "Load a study and tick at least one series first.")
+            return
+        settings = self.ctx.settings
+        self.series_ids = [s.id for s in series]
+        self._build_table()
+        self.status = ProtectStatus()
+        self.events_seen = 0
+        self.log.clear()
+        self._log(f"Protecting {len(series)} series ({sum(len(s.samples) for s in series)} images), "
+                  f"method {settings.method}, mask ratio {settings.mask_ratio:.2f}, device {settings.device}, "
+                  f"seed {settings.seed}.")
+        self.ctx.state.protect_result = None
+        worker = Worker(lambda progress: services.protect(series, settings, progress), self, name="protect")
+        worker.progressed.connect(self._progressed)
+        worker.succeeded.connect(self._done)
+        worker.failed.connect(self._failed)
+        worker.cancelled.connect(self._cancelled)
+        worker.finished.connect(self._worker_done)
+        self.worker = worker
+        self.started_at = time.monotonic()
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.ctx.set_busy(True)
+        worker.start()
+
+    def cancel(self) -> None:
+        if self.running:
+            self._log("Cancelling…")
+            self.cancel_button.setEnabled(False)
+            self.worker.cancel()
+
+    def _log(self, text: str) -> None:
+        self.log.appendPlainText(f"[{time.strftime('%H:%M:%S')}] {text}")
+
+    def _progressed(self, event) -> None:
+        self.events_seen += 1
+        self.status.update(event, self.series_ids)
+        if event.stage == "log":
+            self._log(event.message)
+            return
+        self.overall.setValue(int(1000 * self.status.fraction))
+        self.round_label.setText("–" if self.status.round is None else str(self.status.round))
+        self.accuracy_label.setText(self.status.accuracy_text())
+        self.elapsed_label.setText(duration_text(time.monotonic() - self.started_at))
+        self.eta_label.setText(duration_text(self.status.eta_s))
+        self.message_label.setText(self.status.message)
+        for sid, fraction in self.status.per_series.items():
+            if sid in self.bars:
+                self.bars[sid].setValue(int(1000 * fraction))
+
+    def _done(self, result) -> None:
+        self.ctx.state.protect_result = result
+        self.ctx.state.protected_ids = list(self.series_ids)
+        self.overall.setValue(1000)
+        for bar in self.bars.values():
+            bar.setValue(1000)
+        summary = getattr(result, "summary", {}) or {}
+        parts = []
+        for key in ("rounds", "surrogate_accuracy", "fraction_pixels_changed", "max_abs_change_native", "seconds", "device"):
+            if key in summary:
+                value = summary[key]
+                parts.append(f"{key.replace('_', ' ')} {value:.4g}" if isinstance(value, float) else f"{key.replace('_', ' ')} {value}")
+        self._log("Done: " + (", ".join(parts) if parts else "protection finished") + ".")
+        if summary.get("surrogate_accuracy") is not None:
+            self.accuracy_label.setText(f"{100 * float(summary['surrogate_accuracy']):.1f} %")
+        self.eta_label.setText("0 s")
+        self.ctx.protected.emit()
+        self.finished.emit("done")
+
+    def _failed(self, message: str) -> None:
+        self._log(f"Failed: {message}")
+        self.ctx.report_error("Protection failed", message)
+        self.finished.emit("failed")
+
+    def _cancelled(self) -> None:
+        self._log("Cancelled: no protected data was kept.")
+        self.message_label.setText("Cancelled.")
+        self.finished.emit("cancelled")
+
+    def _worker_done(self) -> None:
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.ctx.set_busy(False)

@@ -1,0 +1,127 @@
+"""The wizard's only door to the core: the same functions the CLI calls (no Qt here).
+
+Every function takes a core :class:`Progress` and is meant to run on a worker thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from salm_desktop.core.model import IntensityMap, LoadResult, Sample, Series
+from salm_desktop.core.progress import Progress
+
+from .model import WizardSettings, build_protect_settings, fidelity_numbers
+
+
+def load(paths: Sequence[Path | str], settings: WizardSettings, progress: Progress | None = None) -> LoadResult:
+    from salm_desktop.core.studies import load_paths
+
+    return load_paths([Path(p) for p in paths], labels=settings.loader_labels(), progress=progress)
+
+
+def protect(series: Sequence[Series], settings: WizardSettings, progress: Progress | None = None) -> Any:
+    from salm_desktop.core.protect import protect_series
+
+    return protect_series(list(series), build_protect_settings(settings), progress)
+
+
+def preview_mask(sample: Sample, intensity: IntensityMap, settings: WizardSettings, mask_ratio: float) -> np.ndarray:
+    from salm_desktop.core.protect import preview_mask as core_preview_mask
+
+    ratio = 1.0 if settings.method == "em" else float(mask_ratio)
+    mask = core_preview_mask(sample, intensity, ratio, foreground=bool(settings.foreground),
+                             seed=int(settings.seed), device=settings.device)
+    return np.asarray(mask, dtype=bool)
+
+
+def series_fidelity(series: Series, result: Any, progress: Progress | None = None,
+                    max_samples: int = 256) -> dict[str, float]:
+    """Fidelity numbers of one series (PSNR/SSIM from core.fidelity when it offers them).
+
+    Large series are summarized on an evenly spaced subset of ``max_samples`` samples.
+    """
+    n = len(series.samples)
+    indices = range(n) if n <= max_samples else np.linspace(0, n - 1, max_samples).round().astype(int)
+    originals, protecteds = [], []
+    for k, i in enumerate(indices):
+        originals.append(series.samples[int(i)].read())
+        protecteds.append(np.asarray(result.protected(series.id, int(i)), np.float32))
+        if progress is not None and k % 16 == 0:
+            progress.update("fidelity", k, len(indices), f"series {series.id}")
+    numbers: dict[str, float] = {}
+    flat_o = np.concatenate([o.ravel() for o in originals]) if originals else np.zeros(0)
+    flat_p = np.concatenate([p.ravel() for p in protecteds]) if protecteds else np.zeros(0)
+    numbers.update(fidelity_numbers(flat_o, flat_p, series.intensity))
+    try:
+        from skimage.metrics import structural_similarity
+
+        ssims = []
+        for o, p in zip(originals, protecteds):
+            on = np.clip(series.intensity.normalize(o), 0, 1)
+            pn = np.clip(series.intensity.normalize(p), 0, 1)
+            if min(on.shape[-2:]) >= 7:
+                ssims.append(structural_similarity(on, pn, data_range=1.0))
+        if ssims:
+            numbers["ssim"] = float(np.mean(ssims))
+    except Exception:
+        pass
+    numbers["samples_measured"] = float(len(originals))
+    return numbers
+
+
+def export(state_series: Sequence[Series], result: Any, inputs: Sequence[Path], out_dir: Path,
+           settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None) -> Any:
+    """Write the protected copy, the manifest and (optionally) the report.
+
+    Uses the job pipeline's export of an existing protection result when it has one, so the
+    reviewed pixels are exactly the ones written; otherwise runs the whole job again with the same
+    settings and seed (reproducible on the same device).
+    """
+    from salm_desktop.core import jobs
+
+    formats = settings.output_format
+    export_fn = getattr(jobs, "export_protected", None)
+    if export_fn is not None and result is not None:
+        return export_fn(list(state_series), result, [Path(p) for p in inputs], Path(out_dir),
+                         build_protect_settings(settings), splits=tuple(splits), formats=formats,
+                         report=bool(settings.report), progress=progress)
+    return run_job(inputs, out_dir, settings, splits=splits, progress=progress)
+
+
+def run_job(inputs: Sequence[Path | str], out_dir: Path, settings: WizardSettings,
+            splits: Sequence[str] = ("train",), progress: Progress | None = None) -> Any:
+    """The CLI's one call: load, protect, export, manifest, report (batch uses it per folder)."""
+    from salm_desktop.core.jobs import run_protect_job
+
+    return run_protect_job([Path(p) for p in inputs], Path(out_dir), build_protect_settings(settings),
+                           labels=settings.loader_labels(), splits=tuple(splits),
+                           formats=settings.output_format, report=bool(settings.report), progress=progress)
+
+
+def job_paths(job_result: Any, out_dir: Path) -> dict[str, Path | None]:
+    """Where the report and manifest of a finished job are (tolerant of the JobResult's shape)."""
+    found: dict[str, Path | None] = {"out_dir": Path(out_dir), "report": None, "report_pdf": None, "manifest": None}
+    for key, names in {
+        "report": ("report_html", "report", "report_path"),
+        "report_pdf": ("report_pdf", "pdf"),
+        "manifest": ("manifest", "manifest_path"),
+        "out_dir": ("out_dir", "output_dir"),
+    }.items():
+        for name in names:
+            value = getattr(job_result, name, None)
+            if value is None and isinstance(job_result, dict):
+                value = job_result.get(name)
+            if value:
+                found[key] = Path(value)
+                break
+    out = found["out_dir"] or Path(out_dir)
+    if found["report"] is None and (out / "report.html").exists():
+        found["report"] = out / "report.html"
+    if found["report_pdf"] is None and (out / "report.pdf").exists():
+        found["report_pdf"] = out / "report.pdf"
+    if found["manifest"] is None and (out / "manifest.json").exists():
+        found["manifest"] = out / "manifest.json"
+    return found

@@ -1,0 +1,86 @@
+"""Long work off the UI thread.
+
+A :class:`Worker` runs ``fn(progress)`` in a QThread. The core's :class:`Progress` is adapted to Qt
+by a listener that only emits a signal (listeners run on the worker's thread); the UI thread
+receives the events through a queued connection. Cancel calls ``progress.cancel()``: the core raises
+:class:`Cancelled` at its next checkpoint and the worker reports ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from salm_desktop.core.progress import Cancelled, Progress, ProgressEvent
+
+from .workers_text import one_line
+
+log = logging.getLogger(__name__)
+
+
+def user_message(exc: BaseException) -> str:
+    return one_line(exc)
+
+
+class QtProgress(QObject):
+    """Adapts a core :class:`Progress` to a Qt signal. Create it on the UI thread."""
+
+    event = Signal(object)  # ProgressEvent
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.progress = Progress()
+        self.progress.add_listener(self._emit)
+
+    def _emit(self, event: ProgressEvent) -> None:  # called on the worker thread: emit only
+        self.event.emit(event)
+
+    def cancel(self) -> None:
+        self.progress.cancel()
+
+
+class Worker(QThread):
+    """Runs ``fn(progress)`` on its own thread; exactly one of succeeded/failed/cancelled is emitted."""
+
+    succeeded = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+    progressed = Signal(object)  # ProgressEvent, re-emitted on the UI thread
+
+    def __init__(self, fn: Callable[[Progress], Any], parent: QObject | None = None, name: str = "work") -> None:
+        super().__init__(parent)
+        self.fn = fn
+        self.name = name
+        self.bridge = QtProgress()
+        self.bridge.event.connect(self.progressed)
+        self.result: Any = None
+        self.error: str | None = None
+        self.was_cancelled = False
+
+    @property
+    def progress(self) -> Progress:
+        return self.bridge.progress
+
+    def cancel(self) -> None:
+        self.bridge.cancel()
+
+    def run(self) -> None:  # worker thread
+        try:
+            self.result = self.fn(self.bridge.progress)
+        except Cancelled:
+            self.was_cancelled = True
+            self.cancelled.emit()
+            return
+        except Exception as exc:  # shown as a one-line dialog; the traceback goes to the log only
+            log.debug("%s failed:\n%s", self.name, traceback.format_exc())
+            self.error = user_message(exc)
+            self.failed.emit(self.error)
+            return
+        if self.bridge.progress.cancelled:
+            self.was_cancelled = True
+            self.cancelled.emit()
+            return
+        self.succeeded.emit(self.result)
