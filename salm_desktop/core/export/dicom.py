@@ -206,10 +206,12 @@ def _place(frames: np.ndarray, sample_shape: tuple[int, ...], frame: int | None,
     f = 0 if frame is None else int(frame)
     if not 0 <= f < frames.shape[0]:
         raise ExportError(f"frame {f} out of range (file has {frames.shape[0]})")
-    tile = meta.get("mosaic_tile") or meta.get("tile")
-    if tile is not None:  # (row0, col0) of a mosaic tile inside the frame
-        r0, c0 = int(tile[0]), int(tile[1])
-        h, w = sample_shape[0], sample_shape[1]
+    tile, layout = meta.get("mosaic_tile"), meta.get("mosaic_layout")
+    if tile is not None and layout is not None:  # a Siemens mosaic tile: (tiles per side, tile rows, tile cols)
+        tiles, h, w = (int(v) for v in layout)
+        r0, c0 = (int(tile) // tiles) * h, (int(tile) % tiles) * w
+        if stored.shape[:2] != (h, w):
+            raise ExportError(f"mosaic tile of shape {stored.shape} does not match the layout {h}x{w}")
         frames[f, r0 : r0 + h, c0 : c0 + w] = stored
         return
     if tuple(frames.shape[1:]) != tuple(sample_shape):
@@ -249,8 +251,9 @@ def write_dicom_series(
         try:
             ds = pydicom.dcmread(path)
             originals = {index: sample.read() for index, sample in members}
-        except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-            result.skipped.append(Skipped(path, f"could not be read again for export ({exc.__class__.__name__}: {exc.strerror or exc})"))
+            natives = {index: protected(index) for index, _ in members}
+        except OSError as exc:
+            result.skipped.append(Skipped(path, f"could not be read again for export: {exc.strerror or exc}"))
             continue
         except Exception as exc:  # noqa: BLE001 - a file that changed under us: skip it with the reason
             result.skipped.append(Skipped(path, f"could not be read again for export: {exc}"))
@@ -258,8 +261,9 @@ def write_dicom_series(
         source_syntax = UID(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
         try:
             frames = _frame_array(ds)
+            seen = []
             for index, sample in members:
-                native = protected(index)
+                native = natives[index]
                 if native is None:
                     written = sample.stored.quantize(originals[index])
                     stored = sample.stored.to_stored(originals[index])
@@ -267,10 +271,12 @@ def write_dicom_series(
                     stored = stored_dtype_array(sample, native)
                     written = sample.stored.to_native(stored)
                 _place(frames, tuple(sample.shape), sample.source.frame, sample.meta, stored)
-                if observer is not None:
-                    observer(index, originals[index], written)
+                seen.append((index, originals[index], written))
         except ExportError as exc:
             raise ExportError(f"{path}: {exc}") from None
+        if observer is not None:
+            for item in seen:
+                observer(*item)
 
         lossy = is_lossy_source(ds)
         photometric = str(ds.get("PhotometricInterpretation", ""))

@@ -1,0 +1,72 @@
+"""Image-folder writer: the same tree and bit depth. PNG, TIFF and BMP keep their format; lossy
+JPEG inputs are written as PNG (same name, ".png"), since the perturbation would not survive JPEG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from salm_desktop.core.export.common import OutputLayout, ProtectedFn, WriteResult, samples_by_file, stored_dtype_array
+from salm_desktop.core.model import Series, Skipped
+from salm_desktop.core.progress import Progress
+
+LOSSY_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".webp"}
+
+
+def output_name(relative: Path) -> Path:
+    return relative.with_suffix(".png") if relative.suffix.lower() in LOSSY_SUFFIXES else relative
+
+
+def _to_image(stored: np.ndarray, source_mode: str) -> Image.Image:
+    if stored.dtype == np.uint8:
+        if stored.ndim == 2:
+            return Image.fromarray(stored, mode="L") if source_mode != "P" else Image.fromarray(stored, mode="L")
+        return Image.fromarray(stored)
+    if stored.dtype == np.uint16 and stored.ndim == 2:
+        return Image.fromarray(stored.astype("<u2"), mode="I;16")
+    if stored.dtype in (np.int32, np.int16, np.uint16) and stored.ndim == 2:
+        return Image.fromarray(stored.astype(np.int32), mode="I")
+    if stored.dtype == np.float32 and stored.ndim == 2:
+        return Image.fromarray(stored, mode="F")
+    return Image.fromarray(stored)
+
+
+def write_image_series(
+    series: Series,
+    protected: ProtectedFn,
+    out_root: Path,
+    layout: OutputLayout,
+    *,
+    observer: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    progress: Progress | None = None,
+    done_offset: int = 0,
+    total: int = 0,
+) -> WriteResult:
+    result = WriteResult()
+    groups = samples_by_file(series)
+    for n, (path, members) in enumerate(groups.items()):
+        if progress is not None and (n % 64 == 0):
+            progress.update("export", done_offset + n, total or len(groups), f"series {series.id}: image {n + 1}/{len(groups)}")
+        index, sample = members[0]
+        try:
+            with Image.open(path) as im:
+                mode = im.mode
+            original = sample.read()
+            native = protected(index)
+        except OSError as exc:
+            result.skipped.append(Skipped(path, f"could not be read again for export: {exc.strerror or exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001
+            result.skipped.append(Skipped(path, f"could not be read again for export: {exc}"))
+            continue
+        stored = sample.stored.to_stored(original) if native is None else stored_dtype_array(sample, native)
+        if observer is not None:
+            observer(index, original, sample.stored.to_native(stored))
+        dest = out_root / output_name(layout.relative(path, series.root))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _to_image(stored, mode).save(dest)
+        result.files.append(dest)
+    return result

@@ -1,0 +1,68 @@
+"""Writer for other volume files the loader reads with SimpleITK (NRRD, MHA, ...): same geometry
+(origin, spacing, direction), same pixel type, same metadata keys, same compression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+
+from salm_desktop.core.export.common import ExportError, OutputLayout, ProtectedFn, WriteResult, samples_by_file, stored_dtype_array
+from salm_desktop.core.model import Series, Skipped
+from salm_desktop.core.progress import Progress
+
+
+def write_volume_series(
+    series: Series,
+    protected: ProtectedFn,
+    out_root: Path,
+    layout: OutputLayout,
+    *,
+    observer: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    progress: Progress | None = None,
+    done_offset: int = 0,
+    total: int = 0,
+) -> WriteResult:
+    result = WriteResult()
+    groups = samples_by_file(series)
+    for n, (path, members) in enumerate(groups.items()):
+        if progress is not None:
+            progress.update("export", done_offset + n, total or len(groups), f"series {series.id}: volume {n + 1}/{len(groups)}")
+        try:
+            image = sitk.ReadImage(str(path))
+            array = sitk.GetArrayFromImage(image).copy()  # (z, y, x)
+            originals = {index: sample.read() for index, sample in members}
+            natives = {index: protected(index) for index, _ in members}
+        except (OSError, RuntimeError) as exc:
+            result.skipped.append(Skipped(path, f"could not be read again for export: {getattr(exc, 'strerror', None) or str(exc).strip().splitlines()[-1]}"))
+            continue
+        seen = []
+        for index, sample in members:
+            native = natives[index]
+            stored = sample.stored.to_stored(originals[index]) if native is None else stored_dtype_array(sample, native)
+            stored = stored.astype(array.dtype, copy=False)
+            if tuple(sample.shape) == array.shape:
+                array[...] = stored
+            elif array.ndim == 3 and sample.source.frame is not None and array[int(sample.source.frame)].shape == stored.shape:
+                array[int(sample.source.frame)] = stored
+            else:
+                raise ExportError(f"{path}: cannot place a sample of shape {stored.shape} in a volume of shape {array.shape}")
+            seen.append((index, originals[index], sample.stored.to_native(stored)))
+        new = sitk.GetImageFromArray(array)
+        new.CopyInformation(image)
+        for key in image.GetMetaDataKeys():
+            new.SetMetaData(key, image.GetMetaData(key))
+        dest = out_root / layout.relative(path, series.root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        compress = "gzip" in image.GetMetaData("NRRD_encoding").lower() if image.HasMetaDataKey("NRRD_encoding") else path.suffix == ".gz"
+        try:
+            sitk.WriteImage(new, str(dest), useCompression=bool(compress))
+        except RuntimeError as exc:
+            raise OSError(f"SimpleITK could not write {dest.name}: {str(exc).strip().splitlines()[-1]}") from None
+        result.files.append(dest)
+        if observer is not None:
+            for item in seen:
+                observer(*item)
+    return result

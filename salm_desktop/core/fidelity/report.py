@@ -1,0 +1,282 @@
+"""The clinical-fidelity report: report.html (self-contained, images as base64 PNG) and report.pdf.
+
+Figures and the PDF are drawn with matplotlib (Agg backend, no Qt). Nothing here prints patient
+names or IDs: series are named by their short hash.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+import numpy as np  # noqa: E402
+
+from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity  # noqa: E402
+
+# Display windows (level, width) for CT: the difference is judged where a reader looks.
+CT_WINDOW = (40.0, 400.0)  # abdomen / soft tissue
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("salm_desktop", "numpy", "torch", "monai", "pydicom", "nibabel", "SimpleITK", "skimage", "matplotlib"):
+        try:
+            module = __import__(name)
+            versions[name] = str(getattr(module, "__version__", getattr(module, "Version", "?")))
+        except Exception:  # noqa: BLE001 - optional in a given install
+            continue
+    return versions
+
+
+def display_window(fid: SeriesFidelity) -> tuple[float, float]:
+    """(low, high) used to show original and protected images."""
+    if fid.modality == "CT" and fid.unit == "HU":
+        level, width = CT_WINDOW
+        return level - width / 2, level + width / 2
+    return fid.window
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "∞ (identical)"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def slices_figure(fid: SeriesFidelity) -> Figure:
+    rows = max(1, len(fid.slices))
+    fig, axes = plt.subplots(rows, 3, figsize=(9.5, 3.1 * rows), squeeze=False)
+    low, high = display_window(fid)
+    unit = f" {fid.unit}" if fid.unit else ""
+    eps_native = (fid.epsilon or 0.0) * (fid.window[1] - fid.window[0])
+    for r, item in enumerate(sorted(fid.slices, key=lambda s: s["index"])):
+        diff = item["protected"].astype(np.float64) - item["original"].astype(np.float64)
+        scale = max(eps_native, float(np.abs(diff).max()), 1e-6)
+        ax = axes[r]
+        ax[0].imshow(item["original"], cmap="gray", vmin=low, vmax=high)
+        ax[0].set_title(f"original #{item['index']}", fontsize=9)
+        ax[1].imshow(item["protected"], cmap="gray", vmin=low, vmax=high)
+        ax[1].set_title(f"protected #{item['index']}", fontsize=9)
+        im = ax[2].imshow(diff, cmap="seismic", vmin=-scale, vmax=scale)
+        ax[2].set_title(f"difference (±{scale:.3g}{unit})", fontsize=9)
+        fig.colorbar(im, ax=ax[2], fraction=0.046, pad=0.04)
+        for a in ax:
+            a.set_xticks([])
+            a.set_yticks([])
+    if not fid.slices:
+        axes[0][0].text(0.5, 0.5, "no slices", ha="center")
+    fig.suptitle(f"series {fid.series_id}: window {low:.4g}..{high:.4g}{unit}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_figure(fid: SeriesFidelity) -> Figure:
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    edges = fid.edges
+    centers = (edges[:-1] + edges[1:]) / 2
+    ax.step(centers, np.maximum(fid.hist_before, 0.5), where="mid", label="before", color="tab:blue")
+    ax.step(centers, np.maximum(fid.hist_after, 0.5), where="mid", label="after", color="tab:red", linestyle="--")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"native value{' (' + fid.unit + ')' if fid.unit else ''}, clipped to the window")
+    ax.set_ylabel("pixels")
+    ax.legend(fontsize=8)
+    ax.set_title(f"series {fid.series_id}: intensity histogram", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _rows(pairs: list[tuple[str, Any]]) -> str:
+    return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in pairs)
+
+
+def _summary_pairs(numbers: dict[str, Any]) -> list[tuple[str, Any]]:
+    fg, bg = numbers.get("foreground", {}), numbers.get("background", {})
+    return [
+        ("samples", numbers.get("samples")),
+        ("PSNR (dB, normalized scale)", numbers.get("psnr_db")),
+        ("SSIM (normalized scale)", numbers.get("ssim")),
+        ("largest absolute change (native)", numbers.get("max_abs_change_native")),
+        ("mean absolute change (native)", numbers.get("mean_abs_change_native")),
+        ("fraction of pixels changed", numbers.get("fraction_changed")),
+        ("foreground: fraction changed", fg.get("fraction_changed")),
+        ("foreground: mean absolute change", fg.get("mean_abs_change_native")),
+        ("background: fraction changed", bg.get("fraction_changed")),
+        ("background: mean absolute change", bg.get("mean_abs_change_native")),
+    ]
+
+
+def build_context(
+    fidelity: JobFidelity,
+    *,
+    settings: dict[str, Any],
+    summary: dict[str, Any] | None = None,
+    efficacy: dict[str, Any] | None = None,
+    skipped: list[dict[str, str]] | None = None,
+    created: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "created": created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "versions": software_versions(),
+        "settings": settings,
+        "summary": summary or {},
+        "fidelity": fidelity.as_dict(),
+        "efficacy": efficacy,
+        "skipped": skipped or [],
+    }
+
+
+def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any]) -> Path:
+    job = context["fidelity"]["job"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>SALM Desktop clinical-fidelity report</title>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:0.5em 0}th,td{border:1px solid #bbb;padding:3px 8px;text-align:left;font-size:13px}"
+        "th{background:#f2f2f2}img{max-width:100%}h2{border-bottom:1px solid #ccc}</style></head><body>",
+        "<h1>Clinical-fidelity report</h1>",
+        f"<p>Created {html.escape(context['created'])} by SALM Desktop. Series are named by a short hash; "
+        "no patient names or IDs appear in this report.</p>",
+        "<h2>Whole job</h2><table id='job-summary'>",
+        _rows(_summary_pairs(job)),
+        f"<tr><th>native units</th><td>{html.escape(', '.join(job.get('native_units', [])))}</td></tr>",
+        "</table>",
+        "<h2>Settings</h2><table id='settings'>",
+        _rows(sorted(context["settings"].items())),
+        "</table>",
+    ]
+    if context.get("summary"):
+        keep = {k: v for k, v in context["summary"].items() if not isinstance(v, (dict, list))}
+        parts += ["<h2>Protection summary</h2><table id='protection'>", _rows(sorted(keep.items())), "</table>"]
+    if context.get("efficacy"):
+        parts += ["<h2>Efficacy</h2><pre id='efficacy'>", html.escape(json.dumps(context["efficacy"], indent=2, default=str)), "</pre>"]
+    else:
+        parts += ["<h2>Efficacy</h2><p>No evaluation was run with this job (see <code>salm-protect evaluate</code>).</p>"]
+    parts += ["<h2>Series</h2><table id='series-table'><tr><th>series</th><th>kind</th><th>modality</th><th>samples</th>"
+              "<th>PSNR dB</th><th>SSIM</th><th>max |Δ|</th><th>mean |Δ|</th><th>fraction changed</th><th>unit</th></tr>"]
+    for s in context["fidelity"]["series"]:
+        parts.append(
+            "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in (
+                s["series"], s["kind"], s["modality"], s["samples"], s["psnr_db"], s["ssim"],
+                s["max_abs_change_native"], s["mean_abs_change_native"], s["fraction_changed"], s["unit"] or "native")) + "</tr>"
+        )
+    parts.append("</table>")
+    for fid, s in zip(fidelity.series, context["fidelity"]["series"]):
+        parts += [f"<h3 id='series-{html.escape(fid.series_id)}'>Series {html.escape(fid.series_id)} "
+                  f"({html.escape(fid.kind)}, {html.escape(fid.modality)})</h3><table>", _rows(_summary_pairs(s))]
+        if "epsilon_native" in s:
+            parts.append(_rows([("budget ε in native units", s["epsilon_native"])]))
+        parts.append("</table>")
+        if s.get("roi"):
+            parts.append("<table class='roi'><tr><th>ROI label</th><th>voxels</th><th>mean before</th><th>mean after</th>"
+                         "<th>Δ mean</th><th>std before</th><th>std after</th><th>Δ std</th></tr>")
+            for row in s["roi"]:
+                parts.append("<tr>" + "".join(f"<td>{html.escape(_fmt(row[k]))}</td>" for k in (
+                    "label", "voxels", "mean_before", "mean_after", "mean_change", "std_before", "std_after", "std_change")) + "</tr>")
+            parts.append("</table>")
+        parts.append(f"<img alt='slices of series {fid.series_id}' src='data:image/png;base64,{_png(slices_figure(fid))}'>")
+        parts.append(f"<img alt='histogram of series {fid.series_id}' src='data:image/png;base64,{_png(histogram_figure(fid))}'>")
+    if context["skipped"]:
+        parts.append("<h2>Skipped inputs</h2><table id='skipped'><tr><th>file</th><th>reason</th></tr>")
+        for item in context["skipped"]:
+            parts.append(f"<tr><td>{html.escape(Path(item['path']).name)}</td><td>{html.escape(item['reason'])}</td></tr>")
+        parts.append("</table>")
+    parts.append("<h2>Software</h2><table id='versions'>" + _rows(sorted(context["versions"].items())) + "</table>")
+    parts.append("<script type='application/json' id='report-data'>"
+                 + json.dumps(context["fidelity"], default=_json_default).replace("</", "<\\/") + "</script>")
+    parts.append("</body></html>")
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return str(value)
+
+
+def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
+    per_page = 58
+    for start in range(0, max(1, len(lines)), per_page):
+        fig = plt.figure(figsize=(8.27, 11.69))
+        fig.text(0.06, 0.96, title if start == 0 else f"{title} (continued)", fontsize=14, weight="bold", va="top")
+        fig.text(0.06, 0.92, "\n".join(lines[start:start + per_page]), fontsize=8, family="monospace", va="top")
+        pdf.savefig(fig)
+        plt.close(fig)
+
+
+def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any]) -> Path:
+    job = context["fidelity"]["job"]
+    lines = [f"Created {context['created']} by SALM Desktop (series named by short hash; no patient data)", "", "WHOLE JOB"]
+    lines += [f"  {k:<40} {_fmt(v)}" for k, v in _summary_pairs(job)]
+    lines += ["", "SETTINGS"] + [f"  {k:<40} {_fmt(v)}" for k, v in sorted(context["settings"].items())]
+    if context.get("efficacy"):
+        lines += ["", "EFFICACY"] + ["  " + line for line in json.dumps(context["efficacy"], indent=1, default=str).splitlines()]
+    else:
+        lines += ["", "EFFICACY: no evaluation was run with this job"]
+    lines += ["", "SERIES", f"  {'series':<12}{'kind':<7}{'mod':<5}{'n':>6}{'PSNR':>9}{'SSIM':>8}{'max|d|':>10}{'mean|d|':>10}{'changed':>9}"]
+    for s in context["fidelity"]["series"]:
+        lines.append(f"  {s['series']:<12}{s['kind']:<7}{s['modality']:<5}{s['samples']:>6}{_fmt(s['psnr_db'], 4):>9}"
+                     f"{_fmt(s['ssim'], 4):>8}{_fmt(s['max_abs_change_native'], 4):>10}{_fmt(s['mean_abs_change_native'], 3):>10}"
+                     f"{_fmt(s['fraction_changed'], 3):>9}")
+        for row in s.get("roi", []):
+            lines.append(f"      ROI {row['label']}: mean {row['mean_before']:.2f} -> {row['mean_after']:.2f} "
+                         f"(Δ {row['mean_change']:+.3f}), std {row['std_before']:.2f} -> {row['std_after']:.2f} (Δ {row['std_change']:+.3f})")
+    if context["skipped"]:
+        lines += ["", "SKIPPED INPUTS"] + [f"  {Path(i['path']).name}: {i['reason']}"[:110] for i in context["skipped"]]
+    lines += ["", "SOFTWARE"] + [f"  {k:<20} {v}" for k, v in sorted(context["versions"].items())]
+    with PdfPages(path) as pdf:
+        _text_page(pdf, "Clinical-fidelity report", lines)
+        for fid in fidelity.series:
+            fig = slices_figure(fid)
+            pdf.savefig(fig)
+            plt.close(fig)
+            fig = histogram_figure(fid)
+            pdf.savefig(fig)
+            plt.close(fig)
+        info = pdf.infodict()
+        info["Title"] = "SALM Desktop clinical-fidelity report"
+        info["Creator"] = "SALM Desktop"
+    return path
+
+
+def write_report(
+    out_dir: Path,
+    fidelity: JobFidelity,
+    *,
+    settings: dict[str, Any],
+    summary: dict[str, Any] | None = None,
+    efficacy: dict[str, Any] | None = None,
+    skipped: list[dict[str, str]] | None = None,
+    pdf: bool = True,
+) -> dict[str, Path]:
+    """Write report.html (and report.pdf) into ``out_dir``; returns their paths."""
+    context = build_context(fidelity, settings=settings, summary=summary, efficacy=efficacy, skipped=skipped)
+    paths = {"html": write_html(Path(out_dir) / "report.html", fidelity, context)}
+    if pdf:
+        paths["pdf"] = write_pdf(Path(out_dir) / "report.pdf", fidelity, context)
+    return paths

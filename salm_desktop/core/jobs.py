@@ -1,0 +1,385 @@
+"""One protect job: load -> protect -> export -> manifest -> report. The CLI, the GUI and batch all
+call :func:`run_protect_job`.
+
+Safety rules (DESIGN.md): inputs are only ever opened for reading; the output is written to a
+temporary folder next to ``out_dir`` and renamed into place (``os.replace``) when complete, so a
+cancelled or failed job leaves nothing half-written; an existing non-empty output folder is refused
+unless ``overwrite=True``; an output folder inside an input tree (or around one) is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from salm_desktop import __version__
+from salm_desktop.core.model import LoadResult, Series, Skipped
+from salm_desktop.core.progress import Cancelled, Progress
+
+PARTIAL_PREFIX = ".salm-partial-"
+
+
+class JobError(Exception):
+    """A job that cannot run or could not finish; the message is one line for the user."""
+
+
+@dataclass
+class JobResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    skipped: list[Skipped] = field(default_factory=list)
+    manifest: Path | None = None
+    report_html: Path | None = None
+    report_pdf: Path | None = None
+    files: list[Path] = field(default_factory=list)  # data files written (final paths)
+    uid_map: dict[str, str] = field(default_factory=dict)
+    fidelity: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        out = dict(self.summary)
+        out.update({
+            "out": str(self.out_dir),
+            "manifest": str(self.manifest) if self.manifest else None,
+            "report": str(self.report_html) if self.report_html else None,
+            "report_pdf": str(self.report_pdf) if self.report_pdf else None,
+            "skipped": [s.as_dict() for s in self.skipped],
+        })
+        return out
+
+
+# -- checks before anything runs --------------------------------------------------------------------
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_location(inputs: Sequence[Path], out_dir: Path, overwrite: bool = False) -> Path:
+    """Validate the output folder; returns it resolved. Raises :class:`JobError` with a clear reason."""
+    out = Path(out_dir).expanduser().resolve()
+    for raw in inputs:
+        src = Path(raw).expanduser().resolve()
+        root = src if src.is_dir() else src.parent
+        if out == src or (src.is_dir() and _is_within(out, root)):
+            raise JobError(f"output folder {out} is inside the input {src}: choose a folder outside the input tree")
+        if _is_within(src, out):
+            raise JobError(f"output folder {out} contains the input {src}: choose a separate, new folder")
+    if out.exists() and not out.is_dir():
+        raise JobError(f"output path {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise JobError(f"output folder {out} already exists and is not empty; choose a new folder or allow overwriting")
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise JobError(f"cannot create output folder {out}: {parent} is a file")
+    return out
+
+
+def _settings_fingerprint(settings_dict: dict[str, Any]) -> str:
+    text = json.dumps(settings_dict, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def derivation_text(settings: Any, series: Series) -> str:
+    eps = float(settings.epsilon)
+    native = series.intensity.delta_to_native(eps)
+    unit = f" {series.intensity.unit}" if series.intensity.unit else ""
+    ratio = 1.0 if settings.method == "em" else float(settings.mask_ratio)
+    return (
+        f"Protected with SALM Desktop {__version__} (unlearnable-example perturbation): method={settings.method}, "
+        f"epsilon={eps:.5g} of the intensity window [{series.intensity.low:g}, {series.intensity.high:g}] "
+        f"(+/-{native:.4g}{unit}), mask_ratio={ratio:g}, seed={settings.seed}; written losslessly"
+    )
+
+
+def _drop_missing(series: Series) -> tuple[Series | None, list[Skipped]]:
+    """Samples whose source file vanished since loading are skipped with a reason."""
+    missing = {p for p in series.files if not Path(p).exists()}
+    if not missing:
+        return series, []
+    skipped = [Skipped(p, "input file disappeared after loading") for p in sorted(missing)]
+    kept = [s for s in series.samples if Path(s.source.path) not in missing]
+    if not kept:
+        return None, skipped
+    return dataclasses.replace(series, samples=kept), skipped
+
+
+def _os_message(exc: OSError) -> str:
+    where = exc.filename or ""
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on the device"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "the output location is not writable"
+    else:
+        reason = exc.strerror or str(exc)
+    return f"could not write the output{f' ({where})' if where else ''}: {reason}"
+
+
+def _load(inputs: list[Path], labels: str | None, progress: Progress) -> LoadResult:
+    from salm_desktop.core.studies import load_paths
+
+    try:
+        return load_paths(inputs, labels=labels, progress=progress)
+    except (ValueError, FileNotFoundError) as exc:  # LabelsError is a ValueError
+        raise JobError(str(exc)) from None
+
+
+# -- the job -----------------------------------------------------------------------------------------
+def run_protect_job(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    settings: Any,
+    *,
+    labels: str | None = None,
+    splits: Sequence[str] = ("train",),
+    formats: str = "auto",
+    report: bool = True,
+    progress: Progress | None = None,
+    overwrite: bool = False,
+    roi: str | Path | None = None,
+    efficacy: dict[str, Any] | None = None,
+    loaded: LoadResult | None = None,
+) -> JobResult:
+    """Load ``inputs``, protect them with ``settings`` (a ProtectSettings), write the protected copy in
+    the inputs' own formats under ``out_dir`` with manifest.json and (``report=True``) report.html/.pdf.
+
+    npz inputs: only the ``splits`` listed are protected; the others are copied unchanged. ``roi`` is
+    an optional label map (e.g. NRRD) whose ROI statistics go into the report. ``loaded`` lets a caller
+    (the GUI) pass an already loaded :class:`LoadResult`. Raises :class:`JobError` (one-line message)
+    and :class:`Cancelled`; in both cases nothing is left under ``out_dir``.
+    """
+    from salm_desktop.core.protect import protect_series
+
+    progress = progress or Progress()
+    if formats != "auto":
+        raise JobError(f"output format {formats!r} is not supported: the output is written in the inputs' own formats ('auto')")
+    inputs = [Path(p).expanduser() for p in inputs]
+    if not inputs:
+        raise JobError("no inputs given")
+    for p in inputs:
+        if not p.exists():
+            raise JobError(f"{p}: input not found")
+    out = check_output_location(inputs, Path(out_dir), overwrite)
+
+    loaded = loaded if loaded is not None else _load(inputs, labels, progress)
+    skipped: list[Skipped] = list(loaded.skipped)
+    if not loaded.series:
+        reasons = "; ".join(f"{s.path.name}: {s.reason}" for s in skipped[:3])
+        raise JobError(f"nothing to protect in the inputs{f' ({reasons})' if reasons else ''}")
+
+    split_set = {s.strip() for s in splits if s.strip()}
+    plan: list[tuple[Series, bool]] = []  # (series, protect?)
+    for series in loaded.series:
+        protect = series.kind != "npz" or str(series.meta.get("split", "")) in split_set
+        if protect:
+            kept, gone = _drop_missing(series)
+            skipped.extend(gone)
+            if kept is None:
+                continue
+            series = kept
+        plan.append((series, protect))
+    to_protect = [s for s, p in plan if p]
+    if not to_protect:
+        if any(s.kind == "npz" for s, _ in plan):
+            raise JobError(f"no split to protect: the npz inputs have splits {sorted({str(s.meta.get('split')) for s, _ in plan})}, "
+                           f"asked for {sorted(split_set)}")
+        raise JobError("nothing left to protect (all input files disappeared)")
+
+    try:
+        result = protect_series(to_protect, settings, progress)
+    except Cancelled:
+        raise
+    except ValueError as exc:
+        message = str(exc)
+        if "no label" in message:
+            message += " (for DICOM/NIfTI series without labels use --labels clusters:K)"
+        raise JobError(message) from None
+    except OSError as exc:
+        raise JobError(f"could not read the inputs: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{out.name}-", dir=out.parent))
+    except OSError as exc:
+        result.close()
+        raise JobError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+
+    try:
+        job = _export(plan, result, tmp, settings, inputs, progress, report, skipped, roi, efficacy)
+        _move_into_place(tmp, out, overwrite)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise JobError(_os_message(exc)) from None
+        if isinstance(exc, ValueError) and not isinstance(exc, JobError):
+            raise JobError(str(exc)) from None
+        raise
+    finally:
+        result.close()
+
+    def final(p: Path | None) -> Path | None:
+        return None if p is None else out / p.relative_to(tmp)
+
+    return JobResult(
+        out_dir=out,
+        summary=job["summary"],
+        skipped=job["skipped"],
+        manifest=final(job["manifest"]),
+        report_html=final(job["report"].get("html")),
+        report_pdf=final(job["report"].get("pdf")),
+        files=[final(p) for p in job["files"]],
+        uid_map=job["uid_map"],
+        fidelity=job["fidelity"],
+    )
+
+
+def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, report: bool,
+            skipped: list[Skipped], roi, efficacy) -> dict[str, Any]:
+    from salm_desktop.core.export.common import ExportError, OutputLayout, WriteResult
+    from salm_desktop.core.export.dicom import write_dicom_series
+    from salm_desktop.core.export.images import write_image_series
+    from salm_desktop.core.export.manifest import write_manifest
+    from salm_desktop.core.export.nifti import write_nifti_series
+    from salm_desktop.core.export.npz import write_npz_file
+    from salm_desktop.core.export.volume import write_volume_series
+    from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity
+
+    settings_dict = settings.as_dict() if hasattr(settings, "as_dict") else dict(vars(settings))
+    salt = _settings_fingerprint(settings_dict)
+    layout = OutputLayout(inputs)
+    written = WriteResult()
+    fidelity = JobFidelity()
+    roi_fns: dict[str, Any] = {}
+    if roi is not None:
+        from salm_desktop.core.fidelity.roi import RoiError, roi_for_series
+
+        for series, protect in plan:
+            if protect:
+                try:
+                    fn = roi_for_series(Path(roi), series)
+                except RoiError as exc:
+                    raise JobError(str(exc)) from None
+                if fn is not None:
+                    roi_fns[series.id] = fn
+
+    def protected_fn(series: Series):
+        return lambda i: result.protected(series.id, i)
+
+    total_files = sum(len(s.files) for s, _ in plan)
+    done = 0
+    progress.update("export", 0, total_files, "writing the protected copy")
+    try:
+        # npz files hold several series (splits): write each file once.
+        npz_files: dict[Path, list[tuple[Series, Any]]] = {}
+        for series, protect in plan:
+            if series.kind == "npz":
+                path = Path(series.samples[0].source.path) if series.samples else Path(series.root)
+                npz_files.setdefault(path, []).append((series, protected_fn(series) if protect else None))
+                continue
+            fid = fidelity.add_series(SeriesFidelity.for_series(series, settings.epsilon, roi_fns.get(series.id)))
+            kwargs = dict(observer=fid.add, progress=progress, done_offset=done, total=total_files)
+            if series.kind == "dicom":
+                part = write_dicom_series(series, protected_fn(series), tmp, layout, derivation=derivation_text(settings, series),
+                                          uid_salt=salt, **kwargs)
+            elif series.kind == "nifti":
+                part = write_nifti_series(series, protected_fn(series), tmp, layout, **kwargs)
+            elif series.kind == "images":
+                part = write_image_series(series, protected_fn(series), tmp, layout, **kwargs)
+            elif series.kind in ("nrrd", "volume"):
+                part = write_volume_series(series, protected_fn(series), tmp, layout, **kwargs)
+            else:
+                raise JobError(f"series {series.id}: writing {series.kind!r} data is not supported")
+            written.extend(part)
+            done += len(series.files)
+        for path, parts in npz_files.items():
+            progress.update("export", done, total_files, f"writing {path.name}")
+            fids = {s.id: fidelity.add_series(SeriesFidelity.for_series(s, settings.epsilon)) for s, fn in parts if fn is not None}
+            part = write_npz_file(path, parts, tmp, layout, observer=lambda s, i, o, w: fids[s.id].add(i, o, w), progress=progress)
+            written.extend(part)
+            done += 1
+    except ExportError as exc:
+        raise JobError(str(exc)) from None
+    progress.update("export", total_files, total_files, "data written")
+
+    skipped = skipped + written.skipped
+    fid_dict = fidelity.as_dict()
+    summary = dict(result.summary)
+    summary.update({
+        "psnr_db": fid_dict["job"]["psnr_db"],
+        "ssim": fid_dict["job"]["ssim"],
+        "mean_abs_change_native": fid_dict["job"]["mean_abs_change_native"],
+        "files_written": len(written.files),
+        "skipped_count": len(skipped),
+        "software_version": __version__,
+    })
+    skipped_dicts = [_skipped_dict(s, inputs) for s in skipped]
+    series_info = [{"series": s.id, "kind": s.kind, "modality": s.modality, "samples": len(s.samples),
+                    "protected": p, "split": s.meta.get("split"), "labels_used": _labels_used(result, s) if p else None}
+                   for s, p in plan]
+    report_paths: dict[str, Path] = {}
+    if report:
+        from salm_desktop.core.fidelity.report import write_report
+
+        progress.update("report", 0, 1, "writing the clinical-fidelity report")
+        report_paths = write_report(tmp, fidelity, settings=settings_dict, summary=summary, efficacy=efficacy,
+                                    skipped=skipped_dicts)
+        progress.update("report", 1, 1, "report written")
+    manifest = write_manifest(
+        tmp, files=written.files, settings=settings_dict, summary=summary, uid_map=written.uid_map,
+        skipped=skipped_dicts, series=series_info, fidelity=fid_dict, efficacy=efficacy,
+        extra_files=list(report_paths.values()),
+    )
+    return {"summary": summary, "skipped": skipped, "manifest": manifest, "report": report_paths,
+            "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict}
+
+
+def _labels_used(result, series: Series) -> dict[str, int] | None:
+    try:
+        labels = result.labels_used(series.id)
+    except Exception:  # noqa: BLE001
+        return None
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[str(label)] = counts.get(str(label), 0) + 1
+    return counts
+
+
+def _skipped_dict(item: Skipped, inputs: Sequence[Path]) -> dict[str, str]:
+    """Skipped inputs are named relative to the input they were found under."""
+    path = Path(item.path)
+    for root in inputs:
+        root = Path(root).expanduser()
+        base = root if root.is_dir() else root.parent
+        try:
+            return {"path": path.resolve().relative_to(base.resolve()).as_posix(), "reason": item.reason}
+        except (ValueError, OSError):
+            continue
+    return {"path": path.name, "reason": item.reason}
+
+
+def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished temporary folder to ``out`` (atomic on one filesystem)."""
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:  # appeared while we were working
+            raise JobError(f"output folder {out} was created by someone else while the job ran; nothing was written")
+        backup = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}old-{out.name}-", dir=out.parent))
+        os.replace(out, backup / "old")
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(backup / "old", out)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+        return
+    if out.is_dir():
+        out.rmdir()  # empty: replace it
+    os.replace(tmp, out)
