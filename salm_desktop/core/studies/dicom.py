@@ -236,7 +236,7 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
     sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "") or "")
     modality = str(ds.get("Modality", "") or "").strip()
     if len(ds) == 0 and not sop_class:
-        return Skipped(path, "not a DICOM file (no DICOM elements found)")
+        return Skipped(path, "truncated or empty DICOM file (no data elements)")
     kind = _non_image_kind(sop_class, modality)
     if kind is not None:
         name = _uid_name(sop_class) if sop_class else f"Modality {modality}"
@@ -252,6 +252,9 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
                 break
     if tag is None:
         what = _uid_name(sop_class) if sop_class else "unknown SOP class"
+        if "Rows" not in ds or "Columns" not in ds:
+            if "Image" in what or modality.upper() in ("CT", "MR", "PT", "CR", "DX", "US", "MG", "NM", "XA", "OT"):
+                return Skipped(path, f"truncated or incomplete DICOM file ({what} without Rows/Columns and pixel data)")
         return Skipped(path, f"DICOM object without pixel data ({what}) is not an image")
     rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
     if not rows or not cols:
