@@ -59,7 +59,10 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
     ndim_full = len(img.shape)
     zooms = tuple(float(z) for z in header.get_zooms())
     stored_dtype = np.dtype(header.get_data_dtype())
-    slope, inter = header.get_slope_inter()
+    # nibabel moves scl_slope/scl_inter from the loaded header to the array proxy.
+    slope, inter = getattr(dataobj, "slope", None), getattr(dataobj, "inter", None)
+    if slope is None and inter is None:
+        slope, inter = header.get_slope_inter()
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
     warnings_: list[str] = []
@@ -119,6 +122,8 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
             "dims": dims,
             "slice_spacing": zooms[2] if len(zooms) >= 3 else None,
             "nifti_version": 2 if isinstance(img, nib.Nifti2Image) else 1,
+            "scl_slope": slope,  # nibabel clears them in the loaded header; the writer needs them
+            "scl_inter": inter,
             "axcodes": "".join(nib.aff2axcodes(affine)),
             "intensity_unit": "",
         },
