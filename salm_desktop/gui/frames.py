@@ -8,6 +8,8 @@ samples are cached, so that scrolling a folder of thousands of slices reads only
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -15,6 +17,27 @@ import numpy as np
 from salm_desktop.core.model import Series
 
 from .imaging import slice_of
+
+
+@lru_cache(maxsize=256)
+def dicom_window(path: Path) -> tuple[float, float] | None:
+    """The file's own window (WindowCenter/WindowWidth, in modality units after rescale), if any.
+
+    Read with pydicom from the header only (no pixel data), when the loader did not keep it.
+    """
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True,
+                             specific_tags=["WindowCenter", "WindowWidth"])
+        center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+        if center is None or width is None:
+            return None
+        center = center[0] if isinstance(center, pydicom.multival.MultiValue) else center
+        width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
+        return float(center), float(width)
+    except Exception:
+        return None
 
 
 class SeriesFrames:
@@ -86,7 +109,12 @@ class SeriesFrames:
         """Display metadata of a frame: sample meta over series meta (window, photometric)."""
         merged = dict(self.series.meta or {})
         if self.frames:
-            merged.update(self.series.samples[self.sample_index(frame)].meta or {})
+            sample = self.series.samples[self.sample_index(frame)]
+            merged.update(sample.meta or {})
+            if self.series.kind == "dicom" and "window_center" not in merged and "WindowCenter" not in merged:
+                window = dicom_window(Path(sample.source.path))
+                if window is not None:
+                    merged["window_center"], merged["window_width"] = window
         return merged
 
     def describe(self, frame: int) -> str:

@@ -25,7 +25,9 @@ LABEL_SOURCES = [
     ("csv", "CSV file…"),
     ("clusters", "None: pseudo-labels (clusters)"),
 ]
-FORMATS = [("auto", "As input"), ("npz", "npz"), ("nifti", "NIfTI"), ("dicom", "DICOM"), ("png", "PNG")]
+# The job pipeline writes every series in its input's own format (DICOM -> derived DICOM, NIfTI ->
+# NIfTI, npz -> npz, PNG -> PNG); it refuses other choices, so the wizard offers only this one.
+FORMATS = [("auto", "As input (DICOM → DICOM, NIfTI → NIfTI, npz → npz, PNG → PNG)")]
 
 
 def parse_epsilon(text: str) -> float:
@@ -394,6 +396,14 @@ class WizardState:
     def default_excluded(self) -> set[str]:
         """npz splits other than train are left out by default (they are exported unchanged)."""
         return {s.id for s in self.series if s.kind == "npz" and (s.meta or {}).get("split", "train") != "train"}
+
+    def export_load_result(self) -> LoadResult | None:
+        """What the export job gets: the series the user kept, plus every npz split (the splits
+        that are not protected are copied unchanged)."""
+        if self.load_result is None:
+            return None
+        kept = [s for s in self.series if s.id not in self.excluded or s.kind == "npz"]
+        return LoadResult(series=kept, skipped=list(self.load_result.skipped))
 
     def selected_splits(self) -> tuple[str, ...]:
         splits = sorted({str((s.meta or {}).get("split")) for s in self.selected_series

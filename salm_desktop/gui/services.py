@@ -73,22 +73,30 @@ def series_fidelity(series: Series, result: Any, progress: Progress | None = Non
 
 
 def export(state_series: Sequence[Series], result: Any, inputs: Sequence[Path], out_dir: Path,
-           settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None) -> Any:
-    """Write the protected copy, the manifest and (optionally) the report.
+           settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None,
+           loaded: LoadResult | None = None) -> Any:
+    """Write the protected copy, the manifest and (optionally) the report through the job pipeline.
 
-    Uses the job pipeline's export of an existing protection result when it has one, so the
-    reviewed pixels are exactly the ones written; otherwise runs the whole job again with the same
-    settings and seed (reproducible on the same device).
+    ``loaded`` is the wizard's LoadResult restricted to what the user kept (npz splits that are not
+    protected are still passed so that they are copied unchanged). When the pipeline accepts an
+    existing protection result (a ``protected``/``result`` parameter) the reviewed pixels are written
+    as they are; otherwise the pipeline protects again with the same settings and seed, which gives
+    the same pixels on the same device.
     """
-    from salm_desktop.core import jobs
+    import inspect as _inspect
 
-    formats = settings.output_format
-    export_fn = getattr(jobs, "export_protected", None)
-    if export_fn is not None and result is not None:
-        return export_fn(list(state_series), result, [Path(p) for p in inputs], Path(out_dir),
-                         build_protect_settings(settings), splits=tuple(splits), formats=formats,
-                         report=bool(settings.report), progress=progress)
-    return run_job(inputs, out_dir, settings, splits=splits, progress=progress)
+    from salm_desktop.core.jobs import run_protect_job
+
+    kwargs: dict[str, Any] = dict(labels=settings.loader_labels(), splits=tuple(splits),
+                                  formats=settings.output_format, report=bool(settings.report), progress=progress)
+    params = _inspect.signature(run_protect_job).parameters
+    if loaded is not None and "loaded" in params:
+        kwargs["loaded"] = loaded
+    for name in ("protected", "result", "protect_result"):
+        if result is not None and name in params:
+            kwargs[name] = result
+            break
+    return run_protect_job([Path(p) for p in inputs], Path(out_dir), build_protect_settings(settings), **kwargs)
 
 
 def run_job(inputs: Sequence[Path | str], out_dir: Path, settings: WizardSettings,

@@ -170,9 +170,10 @@ class ExportPage(QWidget):
         self._options_changed()
         state, settings = self.ctx.state, self.ctx.settings
         series, result, inputs, splits = state.selected_series, state.protect_result, list(state.inputs), state.selected_splits()
+        loaded = state.export_load_result()
 
         def job(progress):
-            return services.export(series, result, inputs, out_dir, settings, splits, progress)
+            return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded)
 
         worker = Worker(job, self, name="export")
         worker.progressed.connect(self._progressed)

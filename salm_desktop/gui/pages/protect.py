@@ -123,7 +123,6 @@ class ProtectPage(QWidget):
         self._log(f"Protecting {len(series)} series ({sum(len(s.samples) for s in series)} images), "
                   f"method {settings.method}, mask ratio {settings.mask_ratio:.2f}, device {settings.device}, "
                   f"seed {settings.seed}.")
-        self.ctx.state.protect_result = None
         worker = Worker(lambda progress: services.protect(series, settings, progress), self, name="protect")
         worker.progressed.connect(self._progressed)
         worker.succeeded.connect(self._done)
@@ -187,7 +186,8 @@ class ProtectPage(QWidget):
         self.finished.emit("failed")
 
     def _cancelled(self) -> None:
-        self._log("Cancelled: no protected data was kept.")
+        kept = " The previous result is kept." if self.ctx.state.protect_result is not None else ""
+        self._log("Cancelled: nothing from this run was kept." + kept)
         self.message_label.setText("Cancelled.")
         self.finished.emit("cancelled")
 
