@@ -42,9 +42,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from salm_desktop.core.studies import inspect_paths
+    from salm_desktop.core.studies import LabelsError, inspect_paths
 
-    report = inspect_paths(args.paths, labels=args.labels)
+    try:
+        report = inspect_paths(args.paths, labels=args.labels)
+    except (FileNotFoundError, LabelsError) as exc:  # a missing PATH or a bad labels source
+        raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -68,9 +68,9 @@ def read_csv(path: Path) -> list[tuple[str, str, int]]:
     try:
         for line_no, row in enumerate(reader, start=1):
             cells = [c.strip() for c in row]
-            while cells and cells[-1] == "":
+            while len(cells) > 2 and cells[-1] == "":
                 cells.pop()
-            if not cells or (len(cells) == 1 and cells[0].startswith("#")):
+            if not any(cells) or (len(cells) == 1 and cells[0].startswith("#")):
                 continue
             if len(cells) != 2:
                 raise LabelsError(

@@ -64,6 +64,7 @@ def make_slice(
     if pixels:
         fill = instance if value is None else value
         ds.PixelData = np.full((rows, cols), fill, dtype=np.uint16).tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=preamble)
     return path
 
