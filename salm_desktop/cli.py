@@ -38,6 +38,28 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print one JSON document to stdout")
     inspect.set_defaults(handler=_cmd_inspect)
 
+    protect = sub.add_parser(
+        "protect",
+        help="protect INPUTs and write the protected copy (same formats), manifest.json and the fidelity report to --out",
+    )
+    protect.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    protect.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder outside the inputs")
+    protect.add_argument("--method", default="salm", choices=["salm", "em", "random"])
+    protect.add_argument("--epsilon", default="8/255", help="budget in the normalized scale, e.g. 8/255 or 0.03")
+    protect.add_argument("--mask-ratio", default=None, help="fraction of pixels SALM may change (default: the engine's)")
+    protect.add_argument("--labels", default=None,
+                         help="folders | npz | csv:FILE | clusters:K (pseudo-labels; needed for unlabelled DICOM/NIfTI)")
+    protect.add_argument("--splits", default="train", help="npz splits to protect, comma-separated (others are copied)")
+    protect.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    protect.add_argument("--seed", type=int, default=0)
+    protect.add_argument("--max-rounds", type=int, default=None, help="upper bound on min-min rounds")
+    protect.add_argument("--roi", type=Path, default=None, metavar="LABELMAP",
+                         help="label map (e.g. NRRD) for ROI mean/std changes in the report")
+    protect.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    protect.add_argument("--no-report", action="store_true", help="skip report.html / report.pdf")
+    protect.add_argument("--json", action="store_true", help="last line of stdout: one JSON object with the summary")
+    protect.set_defaults(handler=_cmd_protect)
+
     return parser
 
 
@@ -55,6 +77,91 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
         print(format_inspect_report(report))
     return EXIT_OK if report["series"] else EXIT_USAGE
+
+
+def parse_fraction(text: str, name: str = "value") -> float:
+    """'8/255' -> 0.0313..., '0.03' -> 0.03; UsageError for anything else."""
+    raw = str(text).strip()
+    try:
+        if "/" in raw:
+            num, den = raw.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(raw)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{name} {text!r} is not a number or a fraction like 8/255") from None
+    if not value == value or value in (float("inf"), float("-inf")):
+        raise UsageError(f"{name} {text!r} is not a finite number")
+    return value
+
+
+def _protect_labels(spec: str | None) -> tuple[str | None, str, int | None]:
+    """--labels -> (loader labels source, engine label mode, clusters)."""
+    if spec is None:
+        return None, "given", None
+    if spec.startswith("clusters"):
+        _, _, k = spec.partition(":")
+        try:
+            n = int(k) if k else 2
+        except ValueError:
+            raise UsageError(f"--labels {spec!r}: expected clusters:K with an integer K >= 2") from None
+        if n < 2:
+            raise UsageError(f"--labels {spec!r}: K must be at least 2")
+        return None, "clusters", n
+    return spec, "given", None
+
+
+def _cmd_protect(args: argparse.Namespace) -> int:
+    from salm_desktop.core.jobs import JobError, run_protect_job
+    from salm_desktop.core.progress import Cancelled, Progress
+    from salm_desktop.core.protect import ProtectSettings
+
+    epsilon = parse_fraction(args.epsilon, "--epsilon")
+    loader_labels, label_mode, clusters = _protect_labels(args.labels)
+    options: dict = {"method": args.method, "epsilon": epsilon, "device": args.device, "seed": args.seed, "labels": label_mode}
+    if args.mask_ratio is not None:
+        options["mask_ratio"] = parse_fraction(args.mask_ratio, "--mask-ratio")
+    if clusters is not None:
+        options["n_clusters"] = clusters
+    if args.max_rounds is not None:
+        options["max_rounds"] = args.max_rounds
+    try:
+        settings = ProtectSettings(**options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    splits = [s.strip() for s in str(args.splits).split(",") if s.strip()]
+
+    last_stage = {"stage": None}
+
+    def show(ev) -> None:  # noqa: ANN001 - a ProgressEvent; progress goes to stderr, never stdout
+        if ev.stage == "log":
+            print(f"  {ev.message}", file=sys.stderr)
+            return
+        if ev.stage != last_stage["stage"] or ev.done >= ev.total:
+            last_stage["stage"] = ev.stage
+            print(f"[{ev.stage}] {ev.done}/{ev.total} {ev.message}", file=sys.stderr)
+
+    progress = Progress(show)
+    try:
+        result = run_protect_job(args.inputs, args.out, settings, labels=loader_labels, splits=splits,
+                                 report=not args.no_report, progress=progress, overwrite=args.overwrite, roi=args.roi)
+    except JobError as exc:
+        raise UsageError(str(exc)) from None
+    except Cancelled:
+        print("salm-protect: cancelled; nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    for item in result.skipped:
+        print(f"skipped: {item.path}: {item.reason}", file=sys.stderr)
+    s = result.summary
+    if args.json:
+        print(json.dumps(result.as_json(), default=str))
+    else:
+        print(f"protected {s.get('samples')} samples with {s.get('method')} in {s.get('seconds')} s on {s.get('device')}: "
+              f"{100 * float(s.get('fraction_pixels_changed', 0)):.1f}% of pixels changed, largest change "
+              f"{s.get('max_abs_change_native')} (native units), PSNR {s.get('psnr_db')}")
+        print(f"written to {result.out_dir} (manifest: {result.manifest.name if result.manifest else '-'}"
+              f"{', report: report.html, report.pdf' if result.report_html else ''})")
+    return EXIT_PARTIAL if result.skipped else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
