@@ -61,8 +61,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=80)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -89,7 +88,7 @@ def slices_figure(fid: SeriesFidelity) -> Figure:
     if not fid.slices:
         axes[0][0].text(0.5, 0.5, "no slices", ha="center")
     fig.suptitle(f"series {fid.series_id}: window {low:.4g}..{high:.4g}{unit}", fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.95, bottom=0.02, top=1 - 0.35 / rows, wspace=0.08, hspace=0.25)
     return fig
 
 
@@ -104,7 +103,7 @@ def histogram_figure(fid: SeriesFidelity) -> Figure:
     ax.set_ylabel("pixels")
     ax.legend(fontsize=8)
     ax.set_title(f"series {fid.series_id}: intensity histogram", fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.18, top=0.88)
     return fig
 
 
@@ -148,7 +147,15 @@ def build_context(
     }
 
 
-def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any]) -> Path:
+def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], images: dict[str, tuple[str, str]] | None = None) -> Path:
+    """``images``: series id -> (slices PNG, histogram PNG) as base64; drawn here when not given."""
+    if images is None:
+        images = {}
+        for fid in fidelity.series:
+            figs = (slices_figure(fid), histogram_figure(fid))
+            images[fid.series_id] = tuple(_png(f) for f in figs)  # type: ignore[assignment]
+            for f in figs:
+                plt.close(f)
     job = context["fidelity"]["job"]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -196,8 +203,9 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any]) -> Pa
                 parts.append("<tr>" + "".join(f"<td>{html.escape(_fmt(row[k]))}</td>" for k in (
                     "label", "voxels", "mean_before", "mean_after", "mean_change", "std_before", "std_after", "std_change")) + "</tr>")
             parts.append("</table>")
-        parts.append(f"<img alt='slices of series {fid.series_id}' src='data:image/png;base64,{_png(slices_figure(fid))}'>")
-        parts.append(f"<img alt='histogram of series {fid.series_id}' src='data:image/png;base64,{_png(histogram_figure(fid))}'>")
+        slices_png, hist_png = images[fid.series_id]
+        parts.append(f"<img alt='slices of series {fid.series_id}' src='data:image/png;base64,{slices_png}'>")
+        parts.append(f"<img alt='histogram of series {fid.series_id}' src='data:image/png;base64,{hist_png}'>")
     if context["skipped"]:
         parts.append("<h2>Skipped inputs</h2><table id='skipped'><tr><th>file</th><th>reason</th></tr>")
         for item in context["skipped"]:
@@ -229,7 +237,8 @@ def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
         plt.close(fig)
 
 
-def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any]) -> Path:
+def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images: dict[str, tuple[str, str]] | None = None) -> Path:
+    """Writes the PDF; when ``images`` is a dict, also fills it with each series' figures as base64 PNG."""
     job = context["fidelity"]["job"]
     lines = [f"Created {context['created']} by SALM Desktop (series named by short hash; no patient data)", "", "WHOLE JOB"]
     lines += [f"  {k:<40} {_fmt(v)}" for k, v in _summary_pairs(job)]
@@ -252,12 +261,14 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any]) -> Pat
     with PdfPages(path) as pdf:
         _text_page(pdf, "Clinical-fidelity report", lines)
         for fid in fidelity.series:
-            fig = slices_figure(fid)
-            pdf.savefig(fig)
-            plt.close(fig)
-            fig = histogram_figure(fid)
-            pdf.savefig(fig)
-            plt.close(fig)
+            pngs = []
+            for fig in (slices_figure(fid), histogram_figure(fid)):
+                pdf.savefig(fig)
+                if images is not None:
+                    pngs.append(_png(fig))
+                plt.close(fig)
+            if images is not None:
+                images[fid.series_id] = (pngs[0], pngs[1])
         info = pdf.infodict()
         info["Title"] = "SALM Desktop clinical-fidelity report"
         info["Creator"] = "SALM Desktop"
@@ -276,7 +287,10 @@ def write_report(
 ) -> dict[str, Path]:
     """Write report.html (and report.pdf) into ``out_dir``; returns their paths."""
     context = build_context(fidelity, settings=settings, summary=summary, efficacy=efficacy, skipped=skipped)
-    paths = {"html": write_html(Path(out_dir) / "report.html", fidelity, context)}
-    if pdf:
-        paths["pdf"] = write_pdf(Path(out_dir) / "report.pdf", fidelity, context)
+    paths: dict[str, Path] = {}
+    images: dict[str, tuple[str, str]] | None = None
+    if pdf:  # each figure is drawn once, for the PDF and the HTML
+        images = {}
+        paths["pdf"] = write_pdf(Path(out_dir) / "report.pdf", fidelity, context, images)
+    paths["html"] = write_html(Path(out_dir) / "report.html", fidelity, context, images)
     return paths
