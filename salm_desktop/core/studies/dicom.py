@@ -347,9 +347,6 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
     frames: list[FrameHeader] = []
     if n_frames > 1 or shared is not None or per_frame_seq is not None:
         has_per_frame = per_frame_seq is not None and len(per_frame_seq) == n_frames
-        warn = None
-        if not has_per_frame and n_frames > 1:
-            warn = "multi-frame object without per-frame positions: frames kept in stored order"
         for i in range(n_frames):
             pf = per_frame_seq[i] if has_per_frame else None
             pos = _functional(ds, shared, pf, "PlanePositionSequence")
@@ -367,13 +364,17 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
             temporal = _int(content.get("TemporalPositionIndex")) if content is not None else None
             fh = FrameHeader(
                 frame=i if n_frames > 1 else None, tile=None, ipp=ipp, iop=iop, spacing=spacing,
-                slope=slope, intercept=intercept, has_rescale=has, file_warning=warn, **base,
+                slope=slope, intercept=intercept, has_rescale=has, **base,
             )
             if thickness is not None:
                 fh.slice_thickness = thickness
             if temporal is not None:
                 fh.temporal_position = temporal
             frames.append(fh)
+        if n_frames > 1 and any(f.ipp is None for f in frames):
+            for f in frames:
+                f.ipp = None
+                f.file_warning = "multi-frame object without per-frame positions: frames kept in stored order"
         return frames
 
     mosaic = _mosaic_layout(ds, rows, cols) if "MOSAIC" in image_type else None
@@ -544,12 +545,11 @@ def _build_volume(frames: list[FrameHeader], split_key: tuple) -> list[_Volume]:
         return [_Volume(frames, split_key, (1,), [(0,)])]
     normal = frames[0].normal
     if normal is None or any(h.ipp is None for h in frames):
-        if all(h.frame is not None for h in frames) and len({h.path for h in frames}) == 1 and frames[0].file_warning:
-            ordered = sorted(frames, key=_instance_key)
-            return [_Volume(ordered, split_key, None, [(i,) for i in range(len(ordered))])]
         ordered = sorted(frames, key=_instance_key)
         vol = _Volume(ordered, split_key, None, [(i,) for i in range(len(ordered))])
-        vol.warnings.append("missing ImagePositionPatient/ImageOrientationPatient: slices ordered by InstanceNumber")
+        single_multiframe = len({h.path for h in frames}) == 1 and all(h.frame is not None for h in frames)
+        if not single_multiframe:
+            vol.warnings.append("missing ImagePositionPatient/ImageOrientationPatient: slices ordered by InstanceNumber")
         return [vol]
 
     dist = np.array([float(np.dot(np.asarray(h.ipp), normal)) for h in frames])

@@ -221,3 +221,71 @@ def test_patient_identifiers_never_in_ids_or_warnings(tmp_path, make_dicom_slice
     (series,) = load_paths([tmp_path]).series
     text = " ".join([series.id, series.description, *series.warnings, *(s.key for s in series.samples)])
     assert "Secret" not in text and "PID-12345" not in text
+
+
+def _multiframe(path, *, per_frame_positions: bool, photometric="MONOCHROME2", slopes=(1.0, 1.0, 1.0)):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = "1.2.3.70", "1.2.3.71", "MR"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.Rows = ds.Columns = 4
+    ds.NumberOfFrames = 3
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    shared = Dataset()
+    orient = Dataset()
+    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    measures = Dataset()
+    measures.PixelSpacing = [0.7, 0.8]
+    measures.SliceThickness = 1.5
+    shared.PlaneOrientationSequence = Sequence([orient])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    z_of_frame = [4.0, 0.0, 2.0]  # stored out of spatial order
+    for i in range(3):
+        item = Dataset()
+        if per_frame_positions:
+            pos = Dataset()
+            pos.ImagePositionPatient = [0, 0, z_of_frame[i]]
+            item.PlanePositionSequence = Sequence([pos])
+        pvt = Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = slopes[i], 0, "US"
+        item.PixelValueTransformationSequence = Sequence([pvt])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    pixels = np.stack([np.full((4, 4), -(i + 1) * 10, np.int16) for i in range(3)])
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_enhanced_multiframe_frames_become_sorted_samples(tmp_path):
+    path = _multiframe(tmp_path / "mf.dcm", per_frame_positions=True, slopes=(1.0, 2.0, 1.0))
+    (series,) = load_paths([path]).series
+    assert len(series.samples) == 3 and series.meta["dims"] == (3,)
+    assert [s.source.frame for s in series.samples] == [1, 2, 0]  # sorted by z: 0, 2, 4
+    assert [float(s.read()[0, 0]) for s in series.samples] == [-40.0, -30.0, -10.0]  # frame 1 slope 2
+    assert series.samples[0].stored.slope == 2.0 and series.samples[0].stored.dtype == "int16"
+    assert series.samples[0].geometry.spacing == (0.7, 0.8)
+    assert series.meta["slice_spacing"] == pytest.approx(2.0)
+
+
+def test_multiframe_without_positions_keeps_frame_order(tmp_path):
+    path = _multiframe(tmp_path / "mf.dcm", per_frame_positions=False, photometric="MONOCHROME1")
+    (series,) = load_paths([path]).series
+    assert [s.source.frame for s in series.samples] == [0, 1, 2]
+    assert [float(s.read()[0, 0]) for s in series.samples] == [-10.0, -20.0, -30.0]
+    assert series.meta["photometric"] == "MONOCHROME1"
+    assert any("MONOCHROME1" in w for w in series.warnings)
+    assert any("without per-frame positions" in w for w in series.warnings)
