@@ -359,13 +359,18 @@ FIDELITY_COLUMNS = ["Series", "PSNR", "SSIM", "Largest change", "Mean change", "
 
 
 def default_output_dir(inputs: Sequence[Path | str]) -> Path | None:
-    """A sibling of the first input named ``<name>_protected`` (never inside the input tree)."""
+    """``<name>_protected`` next to the first input (never inside an input folder); a free name
+    (``_2``, ``_3``, …) when that folder already exists and is not empty."""
     if not inputs:
         return None
     first = Path(inputs[0])
-    base = first.parent if first.is_file() else first
-    name = (first.stem if first.is_file() else first.name) or "study"
-    return base.parent / f"{name}_protected"
+    name = (first.name.split(".")[0] if first.is_file() else first.name) or "study"
+    base = first.parent / f"{name}_protected"
+    candidate, n = base, 2
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        candidate = base.with_name(f"{base.name}_{n}")
+        n += 1
+    return candidate
 
 
 @dataclass

@@ -1,0 +1,55 @@
+"""GUI test fixtures: a temporary QSettings file per test, a wizard window, tiny engine settings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PySide6")
+
+
+@pytest.fixture
+def qsettings(tmp_path: Path, qapp):
+    from PySide6.QtCore import QSettings
+
+    # a file of its own: nothing leaks into the user's real settings, nor between tests
+    return QSettings(str(tmp_path / "salm-desktop-test.ini"), QSettings.Format.IniFormat)
+
+
+def tiny(settings) -> None:
+    """Engine settings small enough for tests (few rounds and steps, CPU)."""
+    settings.device = "cpu"
+    settings.max_rounds = 2
+    settings.pgd_steps = 3
+    settings.train_steps = 3
+    settings.batch_size = 32
+    settings.seed = 0
+
+
+@pytest.fixture
+def window(qtbot, qsettings):
+    from salm_desktop.gui.main_window import MainWindow
+
+    w = MainWindow(qsettings, show_dialogs=False)
+    tiny(w.ctx.settings)
+    w.settings_page.show_settings(w.ctx.settings)
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+def wait_for(qtbot, predicate, timeout_s: float = 60.0) -> None:
+    qtbot.waitUntil(predicate, timeout=int(timeout_s * 1000))
+
+
+def load(qtbot, window, paths, timeout_s: float = 60.0) -> None:
+    window.load_page.add_paths([Path(p) for p in paths])
+    wait_for(qtbot, lambda: not window.load_page.running and window.ctx.state.load_result is not None, timeout_s)
+
+
+def elapsed(t0: float) -> float:
+    return time.monotonic() - t0

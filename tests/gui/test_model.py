@@ -1,0 +1,159 @@
+"""The wizard's presentation logic, without widgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from salm_desktop.core.model import IntensityMap, LoadResult, Sample, Series, Skipped, SourceRef, StoredFormat
+from salm_desktop.core.progress import Cancelled, Progress, ProgressEvent
+from salm_desktop.gui import model as m
+
+
+def _series(sid="abc123", modality="CT", intensity=None, n=3, shape=(4, 4), labels=None, kind="dicom", meta=None):
+    samples = [
+        Sample(f"s{i}", shape, (lambda i=i: np.full(shape, i, np.float32)), StoredFormat.for_dtype("int16"),
+               SourceRef(Path(f"/x/{i}.dcm")), label=None if labels is None else labels[i])
+        for i in range(n)
+    ]
+    return Series(sid, kind, modality, samples, intensity or IntensityMap.for_ct(), Path("/x"), meta=meta or {})
+
+
+def test_parse_epsilon_accepts_fractions_decimals_and_255ths():
+    assert m.parse_epsilon("8/255") == pytest.approx(8 / 255)
+    assert m.parse_epsilon("0.05") == pytest.approx(0.05)
+    assert m.parse_epsilon("16") == pytest.approx(16 / 255)
+    for bad in ("", "abc", "0", "-1/255", "1/0", "300"):
+        with pytest.raises(ValueError):
+            m.parse_epsilon(bad)
+    assert m.epsilon_text(8 / 255) == "8/255"
+    assert m.epsilon_text(0.05) == "0.05"
+
+
+def test_settings_round_trip_and_tolerant_restore():
+    s = m.WizardSettings(method="em", epsilon=4 / 255, mask_ratio=0.3, seed=7, foreground=True, label_source="clusters")
+    back = m.WizardSettings.from_dict({k: str(v) for k, v in s.to_dict().items()})  # QSettings gives strings
+    assert back == s
+    broken = m.WizardSettings.from_dict({"method": "magic", "epsilon": "x", "mask_ratio": "5", "seed": "nan?", "zzz": 1})
+    assert broken.method == m.WizardSettings().method
+    assert broken.epsilon == m.WizardSettings().epsilon and broken.mask_ratio == m.WizardSettings().mask_ratio
+
+
+def test_wizard_defaults_are_the_engine_defaults():
+    from salm_desktop.core.protect import ProtectSettings
+
+    engine, wizard = ProtectSettings(), m.WizardSettings()
+    for name in ("method", "epsilon", "mask_ratio", "pgd_steps", "train_steps", "max_rounds", "foreground", "batch_size"):
+        assert getattr(wizard, name) == getattr(engine, name), name
+
+
+def test_build_protect_settings_maps_labels_and_em():
+    s = m.WizardSettings(method="em", mask_ratio=0.1, label_source="clusters", n_clusters=3, seed=5, device="cpu")
+    ps = m.build_protect_settings(s)
+    assert (ps.method, ps.mask_ratio, ps.labels, ps.n_clusters, ps.seed, ps.device) == ("em", 1.0, "clusters", 3, 5, "cpu")
+    assert m.WizardSettings(label_source="clusters").loader_labels() == "none"
+    assert m.WizardSettings(label_source="auto").loader_labels() is None
+    assert m.WizardSettings(label_source="csv", csv_path="/a/b.csv").loader_labels() == "csv:/a/b.csv"
+
+
+def test_series_and_skipped_rows():
+    s = _series(labels=[0, 1, 1], meta={"dims": (3, 1)})
+    s.warnings.append("uneven spacing")
+    rows = m.series_rows(LoadResult([s], [Skipped(Path("/x/seg.dcm"), "DICOM SEG is not an image series")]))
+    assert rows == [["abc123", "dicom", "CT", "", "3", "4×4  (3 × 1)", "0: 1, 1: 2", "uneven spacing"]]
+    assert m.skipped_rows(LoadResult([], [Skipped(Path("/x/seg.dcm"), "why")])) == [["/x/seg.dcm", "why"]]
+    assert m.load_summary(LoadResult([s], [Skipped(Path("a"), "b")])) == "1 series, 3 images, 1 skipped (see below)"
+
+
+def test_budget_in_normalized_and_native_units():
+    ct = _series("ct0001", "CT", IntensityMap.for_ct())
+    mr = _series("mr0001", "MR", IntensityMap(100.0, 1100.0))
+    normalized, native = m.budget_texts(8 / 255, [ct, mr])
+    assert "0.0314" in normalized and "8/255" in normalized
+    assert "±62.7 HU" in native  # 8/255 of a 2000 HU window
+    assert "±31.4 (MR" in native  # 8/255 of a 1000-unit window
+
+
+def test_protect_status_folds_progress_events():
+    st = m.ProtectStatus()
+    st.update(ProgressEvent("protect", 5, 20, "batch", {"round": 2, "surrogate_accuracy": 0.875}, 10.0, 30.0), ["a", "b"])
+    st.update(ProgressEvent("log", 0, 0, "round 2 done"))
+    assert st.fraction == 0.25 and st.round == 2 and st.accuracy_text() == "87.5 %"
+    assert st.eta_s == 30.0 and st.per_series == {"a": 0.25, "b": 0.25} and st.log == ["round 2 done"]
+    assert m.duration_text(30.0) == "30 s" and m.duration_text(125) == "2 min 05 s" and m.duration_text(None) == "–"
+
+
+def test_fidelity_numbers_against_hand_computed_values():
+    original = np.zeros((10, 10), np.float32)
+    protected = original.copy()
+    protected[0, :5] = 10.0  # 5 % of the pixels changed by 10 native units in a 2000-unit window
+    out = m.fidelity_numbers(original, protected, IntensityMap.for_ct())
+    mse = 5 * (10 / 2000) ** 2 / 100
+    assert out["psnr_db"] == pytest.approx(10 * np.log10(1 / mse))
+    assert out["max_abs_change_native"] == 10 and out["fraction_changed"] == pytest.approx(0.05)
+    assert out["mean_abs_change_native"] == pytest.approx(0.5)
+    rows = m.fidelity_rows({"abc": out}, {"abc": "HU"})
+    assert rows[0][3] == "10 HU" and rows[0][5] == "5.0 %"
+
+
+def test_state_selection_and_npz_splits():
+    train = _series("tr", kind="npz", meta={"split": "train"})
+    test = _series("te", kind="npz", meta={"split": "test"})
+    ct = _series("ct")
+    state = m.WizardState(load_result=LoadResult([train, test, ct]))
+    state.excluded = state.default_excluded()
+    assert state.excluded == {"te"}
+    assert [s.id for s in state.selected_series] == ["tr", "ct"]
+    assert state.selected_splits() == ("train",)
+    state.excluded.add("ct")
+    assert [s.id for s in state.export_load_result().series] == ["tr", "te"]  # npz splits always travel
+
+
+def test_default_output_dir_is_a_sibling(tmp_path):
+    study = tmp_path / "study"
+    study.mkdir()
+    assert m.default_output_dir([study]) == tmp_path / "study_protected"
+    f = tmp_path / "data.npz"
+    f.write_bytes(b"")
+    assert m.default_output_dir([f]) == tmp_path / "data_protected"
+    (tmp_path / "study_protected").mkdir()
+    (tmp_path / "study_protected" / "x").write_text("taken")
+    assert m.default_output_dir([study]) == tmp_path / "study_protected_2"
+    assert m.default_output_dir([]) is None
+
+
+def test_batch_queue_goes_on_after_a_failure_and_stops_on_cancel(tmp_path):
+    q = m.BatchQueue()
+    for name in ("a", "b", "c"):
+        assert q.add(tmp_path / name)
+    assert not q.add(tmp_path / "a")
+    ran = []
+
+    def runner(path, out, progress):
+        ran.append(path.name)
+        if path.name == "b":
+            raise ValueError(f"{path}/x.dcm: unreadable file")
+        return {"out": out}
+
+    items = q.run(tmp_path / "out", runner, Progress())
+    assert ran == ["a", "b", "c"]
+    assert [i.status for i in items] == ["done", "failed", "done"]
+    assert items[1].message.endswith("x.dcm: unreadable file")
+    assert items[0].out_dir == tmp_path / "out" / "a_protected"
+
+    q2 = m.BatchQueue()
+    for name in ("a", "b", "c"):
+        q2.add(tmp_path / name)
+    progress = Progress()
+
+    def cancelling(path, out, p):
+        if path.name == "b":
+            p.cancel()
+            p.check()
+        return None
+
+    with pytest.raises(Cancelled):
+        q2.run(tmp_path / "out", cancelling, progress)
+    assert [i.status for i in q2.items] == ["done", "cancelled", "cancelled"]
