@@ -459,7 +459,11 @@ def make_reader(h: FrameHeader) -> Callable[[], np.ndarray]:
     path, frame, slope, intercept, mosaic, tile = h.path, h.frame, h.slope, h.intercept, h.mosaic, h.tile
 
     def read() -> np.ndarray:
-        stored = _decode(path, frame)
+        try:
+            stored = _decode(path, frame)
+        except Exception as exc:  # decoder plugins raise many types; name the file instead
+            where = f" frame {frame}" if frame is not None else ""
+            raise ValueError(f"{path}{where}: cannot decode pixel data ({_one_line(exc)})") from None
         if mosaic is not None and tile is not None:
             tiles, tr, tc = mosaic
             r0, c0 = (tile // tiles) * tr, (tile % tiles) * tc

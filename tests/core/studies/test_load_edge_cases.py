@@ -289,3 +289,17 @@ def test_multiframe_without_positions_keeps_frame_order(tmp_path):
     assert series.meta["photometric"] == "MONOCHROME1"
     assert any("MONOCHROME1" in w for w in series.warnings)
     assert any("without per-frame positions" in w for w in series.warnings)
+
+
+def test_corrupt_compressed_pixels_fail_on_read_with_file_named(tmp_path, dicom_dir):
+    data = (dicom_dir / "pydicom_small" / "MR_small_jp2klossless.dcm").read_bytes()
+    broken = tmp_path / "broken_j2k.dcm"
+    broken.write_bytes(data[:-2000] + b"\x00" * 2000)  # same length, garbage codestream tail
+    result = load_paths([broken])
+    (series,) = result.series  # the header is fine: found at scan time
+    with pytest.raises(ValueError, match="broken_j2k.dcm"):
+        series.samples[0].read()
+    from salm_desktop.core.studies import inspect_paths
+
+    report = inspect_paths([broken])
+    assert any("could not be decoded" in w and "broken_j2k.dcm" in w for w in report["series"][0]["warnings"])
