@@ -1,0 +1,30 @@
+"""Helpers shared by the export tests: hashing inputs, running a small job."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+
+def tree_hashes(*roots: Path) -> dict[str, str]:
+    out = {}
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for p in files:
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="session")
+def hashes():
+    """``hashes(*roots)`` -> {path: sha256} of every file under the roots."""
+    return tree_hashes
+
+
+@pytest.fixture
+def random_settings():
+    from salm_desktop.core.protect import ProtectSettings
+
+    return ProtectSettings(method="random", mask_ratio=0.2, seed=0, device="cpu")
