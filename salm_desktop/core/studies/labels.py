@@ -81,11 +81,21 @@ def read_csv(path: Path) -> list[tuple[str, str, int]]:
             rows.append((cells[0], cells[1], line_no))
     except csv.Error as exc:
         raise LabelsError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
-    if rows and rows[0][0].lower().replace(" ", "") in _HEADER_KEYS:
+    if rows and _is_header(rows[0][0], path.parent):
         rows = rows[1:]
     if not rows:
         raise LabelsError(f"{path}: no label rows")
     return rows
+
+
+def _is_header(key: str, base: Path) -> bool:
+    """A first row like ``path,label`` or ``image_path,class``: not a file, not a UID, no suffix."""
+    if key.lower().replace(" ", "") in _HEADER_KEYS:
+        return True
+    if _UID_RE.match(key) or any(ch in key for ch in "./\\"):
+        return False
+    candidate = Path(key).expanduser()
+    return not (candidate if candidate.is_absolute() else base / candidate).exists()
 
 
 def _class_map(names: Iterable[str]) -> tuple[dict[str, int], list[str] | None]:

@@ -107,3 +107,20 @@ def test_folders_mode_for_dicom(tmp_path, make_dicom_slice):
 def test_npz_mode_without_npz_is_an_error(image_tree):
     with pytest.raises(LabelsError, match="no npz file"):
         load_paths([image_tree], labels="npz")
+
+
+def test_csv_with_unusual_header_names(tmp_path, image_tree):
+    csv = tmp_path / "labels.tsv.csv"
+    csv.write_text("image_path\tdiagnosis\nimgs/a.png\t1\nimgs/c.png\t1\n")
+    (series,) = load_paths([image_tree], labels=f"csv:{csv}").series
+    assert {s.key: s.label for s in series.samples} == {"a.png": 1, "b.png": None, "c.png": 1}
+
+
+def test_csv_row_naming_a_folder_labels_everything_below(tmp_path):
+    for cls in ("x", "y"):
+        for i in range(2):
+            _png(tmp_path / "data" / cls / f"{i}.png")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("data/x,0\ndata/y,1\n")
+    (series,) = load_paths([tmp_path / "data"], labels=f"csv:{csv}").series
+    assert series.labels == [0, 0, 1, 1]
