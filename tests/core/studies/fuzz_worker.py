@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 MEMORY_LIMIT = 3 * 1024**3  # address space, bytes: a decoder that tries to allocate 64k x 64k x frames fails fast
 
 
@@ -31,7 +33,12 @@ def main(paths: list[str]) -> int:
                 record["outcome"] = "loaded"
                 for series in result.series:
                     for sample in series.samples:
-                        sample.read()
+                        native = sample.read()
+                        # What loaded must survive the write-back path unchanged (e.g. no slope of 0).
+                        if not np.array_equal(sample.stored.quantize(native), native):
+                            record["outcome"] = "roundtrip_broken"
+                            record["reason"] = f"{series.id}: stored format {sample.stored} does not round-trip"
+                            break
             else:
                 record["outcome"] = "skipped"
                 record["reason"] = result.skipped[0].reason if result.skipped else ""
