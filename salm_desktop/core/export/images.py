@@ -21,17 +21,12 @@ def output_name(relative: Path) -> Path:
 
 
 def _to_image(stored: np.ndarray, source_mode: str) -> Image.Image:
-    if stored.dtype == np.uint8:
-        if stored.ndim == 2:
-            return Image.fromarray(stored, mode="L") if source_mode != "P" else Image.fromarray(stored, mode="L")
-        return Image.fromarray(stored)
-    if stored.dtype == np.uint16 and stored.ndim == 2:
-        return Image.fromarray(stored.astype("<u2"), mode="I;16")
-    if stored.dtype in (np.int32, np.int16, np.uint16) and stored.ndim == 2:
-        return Image.fromarray(stored.astype(np.int32), mode="I")
-    if stored.dtype == np.float32 and stored.ndim == 2:
-        return Image.fromarray(stored, mode="F")
-    return Image.fromarray(stored)
+    """Pillow picks the mode from the dtype: uint8 -> L/RGB, uint16 -> I;16, int32 -> I, float32 -> F."""
+    if stored.dtype == np.uint16:
+        stored = stored.astype("<u2", copy=False)
+    elif stored.dtype == np.int16:
+        stored = stored.astype(np.int32)
+    return Image.fromarray(np.ascontiguousarray(stored))
 
 
 def write_image_series(
