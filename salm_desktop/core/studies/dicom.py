@@ -268,6 +268,12 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
     bits_stored = _int(ds.get("BitsStored")) or bits_allocated
     spp = _int(ds.get("SamplesPerPixel")) or 1
     n_frames = _int(ds.get("NumberOfFrames")) or 1
+    # Absurd sizes from corrupt headers must not turn into huge allocations (one header per frame,
+    # or a decoder buffer): every frame needs at least one byte of the file, and no frame is > 2 GiB.
+    if n_frames < 1 or n_frames > size:
+        return Skipped(path, f"implausible NumberOfFrames {n_frames} for a file of {size} bytes")
+    if rows * cols * spp * max(bits_allocated, 1) // 8 > 2**31:
+        return Skipped(path, f"implausible image size {rows}x{cols}x{spp} at {bits_allocated} bits (over 2 GiB per frame)")
 
     # Pixel data present in full? Encapsulated (undefined length) data is checked when decoding.
     explicit = len(tail) >= 6 and tail[4] in _VR_CHARS and tail[5] in _VR_CHARS
@@ -635,17 +641,26 @@ def _tilt_warning(frames: list[FrameHeader]) -> list[str]:
     return []
 
 
-def group_series(headers: list[FrameHeader]) -> list[Series]:
-    """Group scanned images into sorted Series (see module docstring)."""
-    # Drop exact duplicates (the same object found twice).
+def group_series(headers: list[FrameHeader], skipped: list[Skipped] | None = None) -> list[Series]:
+    """Group scanned images into sorted Series (see module docstring).
+
+    The same SOPInstanceUID found in several files (copies, or one image in several encodings) is
+    loaded once; the other files are appended to ``skipped`` and counted in a series warning.
+    """
     seen: dict[tuple, FrameHeader] = {}
     duplicates: dict[str, int] = defaultdict(int)
+    duplicate_files: dict[Path, Path] = {}
     for h in headers:
         key = (h.sop_uid or str(h.path), h.frame, h.tile)
         if key in seen and h.sop_uid:
-            duplicates[h.series_uid] += 1
+            if h.path != seen[key].path and h.path not in duplicate_files:
+                duplicates[h.series_uid] += 1
+                duplicate_files[h.path] = seen[key].path
             continue
         seen[key] = h
+    if skipped is not None:
+        for dup, original in duplicate_files.items():
+            skipped.append(Skipped(dup, f"duplicate of {original.name} (same SOPInstanceUID); loaded once"))
 
     by_series: dict[tuple, list[FrameHeader]] = defaultdict(list)
     for h in seen.values():

@@ -122,7 +122,7 @@ def load_paths(
         if progress is not None:
             progress.update("load", done, total, f"read {done} of {total} files")
     if dicom_headers:
-        result.series.extend(_dicom.group_series(dicom_headers))
+        result.series.extend(_dicom.group_series(dicom_headers, result.skipped))
     for root, found in images.items():
         result.series.append(build_image_series(root, found))
     order = {str(path): i for i, (path, _root) in enumerate(files)}

@@ -173,7 +173,10 @@ def test_same_instance_in_seven_encodings_is_one_sample(dicom_dir):
     result = load_paths([dicom_dir / "pydicom_small"])
     mr = [s for s in result.series if s.modality == "MR" and s.sample_shape == (64, 64)]
     assert len(mr) == 1 and len(mr[0].samples) == 1
-    assert any("duplicate" in w for w in mr[0].warnings)
+    assert any("6 duplicate instance(s)" in w for w in mr[0].warnings)
+    reasons = {s.path.name: s.reason for s in result.skipped}
+    assert set(reasons) == set(ENCODINGS) - {"MR_small.dcm"}
+    assert reasons["MR_small_RLE.dcm"] == "duplicate of MR_small.dcm (same SOPInstanceUID); loaded once"
 
 
 def test_mixed_orientation_set_is_kept_as_2d_images(dicom_dir):

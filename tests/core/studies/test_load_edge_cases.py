@@ -189,7 +189,7 @@ def test_scanning_reads_no_pixel_data(tmp_path, make_dicom_slice, monkeypatch, d
     assert len(result.series) == 2 and calls == []
     # The robust MR window is computed lazily: reading it is the first pixel access.
     assert not result.series[0].intensity_is_computed
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError, match="pixel data decoded during scan"):
         _ = result.series[0].intensity
     assert calls
 
