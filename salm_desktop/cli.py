@@ -34,7 +34,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="list the series, images and skipped files found under PATHs")
     inspect.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    inspect.add_argument("--labels", default=None, help="label source: folders | npz | csv:FILE (default: auto)")
+    inspect.add_argument("--labels", default=None, help="label source: folders | npz | csv:FILE | none (default: auto)")
     inspect.add_argument("--json", action="store_true", help="print one JSON document to stdout")
     inspect.set_defaults(handler=_cmd_inspect)
 
