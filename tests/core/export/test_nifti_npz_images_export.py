@@ -45,10 +45,11 @@ def test_nifti_keeps_affine_shape_dtype_codes_and_scaling(nifti_job, name):
 
 def test_nifti_round_trip_equals_protected(nifti_job):
     inp, out, _ = nifti_job
-    loaded = load_paths([inp / "anatomical.nii", inp / "example_nifti2.nii.gz"])
+    names = ["anatomical.nii", "example_nifti2.nii.gz", "functional.nii"]
+    loaded = load_paths([inp / n for n in names])
     expected = protect_series(loaded.series, ProtectSettings(**SETTINGS))
     try:
-        back = load_paths([out / "anatomical.nii", out / "example_nifti2.nii.gz"])
+        back = load_paths([out / n for n in names])
         by_key = {(Path(s.root).name, s.samples[0].source.path.name): s for s in back.series}
         for series in loaded.series:
             other = by_key[(Path(series.root).name, series.samples[0].source.path.name)]
