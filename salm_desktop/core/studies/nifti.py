@@ -24,7 +24,7 @@ def is_nifti(path: Path) -> bool:
 
 def _reader(dataobj: Any, index: tuple) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
-        return np.asarray(dataobj[index], dtype=np.float32)
+        return np.array(dataobj[index], dtype=np.float32)  # a copy, never a view of a memory map
 
     return read
 

@@ -42,7 +42,7 @@ class NpzArrays:
 
     def reader(self, key: str, index: int) -> Callable[[], np.ndarray]:
         def read() -> np.ndarray:
-            return np.asarray(self.get(key)[index], dtype=np.float32)
+            return np.array(self.get(key)[index], dtype=np.float32)  # a copy: callers may modify it
 
         return read
 

@@ -40,7 +40,7 @@ class _VolumeCache:
 
     def reader(self, k: int) -> Callable[[], np.ndarray]:
         def read() -> np.ndarray:
-            return np.asarray(self.get()[k], dtype=np.float32)
+            return np.array(self.get()[k], dtype=np.float32)  # a copy: callers may modify it
 
         return read
 
@@ -97,7 +97,7 @@ def load_volume(path: Path, root: Path) -> Series | Skipped:
             Sample(
                 key=f"z{k:04d}",
                 shape=(size[1], size[0]),
-                reader=cache.reader(k) if dim == 3 else (lambda c=cache: np.asarray(c.get(), dtype=np.float32)),
+                reader=cache.reader(k) if dim == 3 else (lambda c=cache: np.array(c.get(), dtype=np.float32)),
                 stored=StoredFormat.for_dtype(dtype),
                 source=SourceRef(path, frame=k, key=None, index=(k,)),
                 geometry=Geometry(spacing=(spacing[1], spacing[0]), position=position, orientation=orientation, slice_index=k),

@@ -204,3 +204,21 @@ def test_nrrd_volume(data_dir):
     np.testing.assert_array_equal(series.samples[12].read(), ref[12])
     assert series.samples[12].geometry.spacing == pytest.approx((0.78125, 0.78125), rel=1e-4)
     assert series.meta["slice_spacing"] == pytest.approx(6.5, rel=1e-4)
+
+
+def test_reads_are_private_copies(tmp_path, data_dir):
+    # float32 data: a careless np.asarray would hand out a view of the shared cache.
+    np.savez(tmp_path / "f.npz", train_images=np.ones((3, 4, 4), np.float32), train_labels=np.zeros((3, 1), np.uint8))
+    (train,) = load_paths([tmp_path / "f.npz"]).series
+    first = train.samples[0].read()
+    first[:] = -1
+    assert train.samples[0].read().min() == 1.0
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 2), np.float32), np.eye(4)), tmp_path / "f.nii")
+    (vol,) = load_paths([tmp_path / "f.nii"]).series
+    a = vol.samples[1].read()
+    a[:] = -1
+    assert vol.samples[1].read().min() == 1.0
+    (nrrd,) = load_paths([data_dir / "nrrd" / "pyradiomics" / "brain1_label.nrrd"]).series
+    a = nrrd.samples[3].read()
+    a[:] = 99
+    assert nrrd.samples[3].read().max() <= 1
