@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,21 @@ def window(qtbot, qsettings):
     w.shutdown()
 
 
-def wait_for(qtbot, predicate, timeout_s: float = 60.0) -> None:
-    qtbot.waitUntil(predicate, timeout=int(timeout_s * 1000))
+class Driver:
+    """Small helpers to drive the wizard from tests."""
+
+    def __init__(self, qtbot) -> None:
+        self.qtbot = qtbot
+
+    def wait_for(self, predicate, timeout_s: float = 60.0) -> None:
+        self.qtbot.waitUntil(predicate, timeout=int(timeout_s * 1000))
+
+    def load(self, window, paths, timeout_s: float = 60.0) -> None:
+        window.ctx.state.load_result = None
+        window.load_page.add_paths([Path(p) for p in paths])
+        self.wait_for(lambda: not window.load_page.running and window.ctx.state.load_result is not None, timeout_s)
 
 
-def load(qtbot, window, paths, timeout_s: float = 60.0) -> None:
-    window.load_page.add_paths([Path(p) for p in paths])
-    wait_for(qtbot, lambda: not window.load_page.running and window.ctx.state.load_result is not None, timeout_s)
-
-
-def elapsed(t0: float) -> float:
-    return time.monotonic() - t0
+@pytest.fixture
+def drive(qtbot) -> Driver:
+    return Driver(qtbot)

@@ -1,0 +1,159 @@
+"""Drive the whole wizard off-screen on real studies: load, preview, protect, cancel, review, export."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PySide6.QtCore import Qt
+
+
+
+def _mask_on_screen(page):
+    return page.current_mask() is not None
+
+
+@pytest.fixture
+def breast_subset(medmnist_dir, tmp_path) -> Path:
+    """The first 48/16/16 images of the real BreastMNIST splits, as the same kind of npz file."""
+    source = np.load(medmnist_dir / "breastmnist.npz")
+    folder = tmp_path / "breast"
+    folder.mkdir()
+    n = {"train": 48, "val": 16, "test": 16}
+    np.savez(folder / "breastmnist.npz", **{f"{split}_{kind}": source[f"{split}_{kind}"][:k]
+                                            for split, k in n.items() for kind in ("images", "labels")})
+    return folder / "breastmnist.npz"
+
+
+def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_path, monkeypatch):
+    w = window
+    # -- 1. load ---------------------------------------------------------------------------------
+    drive.load(w, [breast_subset])
+    assert w.errors == []
+    state = w.ctx.state
+    assert sorted((s.meta["split"], len(s.samples)) for s in state.series) == [("test", 16), ("train", 48), ("val", 16)]
+    assert w.load_page.series_table.rowCount() == 3
+    checked = {w.load_page.series_table.item(r, 0).text(): w.load_page.series_table.item(r, 0).checkState()
+               for r in range(3)}
+    train = next(s for s in state.series if s.meta["split"] == "train")
+    assert checked[train.id] == Qt.CheckState.Checked
+    assert sum(v == Qt.CheckState.Checked for v in checked.values()) == 1  # val/test are left out by default
+    assert w.load_page.status.text() == "3 series, 80 images"
+
+    # -- 2. settings -----------------------------------------------------------------------------
+    w.go_to(1)
+    assert w.stack.currentIndex() == 1
+    assert "8/255" in w.settings_page.budget_normalized.text()
+    assert "±8 (OT" in w.settings_page.budget_native.text()  # 8/255 of 0..255
+
+    # -- 3. preview: the overlay follows the mask ratio ------------------------------------------
+    w.go_to(2)
+    page = w.preview_page
+    page.mask_ratio.setValue(0.1)
+    drive.wait_for(lambda: _mask_on_screen(page), 60)
+    qtbot.wait(50)
+    small_mask = page.current_mask().copy()
+    small_view = page.viewer.view.image_array()
+    assert small_mask.shape == (28, 28) and small_mask.mean() == pytest.approx(0.1, abs=0.02)
+    page.mask_ratio.setValue(0.5)
+    assert w.settings_page.mask_ratio.value() == 0.5 and w.ctx.settings.mask_ratio == 0.5
+    drive.wait_for(lambda: _mask_on_screen(page), 60)
+    qtbot.wait(50)
+    big_mask = page.current_mask()
+    big_view = page.viewer.view.image_array()
+    assert big_mask.mean() == pytest.approx(0.5, abs=0.02)
+    assert big_mask[small_mask].mean() > 0.9  # the top 10 % stay in the top 50 %
+    red = lambda img: ((img[..., 0].astype(int) - img[..., 1].astype(int)) > 60).mean()  # noqa: E731
+    assert red(big_view) > red(small_view) * 2  # many more red pixels on screen
+    assert "50.0 %" in page.mask_status.text()
+    page.mask_ratio.setValue(0.2)
+
+    # -- 4. protect, then cancel a second run midway ---------------------------------------------
+    w.go_to(3)
+    assert w.stack.currentIndex() == 3
+    protect = w.protect_page
+    with qtbot.waitSignal(protect.finished, timeout=180_000) as outcome:
+        qtbot.mouseClick(protect.start_button, Qt.MouseButton.LeftButton)
+        assert protect.running and not protect.start_button.isEnabled()
+    assert outcome.args == ["done"], w.errors
+    first = state.protect_result
+    assert first is not None and state.protected_ids == [train.id]
+    assert protect.overall.value() == 1000 and protect.bars[train.id].value() == 1000
+    assert protect.accuracy_label.text().endswith("%")
+    assert "round 1" in protect.log.toPlainText()
+
+    events_at_cancel = []
+    w.ctx.settings.max_rounds, w.ctx.settings.stop_accuracy = 50, 1.0  # a long second run
+    with qtbot.waitSignal(protect.finished, timeout=120_000) as outcome:
+        protect.start()
+        drive.wait_for(lambda: protect.status.fraction > 0.0 or protect.events_seen > 2, 60)
+        events_at_cancel.append(protect.events_seen)
+        t_cancel = time.monotonic()
+        qtbot.mouseClick(protect.cancel_button, Qt.MouseButton.LeftButton)
+    stopped_after = time.monotonic() - t_cancel
+    assert outcome.args == ["cancelled"]
+    assert protect.status.fraction < 1.0  # it really stopped before the end
+    assert stopped_after < 15, f"cancel took {stopped_after:.1f} s"
+    assert state.protect_result is first  # the cancelled run replaced nothing
+    assert "Cancelled" in protect.log.toPlainText()
+    w.ctx.settings.max_rounds, w.ctx.settings.stop_accuracy = 2, 0.99  # the settings of the first run
+
+    # -- 5. review -------------------------------------------------------------------------------
+    w.go_to(4)
+    review = w.review_page
+    drive.wait_for(lambda: bool(review.fidelity), 60)
+    numbers = review.fidelity[train.id]
+    assert 0 < numbers["fraction_changed"] <= 0.3
+    assert numbers["max_abs_change_native"] <= 8.5  # 8/255 of 0..255, rounded to uint8
+    assert numbers["psnr_db"] > 30 and 0.9 < numbers["ssim"] <= 1.0
+    assert review.table.rowCount() == 1 and review.table.item(0, 0).text() == train.id
+    original = train.samples[3].read()
+    protected = first.protected(train.id, 3)
+    review.state.set_frame(3)
+    assert np.array_equal(review.left.frames.frame(3), original)
+    assert np.array_equal(review.right.frames.frame(3), protected)
+    assert review.right.slider.value() == 3
+    review.right_mode.setCurrentIndex(1)  # difference map
+    assert review.right.mode == "difference"
+    assert review.right.last_difference_scale == pytest.approx(np.abs(protected - original).max())
+    assert "full colour" in review.diff_label.text()
+    review._flicker_tick()
+    assert review.left.frames is review.protected and "flicker" in review.left.title.text()
+    review.flicker.setChecked(True)
+    review.flicker.setChecked(False)
+    assert review.left.frames is review.original
+
+    # -- 6. export -------------------------------------------------------------------------------
+    w.go_to(5)
+    export = w.export_page
+    assert export.destination.text().endswith("breastmnist_protected")
+    out = tmp_path / "export"
+    export.destination.setText(str(out))
+    opened = []
+    monkeypatch.setattr("salm_desktop.gui.pages.export.QDesktopServices.openUrl", lambda url: opened.append(url.toLocalFile()))
+    with qtbot.waitSignal(export.finished, timeout=240_000) as outcome:
+        qtbot.mouseClick(export.export_button, Qt.MouseButton.LeftButton)
+    assert outcome.args == ["done"], w.errors
+    files = {p.name for p in out.rglob("*") if p.is_file()}
+    assert {"breastmnist.npz", "manifest.json", "report.html", "report.pdf"} <= files
+    written = np.load(out / "breastmnist.npz")
+    source = np.load(breast_subset)
+    assert np.array_equal(written["val_images"], source["val_images"])  # unprotected splits copied unchanged
+    assert np.array_equal(written["test_images"], source["test_images"])
+    assert np.array_equal(written["train_labels"], source["train_labels"])
+    for i in (0, 3, 47):  # exactly the pixels that were reviewed
+        assert np.array_equal(written["train_images"][i], first.protected(train.id, i).astype(np.uint8))
+    assert not np.array_equal(written["train_images"], source["train_images"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest  # parses
+    assert (out / "report.html").read_text(encoding="utf-8").lower().count("<html") == 1
+    assert (out / "report.pdf").read_bytes()[:4] == b"%PDF"
+    assert "report.html" in export.summary.toPlainText()
+    qtbot.mouseClick(export.open_report, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(export.open_folder, Qt.MouseButton.LeftButton)
+    assert opened == [str(out / "report.html"), str(out)]
+    assert w.errors == []
