@@ -16,15 +16,20 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+# Figures are plain matplotlib Figure objects rendered by the Agg canvas: no pyplot, no global state,
+# no GUI backend, safe in a worker thread of the desktop app.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+import numpy as np
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-import numpy as np  # noqa: E402
+from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity
 
-from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity  # noqa: E402
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 # Display windows (level, width) for CT: the difference is judged where a reader looks.
 CT_WINDOW = (40.0, 400.0)  # abdomen / soft tissue
@@ -67,7 +72,8 @@ def _png(fig: Figure) -> str:
 
 def slices_figure(fid: SeriesFidelity) -> Figure:
     rows = max(1, len(fid.slices))
-    fig, axes = plt.subplots(rows, 3, figsize=(9.5, 3.1 * rows), squeeze=False)
+    fig = _figure((9.5, 3.1 * rows))
+    axes = fig.subplots(rows, 3, squeeze=False)
     low, high = display_window(fid)
     unit = f" {fid.unit}" if fid.unit else ""
     eps_native = (fid.epsilon or 0.0) * (fid.window[1] - fid.window[0])
@@ -93,7 +99,8 @@ def slices_figure(fid: SeriesFidelity) -> Figure:
 
 
 def histogram_figure(fid: SeriesFidelity) -> Figure:
-    fig, ax = plt.subplots(figsize=(7, 2.8))
+    fig = _figure((7, 2.8))
+    ax = fig.subplots()
     edges = fid.edges
     centers = (edges[:-1] + edges[1:]) / 2
     ax.step(centers, np.maximum(fid.hist_before, 0.5), where="mid", label="before", color="tab:blue")
@@ -154,8 +161,6 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], image
         for fid in fidelity.series:
             figs = (slices_figure(fid), histogram_figure(fid))
             images[fid.series_id] = tuple(_png(f) for f in figs)  # type: ignore[assignment]
-            for f in figs:
-                plt.close(f)
     job = context["fidelity"]["job"]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -230,11 +235,10 @@ def _json_default(value: Any) -> Any:
 def _text_page(pdf: PdfPages, title: str, lines: list[str]) -> None:
     per_page = 58
     for start in range(0, max(1, len(lines)), per_page):
-        fig = plt.figure(figsize=(8.27, 11.69))
+        fig = _figure((8.27, 11.69))
         fig.text(0.06, 0.96, title if start == 0 else f"{title} (continued)", fontsize=14, weight="bold", va="top")
         fig.text(0.06, 0.92, "\n".join(lines[start:start + per_page]), fontsize=8, family="monospace", va="top")
         pdf.savefig(fig)
-        plt.close(fig)
 
 
 def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images: dict[str, tuple[str, str]] | None = None) -> Path:
@@ -266,7 +270,6 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images
                 pdf.savefig(fig)
                 if images is not None:
                     pngs.append(_png(fig))
-                plt.close(fig)
             if images is not None:
                 images[fid.series_id] = (pngs[0], pngs[1])
         info = pdf.infodict()

@@ -97,3 +97,18 @@ def test_roi_mean_and_std(pair):
         assert rows[lab]["mean_change"] == pytest.approx(after.mean() - before.mean(), abs=1e-9)
         assert rows[lab]["std_before"] == pytest.approx(before.std(), rel=1e-9)
         assert rows[lab]["std_after"] == pytest.approx(after.std(), rel=1e-9)
+
+
+def test_html_only_report_draws_its_own_figures(pair, tmp_path):
+    from salm_desktop.core.fidelity.report import write_report
+
+    originals, protected, _ = pair
+    job = JobFidelity()
+    fid = job.add_series(SeriesFidelity.for_series(_series(originals, IntensityMap.for_ct()), epsilon=8 / 255))
+    for i, (o, p) in enumerate(zip(originals, protected)):
+        fid.add(i, o, p)
+    paths = write_report(tmp_path, job, settings={"method": "test"}, pdf=False)
+    assert set(paths) == {"html"} and not (tmp_path / "report.pdf").exists()
+    text = paths["html"].read_text(encoding="utf-8")
+    assert text.count("data:image/png;base64,") == 2
+    assert f"{fid.as_dict()['psnr_db']:.4g}" in text
