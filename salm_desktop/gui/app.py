@@ -55,6 +55,14 @@ def selftest(app, timeout_s: float = 240.0) -> int:
     if not SAMPLE_NPZ.exists():
         return fail(f"{SAMPLE_NPZ}: bundled sample data is missing")
     started = time.monotonic()
+    phases: list[str] = []
+    mark = [started]
+
+    def phase(name: str) -> None:
+        now = time.monotonic()
+        phases.append(f"{name} {now - mark[0]:.1f} s")
+        mark[0] = now
+
     with tempfile.TemporaryDirectory(prefix="salm-selftest-") as tmp:
         tmp_path = Path(tmp)
         qsettings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
@@ -66,6 +74,7 @@ def selftest(app, timeout_s: float = 240.0) -> int:
             s.label_source, s.report, s.output_format = "auto", True, "auto"
             window.settings_page.show_settings(s)
             window.show()
+            phase("start")
             window.load_page.add_paths([SAMPLE_NPZ])
             if not wait_until(app, lambda: window.ctx.state.load_result is not None and not window.load_page.running, timeout_s):
                 return fail("loading the sample data did not finish")
@@ -74,26 +83,31 @@ def selftest(app, timeout_s: float = 240.0) -> int:
             series = window.ctx.state.selected_series
             if not series or sum(len(x.samples) for x in series) != 16:
                 return fail(f"expected 16 sample images, found {sum(len(x.samples) for x in series)}")
+            phase("load")
             window.go_to(2)
             if not wait_until(app, lambda: window.preview_page.current_mask() is not None, 60):
                 return fail("the mask preview did not appear")
+            phase("preview")
             window.go_to(3)
             window.protect_page.start()
             if not wait_until(app, lambda: not window.protect_page.running and window.ctx.state.protect_result is not None,
                               timeout_s):
                 return fail("protection did not finish" + (f": {window.errors[-1][1]}" if window.errors else ""))
+            phase("protect")
             window.go_to(4)
             if not wait_until(app, lambda: bool(window.review_page.fidelity), 60):
                 return fail("fidelity numbers did not appear")
             numbers = next(iter(window.review_page.fidelity.values()))
             if not (0 < numbers["fraction_changed"] <= 1) or numbers["max_abs_change_native"] > 8.5:
                 return fail(f"implausible protection: {numbers}")
+            phase("review")
             window.go_to(5)
             out_dir = tmp_path / "protected"
             window.export_page.destination.setText(str(out_dir))
             window.export_page.start()
             if not wait_until(app, lambda: not window.export_page.running and bool(window.export_page.paths), timeout_s):
                 return fail("export did not finish" + (f": {window.errors[-1][1]}" if window.errors else ""))
+            phase("export")
             written = [p for p in out_dir.rglob("*") if p.is_file()]
             if not any(p.suffix == ".npz" for p in written):
                 return fail(f"no protected npz written in {out_dir}")
@@ -102,7 +116,7 @@ def selftest(app, timeout_s: float = 240.0) -> int:
         finally:
             window.shutdown()
             window.close()
-    print(f"salm-desktop --selftest: OK ({time.monotonic() - started:.1f} s)")
+    print(f"salm-desktop --selftest: OK ({time.monotonic() - started:.1f} s: {', '.join(phases)})")
     return 0
 
 

@@ -1,0 +1,166 @@
+"""DICOM through the wizard, errors as dialogs, remembered settings, the batch queue, --selftest."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PySide6.QtCore import Qt
+
+
+@pytest.fixture
+def shoulder(dicom_dir, tmp_path) -> Path:
+    """A copy of the real Hitachi shoulder MR series (4 slices, 64×64) that tests may write next to."""
+    dst = tmp_path / "inputs" / "shoulder"
+    shutil.copytree(dicom_dir / "hitachi_shoulder_mr" / "dicom", dst)
+    return dst
+
+
+def _use_clusters(window):
+    page = window.settings_page
+    page.label_source.setCurrentIndex(page.label_source.findData("clusters"))
+
+
+def test_dicom_series_protected_and_exported_as_derived_dicom(qtbot, drive, window, shoulder, tmp_path, dicom_dir):
+    w = window
+    drive.load(w, [shoulder])
+    (series,) = w.ctx.state.series
+    assert series.modality == "MR" and len(series.samples) == 4
+    loads = []
+    w.ctx.loaded.connect(lambda: loads.append(1))
+    _use_clusters(w)  # unlabelled DICOM: pseudo-labels; the label source change re-reads the study
+    drive.wait_for(lambda: bool(loads) and not w.load_page.running, 60)
+    assert w.ctx.settings.label_source == "clusters" and w.settings_page.n_clusters.isEnabled()
+    assert "(MR" in w.settings_page.budget_native.text()
+    w.go_to(2)
+    drive.wait_for(lambda: w.preview_page.current_mask() is not None, 60)
+    assert w.preview_page.current_mask().shape == (64, 64)
+    w.go_to(3)
+    with qtbot.waitSignal(w.protect_page.finished, timeout=180_000) as outcome:
+        w.protect_page.start()
+    assert outcome.args == ["done"], w.errors
+    series = w.ctx.state.series[0]
+    result = w.ctx.state.protect_result
+    w.go_to(4)
+    drive.wait_for(lambda: bool(w.review_page.fidelity), 60)
+    w.go_to(5)
+    out = tmp_path / "shoulder_out"
+    w.export_page.destination.setText(str(out))
+    with qtbot.waitSignal(w.export_page.finished, timeout=180_000) as outcome:
+        w.export_page.start()
+    assert outcome.args == ["done"], w.errors
+    written = sorted(p for p in out.rglob("*.dcm"))
+    assert len(written) == 4
+    by_uid = {s.meta["sop_instance_uid"]: (i, s) for i, s in enumerate(series.samples)}
+    for path in written:
+        ds = pydicom.dcmread(path)
+        assert ds.ImageType[0] == "DERIVED"
+        source_uid = ds.SourceImageSequence[0].ReferencedSOPInstanceUID
+        i, sample = by_uid[source_uid]
+        assert ds.SOPInstanceUID != source_uid
+        native = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+        assert np.array_equal(native, result.protected(series.id, i))  # the reviewed pixels were written
+    assert (out / "manifest.json").exists() and (out / "report.html").exists()
+    for src in (dicom_dir / "hitachi_shoulder_mr" / "dicom").iterdir():  # the inputs were only read
+        assert (shoulder / src.name).read_bytes() == src.read_bytes()
+
+
+def test_errors_are_one_line_dialogs_naming_the_file(qtbot, drive, window, shoulder, tmp_path):
+    w = window
+    missing = tmp_path / "no_such_folder"
+    w.load_page.add_paths([missing])
+    assert w.errors[-1] == ("Cannot load", f"{missing}: no such file or folder")
+
+    w.load_page.clear()
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "scan.dcm").write_bytes(b"this is not DICOM at all" * 10)
+    drive.load(w, [junk])
+    title, message = w.errors[-1]
+    assert title == "Nothing to protect" and "scan.dcm" in message and "\n" not in message
+    assert w.load_page.skipped_table.rowCount() == 1
+    assert w.load_page.skipped_table.item(0, 0).text().endswith("scan.dcm")
+    assert not w.next_button.isEnabled()  # nothing to go on with
+
+    w.load_page.clear()
+    drive.load(w, [shoulder])
+    _use_clusters(w)
+    drive.wait_for(lambda: not w.load_page.running, 60)
+    w.go_to(5)
+    w.export_page.destination.setText(str(shoulder / "inside"))
+    with qtbot.waitSignal(w.export_page.finished, timeout=120_000) as outcome:
+        w.export_page.start()
+    assert outcome.args == ["failed"]
+    title, message = w.errors[-1]
+    assert title == "Export failed" and "inside the input" in message and "Traceback" not in message
+    assert not (shoulder / "inside").exists()
+
+
+def test_settings_and_last_folders_are_remembered(qtbot, qsettings, shoulder, drive):
+    from salm_desktop.gui.main_window import MainWindow
+
+    first = MainWindow(qsettings, show_dialogs=False)
+    qtbot.addWidget(first)
+    page = first.settings_page
+    page.method.setCurrentIndex(page.method.findData("em"))
+    page.epsilon.setText("4/255")
+    page.epsilon.editingFinished.emit()
+    page.seed.setValue(7)
+    assert not page.mask_ratio.isEnabled()  # EM perturbs the whole image
+    first.load_page.add_paths([shoulder], load=False)
+    first.close()
+
+    second = MainWindow(qsettings, show_dialogs=False)
+    qtbot.addWidget(second)
+    s = second.ctx.settings
+    assert (s.method, s.seed) == ("em", 7) and s.epsilon == pytest.approx(4 / 255)
+    assert second.settings_page.epsilon.text() == "4/255" and second.settings_page.seed.value() == 7
+    assert second.ctx.store.last_folder("input") == str(shoulder)
+    assert Path(qsettings.fileName()).read_text().count("method=em") == 1  # stored in the test's own file
+    second.close()
+
+
+def test_bad_epsilon_is_reported_on_the_page(qtbot, window):
+    page = window.settings_page
+    page.epsilon.setText("banana")
+    page.epsilon.editingFinished.emit()
+    assert "not a number" in page.error_label.text()
+    assert window.ctx.settings.epsilon == pytest.approx(8 / 255)  # the last good value stays
+
+
+def test_batch_queue_runs_folders_one_after_another(qtbot, window, shoulder, tmp_path):
+    w = window
+    _use_clusters(w)
+    empty = tmp_path / "inputs" / "empty"
+    empty.mkdir()
+    dialog = w.open_batch()
+    dialog.add_folder(shoulder)
+    dialog.add_folder(empty)
+    dialog.add_folder(shoulder)  # duplicates are ignored
+    assert dialog.table.rowCount() == 2
+    dialog.out_root.setText(str(tmp_path / "batch_out"))
+    with qtbot.waitSignal(dialog.finished_queue, timeout=240_000) as outcome:
+        qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
+    assert outcome.args == ["done"]
+    assert [i.status for i in dialog.queue.items] == ["done", "failed"]
+    assert "nothing to protect" in dialog.queue.items[1].message.lower()
+    assert (tmp_path / "batch_out" / "shoulder_protected" / "manifest.json").exists()
+    assert not (tmp_path / "batch_out" / "empty_protected").exists()
+    assert w.errors[-1][0] == "Some folders failed" and "empty" in w.errors[-1][1]
+    assert dialog.table.item(0, 1).text() == "done"
+    dialog.close()
+
+
+def test_selftest_exits_zero(tmp_path):
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-m", "salm_desktop.gui.app", "--selftest"], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "salm-desktop --selftest: OK" in out.stdout
+    assert not (tmp_path / "config").exists() or not any((tmp_path / "config").rglob("*.conf"))
