@@ -54,9 +54,14 @@ def display_window(fid: SeriesFidelity) -> tuple[float, float]:
     return fid.window
 
 
+def _psnr(value: Any) -> Any:
+    """PSNR of identical data is infinite; it is stored as None."""
+    return "∞ (identical)" if value is None else value
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
-        return "∞ (identical)"
+        return "n/a"
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
@@ -122,7 +127,7 @@ def _summary_pairs(numbers: dict[str, Any]) -> list[tuple[str, Any]]:
     fg, bg = numbers.get("foreground", {}), numbers.get("background", {})
     return [
         ("samples", numbers.get("samples")),
-        ("PSNR (dB, normalized scale)", numbers.get("psnr_db")),
+        ("PSNR (dB, normalized scale)", _psnr(numbers.get("psnr_db"))),
         ("SSIM (normalized scale)", numbers.get("ssim")),
         ("largest absolute change (native)", numbers.get("max_abs_change_native")),
         ("mean absolute change (native)", numbers.get("mean_abs_change_native")),
@@ -191,7 +196,7 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], image
     for s in context["fidelity"]["series"]:
         parts.append(
             "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in (
-                s["series"], s["kind"], s["modality"], s["samples"], s["psnr_db"], s["ssim"],
+                s["series"], s["kind"], s["modality"], s["samples"], _psnr(s["psnr_db"]), s["ssim"],
                 s["max_abs_change_native"], s["mean_abs_change_native"], s["fraction_changed"], s["unit"] or "native")) + "</tr>"
         )
     parts.append("</table>")
@@ -253,7 +258,7 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images
         lines += ["", "EFFICACY: no evaluation was run with this job"]
     lines += ["", "SERIES", f"  {'series':<12}{'kind':<7}{'mod':<5}{'n':>6}{'PSNR':>9}{'SSIM':>8}{'max|d|':>10}{'mean|d|':>10}{'changed':>9}"]
     for s in context["fidelity"]["series"]:
-        lines.append(f"  {s['series']:<12}{s['kind']:<7}{s['modality']:<5}{s['samples']:>6}{_fmt(s['psnr_db'], 4):>9}"
+        lines.append(f"  {s['series']:<12}{s['kind']:<7}{s['modality']:<5}{s['samples']:>6}{_fmt(_psnr(s['psnr_db']), 4):>9}"
                      f"{_fmt(s['ssim'], 4):>8}{_fmt(s['max_abs_change_native'], 4):>10}{_fmt(s['mean_abs_change_native'], 3):>10}"
                      f"{_fmt(s['fraction_changed'], 3):>9}")
         for row in s.get("roi", []):

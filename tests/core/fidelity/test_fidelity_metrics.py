@@ -112,3 +112,11 @@ def test_html_only_report_draws_its_own_figures(pair, tmp_path):
     text = paths["html"].read_text(encoding="utf-8")
     assert text.count("data:image/png;base64,") == 2
     assert f"{fid.as_dict()['psnr_db']:.4g}" in text
+
+
+def test_report_formats_none_and_infinite_psnr():
+    from salm_desktop.core.fidelity.report import _fmt, _psnr
+
+    assert _fmt(None) == "n/a"
+    assert _fmt(_psnr(None)) == "∞ (identical)"
+    assert _fmt(_psnr(41.23456)) == "41.23"
