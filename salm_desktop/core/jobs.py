@@ -148,14 +148,17 @@ def run_protect_job(
     roi: str | Path | None = None,
     efficacy: dict[str, Any] | None = None,
     loaded: LoadResult | None = None,
+    result: Any = None,
 ) -> JobResult:
     """Load ``inputs``, protect them with ``settings`` (a ProtectSettings), write the protected copy in
     the inputs' own formats under ``out_dir`` with manifest.json and (``report=True``) report.html/.pdf.
 
     npz inputs: only the ``splits`` listed are protected; the others are copied unchanged. ``roi`` is
     an optional label map (e.g. NRRD) whose ROI statistics go into the report. ``loaded`` lets a caller
-    (the GUI) pass an already loaded :class:`LoadResult`. Raises :class:`JobError` (one-line message)
-    and :class:`Cancelled`; in both cases nothing is left under ``out_dir``.
+    (the GUI) pass an already loaded :class:`LoadResult`; with it, ``result`` (a ProtectResult of those
+    series, e.g. the one the user reviewed) is written as it is instead of protecting again (the caller
+    keeps ownership and closes it). Raises :class:`JobError` (one-line message) and :class:`Cancelled`;
+    in both cases nothing is left under ``out_dir``.
     """
     from salm_desktop.core.protect import protect_series
 
@@ -170,6 +173,8 @@ def run_protect_job(
             raise JobError(f"{p}: input not found")
     out = check_output_location(inputs, Path(out_dir), overwrite)
 
+    if result is not None and loaded is None:
+        raise JobError("a protection result can only be written together with the LoadResult it was made from")
     loaded = loaded if loaded is not None else _load(inputs, labels, progress)
     skipped: list[Skipped] = list(loaded.skipped)
     if not loaded.series:
@@ -180,7 +185,10 @@ def run_protect_job(
     plan: list[tuple[Series, bool]] = []  # (series, protect?)
     for series in loaded.series:
         protect = series.kind != "npz" or str(series.meta.get("split", "")) in split_set
-        if protect:
+        if protect and result is not None:
+            if not _result_covers(result, series):
+                raise JobError(f"series {series.id} is not part of the protection result; protect it first")
+        elif protect:  # files that vanished since loading are dropped before protecting
             kept, gone = _drop_missing(series)
             skipped.extend(gone)
             if kept is None:
@@ -194,8 +202,12 @@ def run_protect_job(
                            f"asked for {sorted(split_set)}")
         raise JobError("nothing left to protect (all input files disappeared)")
 
+    owns_result = result is None
     try:
-        result = protect_series(to_protect, settings, progress)
+        if owns_result:
+            result = protect_series(to_protect, settings, progress)
+        else:
+            settings = getattr(result, "settings", settings)
     except Cancelled:
         raise
     except ValueError as exc:
@@ -210,7 +222,8 @@ def run_protect_job(
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{out.name}-", dir=out.parent))
     except OSError as exc:
-        result.close()
+        if owns_result:
+            result.close()
         raise JobError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
 
     try:
@@ -224,7 +237,8 @@ def run_protect_job(
             raise JobError(str(exc)) from None
         raise
     finally:
-        result.close()
+        if owns_result:
+            result.close()
 
     def final(p: Path | None) -> Path | None:
         return None if p is None else out / p.relative_to(tmp)
@@ -340,6 +354,13 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
     )
     return {"summary": summary, "skipped": skipped, "manifest": manifest, "report": report_paths,
             "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict}
+
+
+def _result_covers(result, series: Series) -> bool:
+    where = getattr(result, "_where", None)
+    if where is None:
+        return True
+    return all((series.id, i) in where for i in range(len(series.samples)))
 
 
 def _labels_used(result, series: Series) -> dict[str, int] | None:

@@ -247,3 +247,27 @@ def test_parse_fraction():
     for bad in ("", "a/b", "1/0", "nan"):
         with pytest.raises(cli.UsageError):
             cli.parse_fraction(bad)
+
+
+def test_writes_a_given_protection_result_without_protecting_again(ct_copy, tmp_path, monkeypatch):
+    from salm_desktop.core import protect as protect_pkg
+    from salm_desktop.core.protect import protect_series
+
+    loaded = load_paths([ct_copy])
+    reviewed = protect_series(loaded.series, _settings(seed=11))
+    try:
+        monkeypatch.setattr(protect_pkg, "protect_series", lambda *a, **k: pytest.fail("protected again"))
+        result = run_protect_job([ct_copy], tmp_path / "out", _settings(seed=99), loaded=loaded, result=reviewed,
+                                 report=False)
+        back = load_paths([tmp_path / "out"]).series[0]
+        series = loaded.series[0]
+        for i in range(len(series.samples)):
+            import numpy as np
+
+            np.testing.assert_array_equal(back.samples[i].read(), reviewed.protected(series.id, i))
+        assert result.summary["seed"] == 11
+        reviewed.protected(series.id, 0)  # still usable: the caller owns it
+    finally:
+        reviewed.close()
+    with pytest.raises(JobError, match="LoadResult"):
+        run_protect_job([ct_copy], tmp_path / "out2", _settings(), result=object(), report=False)
