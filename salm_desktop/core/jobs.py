@@ -218,12 +218,14 @@ def run_protect_job(
     except OSError as exc:
         raise JobError(f"could not read the inputs: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # made by us, removed on failure
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{out.name}-", dir=out.parent))
     except OSError as exc:
         if owns_result:
             result.close()
+        _remove_empty(created)
         raise JobError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
 
     try:
@@ -231,6 +233,7 @@ def run_protect_job(
         _move_into_place(tmp, out, overwrite)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
         if isinstance(exc, OSError):
             raise JobError(_os_message(exc)) from None
         if isinstance(exc, ValueError) and not isinstance(exc, JobError):
@@ -354,6 +357,15 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
     )
     return {"summary": summary, "skipped": skipped, "manifest": manifest, "report": report_paths,
             "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict}
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders this job created (innermost first) if they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _result_covers(result, series: Series) -> bool:
