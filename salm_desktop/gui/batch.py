@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from . import services
 from .context import Context
 from .model import BatchQueue
 from .widgets import fill_table, hint, make_table
@@ -64,9 +63,10 @@ class BatchDialog(QDialog):
         run.addWidget(self.cancel_button)
         run.addWidget(self.progress, 1)
         layout = QVBoxLayout(self)
-        layout.addWidget(hint("Each folder is loaded, protected with the current settings (step 2) and exported "
-                              "with its own manifest and report. A folder that fails is reported and the queue "
-                              "goes on."))
+        layout.addWidget(hint("Each folder is loaded, protected with the current settings (step 2) and exported to "
+                              "<output root>/<folder name> with its own manifest and report. A folder that fails is "
+                              "reported and the queue goes on. After a cancel, running the queue again with the same "
+                              "settings resumes: finished series are not redone."))
         layout.addLayout(row)
         layout.addWidget(self.table, 1)
         layout.addLayout(out)
@@ -126,8 +126,7 @@ class BatchDialog(QDialog):
                 item.status, item.message = "queued", ""
 
         def job(progress):
-            out_root.mkdir(parents=True, exist_ok=True)
-            return queue.run(out_root, lambda path, out, p: services.run_job([path], out, settings, progress=p), progress)
+            return queue.run(out_root, settings, progress)
 
         worker = Worker(job, self, name="batch")
         worker.progressed.connect(self._progressed)

@@ -148,9 +148,11 @@ def test_batch_queue_runs_folders_one_after_another(qtbot, window, shoulder, tmp
         qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
     assert outcome.args == ["done"]
     assert [i.status for i in dialog.queue.items] == ["done", "failed"]
-    assert "nothing to protect" in dialog.queue.items[1].message.lower()
-    assert (tmp_path / "batch_out" / "shoulder_protected" / "manifest.json").exists()
-    assert not (tmp_path / "batch_out" / "empty_protected").exists()
+    assert "nothing loadable" in dialog.queue.items[1].message.lower()
+    assert (tmp_path / "batch_out" / "shoulder" / "manifest.json").exists()
+    assert len(list((tmp_path / "batch_out" / "shoulder").rglob("*.dcm"))) == 4
+    assert not (tmp_path / "batch_out" / "empty").exists()
+    assert (tmp_path / "batch_out" / "batch-summary.json").exists()
     assert w.errors[-1][0] == "Some folders failed" and "empty" in w.errors[-1][1]
     assert dialog.table.item(0, 1).text() == "done"
     dialog.close()

@@ -124,36 +124,43 @@ def test_default_output_dir_is_a_sibling(tmp_path):
     assert m.default_output_dir([]) is None
 
 
-def test_batch_queue_goes_on_after_a_failure_and_stops_on_cancel(tmp_path):
+def test_batch_queue_maps_core_batch_outcomes_and_cancel(tmp_path):
+    from salm_desktop.core.batch import BatchResult, JobOutcome
+
     q = m.BatchQueue()
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "a b"):
         assert q.add(tmp_path / name)
     assert not q.add(tmp_path / "a")
-    ran = []
+    assert q.job_names() == ["a", "b", "a_b"]
+    settings = m.WizardSettings(method="em", seed=3, label_source="clusters", n_clusters=3)
+    config = q.build_config(tmp_path / "out", settings)
+    assert [j.inputs for j in config.jobs] == [[tmp_path / "a"], [tmp_path / "b"], [tmp_path / "a b"]]
+    assert config.jobs[0].settings.method == "em" and config.jobs[0].settings.n_clusters == 3
+    assert config.jobs[0].loader_labels == "none" and config.output == tmp_path / "out"
+    seen = []
 
-    def runner(path, out, progress):
-        ran.append(path.name)
-        if path.name == "b":
-            raise ValueError(f"{path}/x.dcm: unreadable file")
-        return {"out": out}
+    def fake_run_batch(cfg, progress, on_job):
+        outcomes = []
+        for i, job in enumerate(cfg.jobs):
+            on_job(i, job)
+            seen.append(job.name)
+            if job.name == "b":
+                outcomes.append(JobOutcome(job.name, "failed", None, "nothing loadable in the inputs"))
+            else:
+                outcomes.append(JobOutcome(job.name, "done", cfg.output / job.name))
+        return BatchResult(outcomes, cfg.output / "batch-summary.json")
 
-    items = q.run(tmp_path / "out", runner, Progress())
-    assert ran == ["a", "b", "c"]
+    items = q.run(tmp_path / "out", settings, Progress(), run_batch=fake_run_batch)
+    assert seen == ["a", "b", "a_b"]
     assert [i.status for i in items] == ["done", "failed", "done"]
-    assert items[1].message.endswith("x.dcm: unreadable file")
-    assert items[0].out_dir == tmp_path / "out" / "a_protected"
+    assert items[1].message == "nothing loadable in the inputs"
+    assert items[2].out_dir == tmp_path / "out" / "a_b"
 
-    q2 = m.BatchQueue()
-    for name in ("a", "b", "c"):
-        q2.add(tmp_path / name)
-    progress = Progress()
-
-    def cancelling(path, out, p):
-        if path.name == "b":
-            p.cancel()
-            p.check()
-        return None
+    def cancelling(cfg, progress, on_job):
+        on_job(0, cfg.jobs[0])
+        raise Cancelled("batch cancelled")
 
     with pytest.raises(Cancelled):
-        q2.run(tmp_path / "out", cancelling, progress)
-    assert [i.status for i in q2.items] == ["done", "cancelled", "cancelled"]
+        q.run(tmp_path / "out", settings, Progress(), run_batch=cancelling)
+    assert [i.status for i in q.items] == ["cancelled", "cancelled", "cancelled"]
+    assert q.items[1].message == "not started"

@@ -213,6 +213,8 @@ class ExportPage(QWidget):
         self.open_report.setEnabled(bool(self.paths.get("report")))
         self.open_folder.setEnabled(True)
         skipped = getattr(job_result, "skipped", None) or []
+        known = {str(k.path) for k in (self.ctx.state.load_result.skipped if self.ctx.state.load_result else [])}
+        skipped = [k for k in skipped if str(getattr(k, "path", k)) not in known]  # new since loading
         if skipped:
             first = skipped[0]
             self.ctx.report_error("Some inputs were skipped",

@@ -32,7 +32,12 @@ class ReviewPage(QWidget):
         self.state = ViewState(self)
         self.left = SliceViewer(self.state, title="Original")
         self.right = SliceViewer(self.state, title="Protected")
-        self.right.controls.setVisible(False)  # one set of controls drives both
+        # one set of controls drives both; the hidden one keeps its space so that both views have the
+        # same size, and "zoom relative to fit" means the same scale in both
+        policy = self.right.controls.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.right.controls.setSizePolicy(policy)
+        self.right.controls.setVisible(False)
         self.series = QComboBox()
         self.right_mode = QComboBox()
         self.right_mode.addItem("Protected", "image")
