@@ -158,10 +158,87 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     else:
         print(f"protected {s.get('samples')} samples with {s.get('method')} in {s.get('seconds')} s on {s.get('device')}: "
               f"{100 * float(s.get('fraction_pixels_changed', 0)):.1f}% of pixels changed, largest change "
-              f"{s.get('max_abs_change_native')} (native units), PSNR {s.get('psnr_db')}")
+              f"{s.get('max_abs_change_native')} (native units), "
+              f"PSNR {'infinite' if s.get('psnr_db') is None else format(s.get('psnr_db'), '.2f') + ' dB'}")
         print(f"written to {result.out_dir} (manifest: {result.manifest.name if result.manifest else '-'}"
               f"{', report: report.html, report.pdf' if result.report_html else ''})")
     return EXIT_PARTIAL if result.skipped else EXIT_OK
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from salm_desktop.core.batch import ConfigError, load_config, run_batch
+    from salm_desktop.core.progress import Cancelled, Progress
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    current = {"job": "", "index": 0}
+    bar = _TerminalBar(sys.stderr)
+
+    def show(ev) -> None:  # noqa: ANN001 - a ProgressEvent
+        if args.json:
+            print(json.dumps({"event": "progress" if ev.stage != "log" else "log", "job": current["job"],
+                              "stage": ev.stage, "done": ev.done, "total": ev.total, "message": ev.message,
+                              "eta_s": None if ev.eta_s is None else round(ev.eta_s, 1), **ev.metrics}, default=str), flush=True)
+        elif ev.stage == "log":
+            bar.line(ev.message)
+        else:
+            bar.show(f"[{current['index'] + 1}/{len(config.jobs)} {current['job']}] {ev.stage}", ev.fraction, ev.eta_s)
+
+    def on_job(index: int, job) -> None:  # noqa: ANN001
+        current.update(job=job.name, index=index)
+
+    try:
+        result = run_batch(config, Progress(show), on_job=on_job)
+    except (Cancelled, KeyboardInterrupt):
+        bar.line(f"salm-protect: batch cancelled; rerun the same command to resume (summary: {config.output / 'batch-summary.json'})")
+        return EXIT_CANCELLED
+    bar.finish()
+    for job in result.jobs:
+        line = {"event": "job", **job.as_dict()}
+        if args.json:
+            print(json.dumps(line, default=str), flush=True)
+        else:
+            extra = f", {job.units_reused} series reused from an earlier run" if job.units_reused else ""
+            print(f"{job.name}: {job.status}{extra}{': ' + job.message if job.message else ''}"
+                  f"{f' -> {job.out_dir}' if job.out_dir and job.status != 'failed' else ''}")
+            for item in job.skipped:
+                print(f"  skipped: {item['path']}: {item['reason']}")
+    if args.json:
+        print(json.dumps({"event": "summary", "summary": str(result.summary_path),
+                          "jobs": len(result.jobs), "complete": result.complete}), flush=True)
+    return EXIT_OK if result.complete else EXIT_PARTIAL
+
+
+class _TerminalBar:
+    """A one-line progress bar on a terminal; plain lines when the stream is not a terminal."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+
+    def show(self, label: str, fraction: float, eta_s: float | None) -> None:
+        filled = int(round(fraction * 30))
+        eta = f" ETA {int(eta_s // 60)}m{int(eta_s % 60):02d}s" if eta_s is not None else ""
+        text = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {100 * fraction:5.1f}%{eta}"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(len(self.last)))
+            self.stream.flush()
+        elif label != self.last.split(" [")[0] or fraction >= 1.0:
+            self.stream.write(text + "\n")
+        self.last = text
+
+    def line(self, text: str) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+        self.stream.write(text + "\n")
+        self.last = ""
+
+    def finish(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
