@@ -113,6 +113,19 @@ def _drop_missing(series: Series) -> tuple[Series | None, list[Skipped]]:
     return dataclasses.replace(series, samples=kept), skipped
 
 
+def _drop_missing_from_plan(plan: list[tuple[Series, bool]]) -> tuple[list[tuple[Series, bool]], list[Skipped]]:
+    kept: list[tuple[Series, bool]] = []
+    gone: list[Skipped] = []
+    for series, protect in plan:
+        if protect:
+            series, lost = _drop_missing(series)
+            gone.extend(lost)
+            if series is None:
+                continue
+        kept.append((series, protect))
+    return kept, gone
+
+
 def _os_message(exc: OSError) -> str:
     where = exc.filename or ""
     if exc.errno == errno.ENOSPC:
@@ -205,7 +218,19 @@ def run_protect_job(
     owns_result = result is None
     try:
         if owns_result:
-            result = protect_series(to_protect, settings, progress)
+            for attempt in range(3):
+                try:
+                    result = protect_series(to_protect, settings, progress)
+                    break
+                except (ValueError, OSError):
+                    # an input file vanished while the engine read it: skip it and protect the rest
+                    if attempt == 2 or not any(not Path(p).exists() for s in to_protect for p in s.files):
+                        raise
+                    plan, gone = _drop_missing_from_plan(plan)
+                    skipped.extend(gone)
+                    to_protect = [s for s, p in plan if p]
+                    if not to_protect:
+                        raise JobError("nothing left to protect (all input files disappeared)") from None
         else:
             settings = getattr(result, "settings", settings)
     except Cancelled:

@@ -271,3 +271,16 @@ def test_writes_a_given_protection_result_without_protecting_again(ct_copy, tmp_
         reviewed.close()
     with pytest.raises(JobError, match="LoadResult"):
         run_protect_job([ct_copy], tmp_path / "out2", _settings(), result=object(), report=False)
+
+
+def test_input_file_disappearing_during_protection_is_skipped(ct_copy, tmp_path):
+    victim = ct_copy / "01.dcm"
+
+    def listener(ev):
+        if ev.stage == "protect" and victim.exists():
+            victim.unlink()  # gone while the engine reads the samples
+
+    result = run_protect_job([ct_copy], tmp_path / "out", _settings(), progress=Progress(listener), report=False)
+    assert [(s.path.name, s.reason) for s in result.skipped] == [("01.dcm", "input file disappeared after loading")]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.dcm")) == ["02.dcm", "03.dcm"]
+    assert result.summary["samples"] == 2
