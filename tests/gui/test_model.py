@@ -164,3 +164,14 @@ def test_batch_queue_maps_core_batch_outcomes_and_cancel(tmp_path):
         q.run(tmp_path / "out", settings, Progress(), run_batch=cancelling)
     assert [i.status for i in q.items] == ["cancelled", "cancelled", "cancelled"]
     assert q.items[1].message == "not started"
+
+
+def test_device_list_names_the_cuda_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H200")
+    choices = m.device_choices()
+    assert choices[0][0] == "auto" and ("cpu", "CPU") in choices
+    assert ("cuda:0", "CUDA 0: NVIDIA H200") in choices

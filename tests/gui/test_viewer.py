@@ -99,3 +99,27 @@ def test_overlay_follows_the_mask_and_opacity(qtbot, ct_series):
     red_gain = with_mask[left_half][..., 0].astype(int) - without[left_half][..., 0].astype(int)
     assert red_gain.mean() > 30  # the masked half turned red
     assert np.array_equal(with_mask[right_half], without[right_half])  # the other half did not
+
+
+def test_monochrome1_is_shown_inverted(qtbot):
+    from pathlib import Path
+
+    from salm_desktop.core.model import IntensityMap, Sample, Series, SourceRef, StoredFormat
+
+    ramp = np.tile(np.linspace(0, 1000, 64, dtype=np.float32), (64, 1))
+    sample = Sample("a", (64, 64), lambda: ramp, StoredFormat.for_dtype("uint16"), SourceRef(Path("/x/a.dcm")))
+    series = Series("m1", "npz", "CR", [sample], IntensityMap(0, 1000), Path("/x"), meta={"photometric": "MONOCHROME1"})
+    viewer = SliceViewer()
+    qtbot.addWidget(viewer)
+    viewer.resize(300, 300)
+    viewer.show()
+    viewer.set_frames(SeriesFrames(series))
+    viewer.choose_preset(imaging.FULL_RANGE)
+
+    def grey(x: int) -> int:
+        return viewer.view.base.pixmap().toImage().pixelColor(x, 32).red()
+
+    assert (grey(0), grey(63)) == (255, 0)  # low values are bright, as MONOCHROME1 intends
+    series.meta["photometric"] = "MONOCHROME2"
+    viewer.render()
+    assert (grey(0), grey(63)) == (0, 255)

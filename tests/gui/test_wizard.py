@@ -157,3 +157,23 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     qtbot.mouseClick(export.open_folder, Qt.MouseButton.LeftButton)
     assert opened == [str(out / "report.html"), str(out)]
     assert w.errors == []
+
+
+def test_preview_of_3d_volumes(qtbot, drive, window, medmnist_dir, tmp_path):
+    """AdrenalMNIST3D: each 28³ volume scrolls as 28 slices; the mask is a volume, shown slice by slice."""
+    source = np.load(medmnist_dir / "adrenalmnist3d.npz")
+    path = tmp_path / "adrenal.npz"
+    np.savez(path, train_images=source["train_images"][:6], train_labels=source["train_labels"][:6])
+    w = window
+    drive.load(w, [path])
+    (series,) = w.ctx.state.selected_series
+    assert series.sample_shape == (28, 28, 28)
+    w.go_to(2)
+    page = w.preview_page
+    assert len(page.frames) == 6 * 28 and page.viewer.slider.maximum() == 6 * 28 - 1
+    page.viewer.state.set_frame(28 + 14)  # volume 2, middle slice
+    drive.wait_for(lambda: page.current_mask() is not None, 60)
+    mask = page.current_mask()
+    assert mask.shape == (28, 28, 28) and mask.mean() == pytest.approx(w.ctx.settings.mask_ratio, abs=0.02)
+    assert np.array_equal(page.frames.frame_mask(28 + 14, mask), mask[14])
+    assert "image 2/6, slice 15" in page.viewer.info.text()
