@@ -60,6 +60,28 @@ def _build_parser() -> argparse.ArgumentParser:
     protect.add_argument("--json", action="store_true", help="last line of stdout: one JSON object with the summary")
     protect.set_defaults(handler=_cmd_protect)
 
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="train a fresh classifier on protected and on clean training data, test both on clean test data",
+    )
+    evaluate.add_argument("--protected", required=True, type=Path, metavar="FILE_OR_DIR",
+                          help="npz with train_images/train_labels, or a folder with train/<class>/ images")
+    evaluate.add_argument("--clean", required=True, type=Path, metavar="FILE_OR_DIR",
+                          help="npz (or folder tree) with the clean train and test splits")
+    evaluate.add_argument("--arch", default="cnn", help="attacker: cnn | resnet | densenet, or several comma-separated")
+    evaluate.add_argument("--epochs", type=int, default=15)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--defense", default=None, choices=["augment"], help="train the attacker with flips and shifts")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON document to stdout")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    batch = sub.add_parser("batch", help="protect many folders from a TOML config; rerun the same command to resume",
+                           description="Exit codes: 0 all done, 2 usage or configuration error, "
+                                       "3 finished with some inputs skipped or failed, 130 cancelled (rerun to resume).")
+    batch.add_argument("--config", required=True, type=Path, metavar="FILE", help="batch config (TOML), see docs/batch.md")
+    batch.add_argument("--json", action="store_true", help="machine-readable progress: one JSON object per line on stdout")
+    batch.set_defaults(handler=_cmd_batch)
+
     return parser
 
 
@@ -77,6 +99,48 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
         print(format_inspect_report(report))
     return EXIT_OK if report["series"] else EXIT_USAGE
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from salm_desktop.core.evaluate import ARCHS, evaluate_efficacy, load_split
+    from salm_desktop.core.progress import Progress
+
+    archs = [a.strip().lower() for a in str(args.arch).split(",") if a.strip()]
+    for arch in archs:
+        if arch not in ARCHS:
+            raise UsageError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
+    if args.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    try:
+        protected = load_split(args.protected, "train")
+        clean_train = load_split(args.clean, "train")
+        clean_test = load_split(args.clean, "test")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if protected[0].shape[1:] != clean_test[0].shape[1:]:
+        raise UsageError(f"{args.protected}: image size {protected[0].shape[1:]} differs from the clean test split {clean_test[0].shape[1:]}")
+
+    def show(ev) -> None:  # noqa: ANN001
+        if ev.stage == "evaluate" and not args.json:
+            print(f"  {ev.message}: acc {ev.metrics.get('acc', 0):.3f} balanced {ev.metrics.get('balanced_acc', 0):.3f} "
+                  f"AUC {ev.metrics.get('auc', 0):.3f}", file=sys.stderr)
+
+    results = []
+    for arch in archs:
+        res = evaluate_efficacy(protected, clean_train, clean_test, arch=arch, epochs=args.epochs, seed=args.seed,
+                                defense=args.defense, progress=Progress(show))
+        results.append(res)
+    if args.json:
+        print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
+    else:
+        for res in results:
+            print(f"attacker {res['arch']}, {res['epochs']} epochs, seed {res['seed']}, "
+                  f"{res['train_samples']} training / {res['test_samples']} clean test images")
+            for part in ("clean", "protected"):
+                f, p = res[part]["final"], res[part]["peak"]
+                print(f"  trained on {part:9s}  final: acc {f['acc']:.3f}  balanced {f['balanced_acc']:.3f}  AUC {f['auc']:.3f}"
+                      f"   peak: acc {p['acc']:.3f}  balanced {p['balanced_acc']:.3f}  AUC {p['auc']:.3f}")
+    return EXIT_OK
 
 
 def parse_fraction(text: str, name: str = "value") -> float:
@@ -163,6 +227,82 @@ def _cmd_protect(args: argparse.Namespace) -> int:
         print(f"written to {result.out_dir} (manifest: {result.manifest.name if result.manifest else '-'}"
               f"{', report: report.html, report.pdf' if result.report_html else ''})")
     return EXIT_PARTIAL if result.skipped else EXIT_OK
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from salm_desktop.core.batch import ConfigError, load_config, run_batch
+    from salm_desktop.core.progress import Cancelled, Progress
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    current = {"job": "", "index": 0}
+    bar = _TerminalBar(sys.stderr)
+
+    def show(ev) -> None:  # noqa: ANN001 - a ProgressEvent
+        if args.json:
+            print(json.dumps({"event": "progress" if ev.stage != "log" else "log", "job": current["job"],
+                              "stage": ev.stage, "done": ev.done, "total": ev.total, "message": ev.message,
+                              "eta_s": None if ev.eta_s is None else round(ev.eta_s, 1), **ev.metrics}, default=str), flush=True)
+        elif ev.stage == "log":
+            bar.line(ev.message)
+        else:
+            bar.show(f"[{current['index'] + 1}/{len(config.jobs)} {current['job']}] {ev.stage}", ev.fraction, ev.eta_s)
+
+    def on_job(index: int, job) -> None:  # noqa: ANN001
+        current.update(job=job.name, index=index)
+
+    try:
+        result = run_batch(config, Progress(show), on_job=on_job)
+    except (Cancelled, KeyboardInterrupt):
+        bar.line(f"salm-protect: batch cancelled; rerun the same command to resume (summary: {config.output / 'batch-summary.json'})")
+        return EXIT_CANCELLED
+    bar.finish()
+    for job in result.jobs:
+        line = {"event": "job", **job.as_dict()}
+        if args.json:
+            print(json.dumps(line, default=str), flush=True)
+        else:
+            extra = f", {job.units_reused} series reused from an earlier run" if job.units_reused else ""
+            print(f"{job.name}: {job.status}{extra}{': ' + job.message if job.message else ''}"
+                  f"{f' -> {job.out_dir}' if job.out_dir and job.status != 'failed' else ''}")
+            for item in job.skipped:
+                print(f"  skipped: {item['path']}: {item['reason']}")
+    if args.json:
+        print(json.dumps({"event": "summary", "summary": str(result.summary_path),
+                          "jobs": len(result.jobs), "complete": result.complete}), flush=True)
+    return EXIT_OK if result.complete else EXIT_PARTIAL
+
+
+class _TerminalBar:
+    """A one-line progress bar on a terminal; plain lines when the stream is not a terminal."""
+
+    def __init__(self, stream) -> None:  # noqa: ANN001
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+
+    def show(self, label: str, fraction: float, eta_s: float | None) -> None:
+        filled = int(round(fraction * 30))
+        eta = f" ETA {int(eta_s // 60)}m{int(eta_s % 60):02d}s" if eta_s is not None else ""
+        text = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {100 * fraction:5.1f}%{eta}"
+        if self.tty:
+            self.stream.write("\r" + text.ljust(len(self.last)))
+            self.stream.flush()
+        elif label != self.last.split(" [")[0] or fraction >= 1.0:
+            self.stream.write(text + "\n")
+        self.last = text
+
+    def line(self, text: str) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+        self.stream.write(text + "\n")
+        self.last = ""
+
+    def finish(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

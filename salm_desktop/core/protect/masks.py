@@ -27,7 +27,7 @@ def foreground_mask(x_norm: np.ndarray, min_level: float = 0.02) -> np.ndarray:
     fg = x > max(min_level, 0.5 * t)
     footprint = disk(2) if x.ndim == 2 else ball(1)
     fg = binary_closing(fg, footprint)
-    fg = remove_small_holes(fg, max(16, fg.size // 50))
+    fg = remove_small_holes(fg, max_size=max(16, fg.size // 50))
     if fg.mean() < 0.01:
         return np.ones(x.shape, dtype=bool)
     return fg
