@@ -119,7 +119,7 @@ class BatchDialog(QDialog):
             return
         out_root = Path(text).expanduser()
         self.ctx.store.set_last_folder("batch_output", out_root)
-        settings = self.ctx.settings
+        settings = self.ctx.settings.copy()  # a snapshot: edits during the run do not leak in
         queue = self.queue
         for item in queue.items:
             if item.status != "done":

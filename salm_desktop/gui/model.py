@@ -122,6 +122,9 @@ class WizardSettings:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def copy(self) -> "WizardSettings":
+        return dataclasses.replace(self)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WizardSettings":
         """Tolerant: unknown keys ignored, wrong types fall back to the default."""
@@ -381,6 +384,7 @@ class WizardState:
     load_result: LoadResult | None = None
     excluded: set[str] = field(default_factory=set)  # series ids the user unticked
     protect_result: Any = None
+    protect_settings: WizardSettings | None = None  # the settings of the run behind protect_result
     protected_ids: list[str] = field(default_factory=list)
     export_result: Any = None
 

@@ -168,7 +168,11 @@ class ExportPage(QWidget):
         out_dir = Path(text).expanduser()
         self.ctx.store.set_last_folder("output_parent", out_dir.parent)
         self._options_changed()
-        state, settings = self.ctx.state, self.ctx.settings
+        state = self.ctx.state
+        # the engine settings of the run that was reviewed (the export must write those pixels),
+        # with the export options chosen here
+        settings = (state.protect_settings or self.ctx.settings).copy()
+        settings.output_format, settings.report = self.ctx.settings.output_format, self.ctx.settings.report
         series, result, inputs, splits = state.selected_series, state.protect_result, list(state.inputs), state.selected_splits()
         loaded = state.export_load_result()
 

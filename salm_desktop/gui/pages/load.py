@@ -161,7 +161,7 @@ class LoadPage(QWidget):
         if self.running:
             self.worker.cancel()
             self.worker.wait()
-        settings = self.ctx.settings
+        settings = self.ctx.settings.copy()  # a snapshot: edits during the run do not leak in
         worker = Worker(lambda progress: services.load(paths, settings, progress), self, name="load")
         worker.progressed.connect(self._progressed)
         worker.succeeded.connect(self._loaded)
@@ -191,6 +191,7 @@ class LoadPage(QWidget):
         self.ctx.state.load_result = result
         self.ctx.state.excluded = self.ctx.state.default_excluded()
         self.ctx.state.protect_result = None
+        self.ctx.state.protect_settings = None
         self.ctx.store.add_recent_inputs([str(p) for p in self.ctx.state.inputs])
         self.progress.setValue(1000)
         self._show_result()

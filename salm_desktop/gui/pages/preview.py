@@ -158,7 +158,7 @@ class PreviewPage(QWidget):
         series = self.frames.series
         sample = series.samples[key[1]]
         ratio = key[2]
-        settings = self.ctx.settings
+        settings = self.ctx.settings.copy()  # a snapshot: edits during the run do not leak in
 
         def job(progress):
             progress.check()

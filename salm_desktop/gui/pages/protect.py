@@ -114,7 +114,7 @@ class ProtectPage(QWidget):
         if not series:
             self.ctx.report_error("Nothing to protect", "Load a study and tick at least one series first.")
             return
-        settings = self.ctx.settings
+        settings = self.ctx.settings.copy()  # a snapshot: edits during the run do not leak in
         self.series_ids = [s.id for s in series]
         self._build_table()
         self.status = ProtectStatus()
@@ -123,6 +123,7 @@ class ProtectPage(QWidget):
         self._log(f"Protecting {len(series)} series ({sum(len(s.samples) for s in series)} images), "
                   f"method {settings.method}, mask ratio {settings.mask_ratio:.2f}, device {settings.device}, "
                   f"seed {settings.seed}.")
+        self._settings = settings
         worker = Worker(lambda progress: services.protect(series, settings, progress), self, name="protect")
         worker.progressed.connect(self._progressed)
         worker.succeeded.connect(self._done)
@@ -163,6 +164,7 @@ class ProtectPage(QWidget):
 
     def _done(self, result) -> None:
         self.ctx.state.protect_result = result
+        self.ctx.state.protect_settings = self._settings
         self.ctx.state.protected_ids = list(self.series_ids)
         self.overall.setValue(1000)
         for bar in self.bars.values():
