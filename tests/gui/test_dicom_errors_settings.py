@@ -166,3 +166,47 @@ def test_selftest_exits_zero(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "salm-desktop --selftest: OK" in out.stdout
     assert not (tmp_path / "config").exists() or not any((tmp_path / "config").rglob("*.conf"))
+
+
+def test_loading_runs_off_the_ui_thread_and_cancels(qtbot, window, dicom_dir, monkeypatch):
+    """The real loader on the 150-file fMRI folder, slowed down by a listener so that cancel lands midway."""
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    from salm_desktop.gui import services
+
+    real_load = services.load
+
+    def slow_load(paths, settings, progress):
+        progress.add_listener(lambda event: time.sleep(0.03))
+        return real_load(paths, settings, progress)
+
+    monkeypatch.setattr(services, "load", slow_load)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    page = window.load_page
+    page.add_paths([dicom_dir / "nih_ge_epi_fmri" / "dicom"])
+    assert page.running and page.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: page.progress.value() > 0, timeout=30_000)
+    assert "Loading…" in page.status.text()
+    qtbot.wait(300)
+    assert page.running
+    assert len(ticks) >= 5  # the event loop kept running while the worker loaded
+    with qtbot.waitSignal(page.finished, timeout=30_000) as outcome:
+        t0 = time.monotonic()
+        qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
+    timer.stop()
+    assert outcome.args == [False] and time.monotonic() - t0 < 3
+    assert page.progress.value() == 0 and "cancelled" in page.status.text()
+    assert window.ctx.state.load_result is None
+    assert window.errors == []
+    # loading again without the brake finishes: 15 positions x 10 time points
+    monkeypatch.setattr(services, "load", real_load)
+    with qtbot.waitSignal(page.finished, timeout=60_000):
+        page.start_load()
+    (series,) = window.ctx.state.series
+    assert len(series.samples) == 150 and tuple(series.meta["dims"]) == (10, 15)
+    assert "64×64  (10 × 15)" in page.series_table.item(0, 5).text()
