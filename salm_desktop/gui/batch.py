@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 from .context import Context
 from .model import BatchQueue
 from .widgets import fill_table, hint, make_table
-from .workers import Worker
+from .workers import Worker, retire
 
 COLUMNS = ["Input", "Status", "Output", "Message"]
 
@@ -134,6 +134,7 @@ class BatchDialog(QDialog):
         worker.failed.connect(self._failed)
         worker.cancelled.connect(self._cancelled)
         worker.finished.connect(self._worker_done)
+        retire(self.worker)
         self.worker = worker
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)

@@ -84,3 +84,9 @@ class Worker(QThread):
             self.cancelled.emit()
             return
         self.succeeded.emit(self.result)
+
+
+def retire(worker: "Worker | None") -> None:
+    """Schedule a finished worker for deletion (its parent would otherwise keep every one alive)."""
+    if worker is not None and not worker.isRunning():
+        worker.deleteLater()

@@ -26,7 +26,7 @@ from .. import services
 from ..context import Context
 from ..model import FORMATS, default_output_dir
 from ..widgets import heading, hint
-from ..workers import Worker
+from ..workers import Worker, retire
 
 
 def summary_lines(job_result, paths: dict) -> list[str]:
@@ -185,6 +185,7 @@ class ExportPage(QWidget):
         worker.failed.connect(self._failed)
         worker.cancelled.connect(self._cancelled)
         worker.finished.connect(self._worker_done)
+        retire(self.worker)
         self.worker = worker
         self.progress.setValue(0)
         self.summary.clear()

@@ -23,7 +23,7 @@ from .. import services
 from ..context import Context
 from ..model import SERIES_COLUMNS, load_summary, series_rows, skipped_rows
 from ..widgets import fill_table, heading, hint, make_table
-from ..workers import Worker
+from ..workers import Worker, retire
 
 
 class LoadPage(QWidget):
@@ -168,6 +168,7 @@ class LoadPage(QWidget):
         worker.failed.connect(self._failed)
         worker.cancelled.connect(self._cancelled)
         worker.finished.connect(self._worker_done)
+        retire(self.worker)
         self.worker = worker
         self.progress.setValue(0)
         self.status.setText("Loading…")

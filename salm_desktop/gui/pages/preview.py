@@ -25,7 +25,7 @@ from ..context import Context
 from ..frames import SeriesFrames
 from ..viewer import SliceViewer
 from ..widgets import heading, hint
-from ..workers import Worker
+from ..workers import Worker, retire
 
 DEBOUNCE_MS = 300
 
@@ -168,6 +168,7 @@ class PreviewPage(QWidget):
         worker.succeeded.connect(self._mask_ready)
         worker.failed.connect(self._mask_failed)
         worker.finished.connect(self._mask_worker_done)
+        retire(self.worker)
         self.worker = worker
         self._pending = None
         worker.start()

@@ -21,7 +21,7 @@ from .. import services
 from ..context import Context
 from ..model import ProtectStatus, duration_text
 from ..widgets import fill_table, heading, hint, make_table
-from ..workers import Worker
+from ..workers import Worker, retire
 
 
 class ProtectPage(QWidget):
@@ -130,6 +130,7 @@ class ProtectPage(QWidget):
         worker.failed.connect(self._failed)
         worker.cancelled.connect(self._cancelled)
         worker.finished.connect(self._worker_done)
+        retire(self.worker)
         self.worker = worker
         self.started_at = time.monotonic()
         self.start_button.setEnabled(False)

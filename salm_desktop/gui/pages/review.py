@@ -12,7 +12,7 @@ from ..frames import SeriesFrames
 from ..model import FIDELITY_COLUMNS, fidelity_rows
 from ..viewer import SliceViewer, ViewState
 from ..widgets import fill_table, heading, hint, make_table
-from ..workers import Worker
+from ..workers import Worker, retire
 
 FLICKER_MS = 500
 
@@ -179,6 +179,7 @@ class ReviewPage(QWidget):
         worker = Worker(job, self, name="fidelity")
         worker.succeeded.connect(self._fidelity_done)
         worker.failed.connect(lambda m: self.fidelity_status.setText(f"Fidelity not available: {m}"))
+        retire(self.worker)
         self.worker = worker
         worker.start()
 
