@@ -108,8 +108,11 @@ class MainWindow(QMainWindow):
         batch.triggered.connect(self.open_batch)
         quit_action = QAction("Quit", self)
         quit_action.triggered.connect(self.close)
-        for action in (add_folder, add_files, batch):
+        for action in (add_folder, add_files):
             file_menu.addAction(action)
+        self.recent_menu = file_menu.addMenu("Recent inputs")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        file_menu.addAction(batch)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
         help_menu = self.menuBar().addMenu("&Help")
@@ -119,6 +122,17 @@ class MainWindow(QMainWindow):
             f"SALM Desktop {__version__}\nProtects medical imaging datasets with sparsity-aware local "
             "masking (SALM) before they are shared. Works offline; nothing leaves this computer."))
         help_menu.addAction(about)
+
+    def _fill_recent(self) -> None:
+        from pathlib import Path
+
+        self.recent_menu.clear()
+        recent = [p for p in self.ctx.store.recent_inputs() if Path(p).exists()]
+        if not recent:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        for path in recent:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self.load_page.add_paths([Path(p)]))
 
     # -- navigation ------------------------------------------------------------------------------
     def can_enter(self, index: int) -> bool:

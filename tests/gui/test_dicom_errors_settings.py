@@ -210,3 +210,21 @@ def test_loading_runs_off_the_ui_thread_and_cancels(qtbot, window, dicom_dir, mo
     (series,) = window.ctx.state.series
     assert len(series.samples) == 150 and tuple(series.meta["dims"]) == (10, 15)
     assert "64×64  (10 × 15)" in page.series_table.item(0, 5).text()
+
+
+def test_drag_and_drop_loads_and_recent_inputs_are_offered(qtbot, drive, window, shoulder):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    page = window.load_page
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(shoulder))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(page.finished, timeout=60_000) as outcome:
+        page.dropEvent(event)
+    assert outcome.args == [True] and event.isAccepted()
+    assert page.input_paths() == [shoulder]
+    assert [len(s.samples) for s in window.ctx.state.series] == [4]
+    window._fill_recent()
+    assert [a.text() for a in window.recent_menu.actions()] == [str(shoulder)]

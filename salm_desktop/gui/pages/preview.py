@@ -195,8 +195,12 @@ class PreviewPage(QWidget):
 
     def _show_mask_status(self, key: tuple) -> None:
         mask = self.masks[key]
-        self.mask_status.setText(f"Mask: {100 * mask.mean():.1f} % of this image's pixels may change "
-                                 f"(mask ratio {key[2]:.2f}).")
+        text = f"Mask: {100 * mask.mean():.1f} % of this image's pixels may change (mask ratio {key[2]:.2f})."
+        if key[3] == "em":
+            text = f"EM changes every pixel ({100 * mask.mean():.1f} % shown); the mask ratio applies to SALM only."
+        elif key[3] == "random":
+            text += " The random baseline changes as many pixels, at random places instead of these."
+        self.mask_status.setText(text)
 
     # -- controls ------------------------------------------------------------------------------
     def _ratio_changed(self, value: float) -> None:
