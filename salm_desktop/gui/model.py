@@ -354,11 +354,12 @@ def fidelity_rows(per_series: dict[str, dict[str, float]], units: dict[str, str]
             f"{m.get('max_abs_change_native', 0):.4g}{unit}",
             f"{m.get('mean_abs_change_native', 0):.3g}{unit}",
             f"{100 * m.get('fraction_changed', 0):.1f} %",
+            f"{100 * m['foreground_fraction_changed']:.1f} %" if "foreground_fraction_changed" in m else "–",
         ])
     return rows
 
 
-FIDELITY_COLUMNS = ["Series", "PSNR", "SSIM", "Largest change", "Mean change", "Pixels changed"]
+FIDELITY_COLUMNS = ["Series", "PSNR", "SSIM", "Largest change", "Mean change", "Pixels changed", "Changed in body"]
 
 
 def default_output_dir(inputs: Sequence[Path | str]) -> Path | None:

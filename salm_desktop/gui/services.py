@@ -13,7 +13,7 @@ import numpy as np
 from salm_desktop.core.model import IntensityMap, LoadResult, Sample, Series
 from salm_desktop.core.progress import Progress
 
-from .model import WizardSettings, build_protect_settings, fidelity_numbers
+from .model import WizardSettings, build_protect_settings
 
 
 def load(paths: Sequence[Path | str], settings: WizardSettings, progress: Progress | None = None) -> LoadResult:
@@ -39,36 +39,31 @@ def preview_mask(sample: Sample, intensity: IntensityMap, settings: WizardSettin
 
 def series_fidelity(series: Series, result: Any, progress: Progress | None = None,
                     max_samples: int = 256) -> dict[str, float]:
-    """Fidelity numbers of one series (PSNR/SSIM from core.fidelity when it offers them).
+    """Fidelity numbers of one series, computed by the core (the same definitions as the report).
 
     Large series are summarized on an evenly spaced subset of ``max_samples`` samples.
     """
+    from salm_desktop.core.fidelity.metrics import SeriesFidelity
+
     n = len(series.samples)
-    indices = range(n) if n <= max_samples else np.linspace(0, n - 1, max_samples).round().astype(int)
-    originals, protecteds = [], []
+    indices = list(range(n)) if n <= max_samples else [int(i) for i in np.linspace(0, n - 1, max_samples).round()]
+    fid = SeriesFidelity.for_series(series)
     for k, i in enumerate(indices):
-        originals.append(series.samples[int(i)].read())
-        protecteds.append(np.asarray(result.protected(series.id, int(i)), np.float32))
+        fid.add(i, series.samples[i].read(), np.asarray(result.protected(series.id, i), np.float32))
         if progress is not None and k % 16 == 0:
             progress.update("fidelity", k, len(indices), f"series {series.id}")
-    numbers: dict[str, float] = {}
-    flat_o = np.concatenate([o.ravel() for o in originals]) if originals else np.zeros(0)
-    flat_p = np.concatenate([p.ravel() for p in protecteds]) if protecteds else np.zeros(0)
-    numbers.update(fidelity_numbers(flat_o, flat_p, series.intensity))
-    try:
-        from skimage.metrics import structural_similarity
-
-        ssims = []
-        for o, p in zip(originals, protecteds):
-            on = np.clip(series.intensity.normalize(o), 0, 1)
-            pn = np.clip(series.intensity.normalize(p), 0, 1)
-            if min(on.shape[-2:]) >= 7:
-                ssims.append(structural_similarity(on, pn, data_range=1.0))
-        if ssims:
-            numbers["ssim"] = float(np.mean(ssims))
-    except Exception:
-        pass
-    numbers["samples_measured"] = float(len(originals))
+    d = fid.as_dict()
+    psnr = d.get("psnr_db")
+    numbers = {
+        "psnr_db": float("inf") if psnr is None else float(psnr),
+        "max_abs_change_native": float(d["max_abs_change_native"]),
+        "mean_abs_change_native": float(d["mean_abs_change_native"]),
+        "fraction_changed": float(d["fraction_changed"]),
+        "foreground_fraction_changed": float(d["foreground"]["fraction_changed"]),
+        "samples_measured": float(len(indices)),
+    }
+    if d.get("ssim") is not None:
+        numbers["ssim"] = float(d["ssim"])
     return numbers
 
 

@@ -228,3 +228,12 @@ def test_drag_and_drop_loads_and_recent_inputs_are_offered(qtbot, drive, window,
     assert [len(s.samples) for s in window.ctx.state.series] == [4]
     window._fill_recent()
     assert [a.text() for a in window.recent_menu.actions()] == [str(shoulder)]
+
+
+def test_selftest_reports_a_failure_with_one_line(qapp, monkeypatch, capsys, tmp_path):
+    from salm_desktop.gui import app as app_module
+
+    monkeypatch.setattr(app_module, "SAMPLE_NPZ", tmp_path / "missing.npz")
+    assert app_module.selftest(qapp) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"salm-desktop --selftest: FAILED: {tmp_path / 'missing.npz'}: bundled sample data is missing"
