@@ -71,7 +71,8 @@ class ProtectPage(QWidget):
                               "at the next batch. Nothing is written until you export."))
         layout.addLayout(buttons)
         layout.addLayout(numbers)
-        layout.addWidget(QLabel("Per series:"))
+        layout.addWidget(QLabel("Per series (series of the same image size are protected together, with one "
+                                "surrogate model, and advance together):"))
         layout.addWidget(self.table, 1)
         layout.addWidget(QLabel("Log:"))
         layout.addWidget(self.log, 1)
