@@ -71,7 +71,10 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--arch", default="cnn", help="attacker: cnn | resnet | densenet, or several comma-separated")
     evaluate.add_argument("--epochs", type=int, default=15)
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--defense", default=None, choices=["augment"], help="train the attacker with flips and shifts")
+    evaluate.add_argument("--defense", default=None, metavar="NAME",
+                          help="a thief's countermeasure, applied to both training runs: none | augment | blur | median | "
+                               "jpeg75 | jpeg10 | bitdepth | advtrain; several comma-separated (each run in turn), "
+                               "combine with '+' (jpeg10+augment)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document to stdout")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
@@ -111,6 +114,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
     if args.epochs < 1:
         raise UsageError("--epochs must be at least 1")
+    from salm_desktop.core.evaluate.defenses import canonical
+
+    try:
+        defenses = [canonical(d) for d in str(args.defense or "none").split(",") if d.strip()] or [None]
+    except ValueError as exc:
+        raise UsageError(f"--defense: {exc}") from exc
     try:
         protected = load_split(args.protected, "train")
         clean_train = load_split(args.clean, "train")
@@ -127,14 +136,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     results = []
     for arch in archs:
-        res = evaluate_efficacy(protected, clean_train, clean_test, arch=arch, epochs=args.epochs, seed=args.seed,
-                                defense=args.defense, progress=Progress(show))
-        results.append(res)
+        for defense in defenses:
+            res = evaluate_efficacy(protected, clean_train, clean_test, arch=arch, epochs=args.epochs, seed=args.seed,
+                                    defense=defense, progress=Progress(show))
+            results.append(res)
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
     else:
         for res in results:
-            print(f"attacker {res['arch']}, {res['epochs']} epochs, seed {res['seed']}, "
+            print(f"attacker {res['arch']}, defense {res['defense'] or 'none'}, {res['epochs']} epochs, seed {res['seed']}, "
                   f"{res['train_samples']} training / {res['test_samples']} clean test images")
             for part in ("clean", "protected"):
                 f, p = res[part]["final"], res[part]["peak"]

@@ -20,8 +20,10 @@ from torch import nn
 from salm_desktop.core.model import IntensityMap
 from salm_desktop.core.progress import Progress
 
+from .defenses import DEFENSES as _DEFENSE_NAMES, canonical as _canonical_defense, defend_batch, prepare_training_set
+
 ARCHS = ("cnn", "resnet", "densenet")
-DEFENSES = (None, "augment")
+DEFENSES = (None, *_DEFENSE_NAMES[1:])  # see defenses.py; names combine with "+"
 
 Split = tuple[np.ndarray, np.ndarray]  # (images in native units, labels)
 
@@ -108,6 +110,8 @@ def train_and_test(train: Split, test: Split, arch: str, epochs: int, seed: int,
                    batch_size: int = 32, lr: float = 1e-3, device: str = "cpu") -> dict:
     x_tr, y_tr = _to_tensor(train[0], intensity), _labels(train[1])
     x_te, y_te = _to_tensor(test[0], intensity), _labels(test[1])
+    defense = _canonical_defense(defense)
+    x_tr = prepare_training_set(x_tr, defense)  # dataset-level defenses (blur, median, jpeg, bitdepth)
     dims = x_tr.ndim - 2
     n_classes = int(max(int(y_tr.max()), int(y_te.max()))) + 1
     with torch.random.fork_rng(devices=[]):
@@ -125,9 +129,7 @@ def train_and_test(train: Split, test: Split, arch: str, epochs: int, seed: int,
             idx = perm[start:start + batch_size]
             if len(idx) < 2:
                 continue
-            xb = x_tr[idx]
-            if defense == "augment":
-                xb = _augment(xb, gen)
+            xb = defend_batch(defense, x_tr[idx].to(dev), gen, model, y_tr[idx].to(dev))  # augment, advtrain
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb.to(dev)), y_tr[idx].to(dev))
             loss.backward()
@@ -157,8 +159,7 @@ def evaluate_efficacy(protected_train: Split, clean_train: Split | None, clean_t
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown attacker architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    if defense not in DEFENSES:
-        raise ValueError(f"unknown defense {defense!r}; choose none or 'augment'")
+    defense = _canonical_defense(defense)  # ValueError naming the valid defenses
     if len(protected_train[0]) != len(protected_train[1]):
         raise ValueError("protected training images and labels differ in length")
     if intensity is None:
