@@ -19,7 +19,17 @@ from .model import WizardSettings, build_protect_settings
 def load(paths: Sequence[Path | str], settings: WizardSettings, progress: Progress | None = None) -> LoadResult:
     from salm_desktop.core.studies import load_paths
 
-    return load_paths([Path(p) for p in paths], labels=settings.loader_labels(), progress=progress)
+    result = load_paths([Path(p) for p in paths], labels=settings.loader_labels(), progress=progress)
+    # The loader computes MR intensity windows lazily (a few samples' pixels); the wizard shows them at
+    # once (the budget in native units), so compute them here, off the UI thread.
+    for n, series in enumerate(result.series):
+        try:
+            series.intensity
+        except Exception:  # shown as missing in the budget line; protection reports the file itself
+            pass
+        if progress is not None:
+            progress.update("window", n + 1, len(result.series), f"intensity window of series {series.id}")
+    return result
 
 
 def protect(series: Sequence[Series], settings: WizardSettings, progress: Progress | None = None) -> Any:

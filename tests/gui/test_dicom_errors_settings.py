@@ -237,3 +237,35 @@ def test_selftest_reports_a_failure_with_one_line(qapp, monkeypatch, capsys, tmp
     assert app_module.selftest(qapp) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"salm-desktop --selftest: FAILED: {tmp_path / 'missing.npz'}: bundled sample data is missing"
+
+
+def test_cancelled_export_leaves_nothing_behind(qtbot, drive, window, shoulder, tmp_path, monkeypatch):
+    import time
+
+    from salm_desktop.gui import services
+
+    real_export = services.export
+
+    def slow_export(*args, **kwargs):
+        progress = args[6] if len(args) > 6 else kwargs["progress"]
+        progress.add_listener(lambda event: time.sleep(0.05))
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(services, "export", slow_export)
+    w = window
+    drive.load(w, [shoulder])
+    _use_clusters(w)
+    drive.wait_for(lambda: not w.load_page.running, 60)
+    w.go_to(5)
+    assert w.stack.currentIndex() == 5  # export without a reviewed run: the job protects by itself
+    out_parent = tmp_path / "exports"
+    out_parent.mkdir()
+    w.export_page.destination.setText(str(out_parent / "shoulder_protected"))
+    with qtbot.waitSignal(w.export_page.finished, timeout=120_000) as outcome:
+        w.export_page.start()
+        drive.wait_for(lambda: w.export_page.progress.value() > 0, 60)
+        qtbot.mouseClick(w.export_page.cancel_button, Qt.MouseButton.LeftButton)
+    assert outcome.args == ["cancelled"]
+    assert "nothing was written" in w.export_page.status.text()
+    assert list(out_parent.iterdir()) == []  # no output, no partial folder
+    assert not w.export_page.open_folder.isEnabled()

@@ -185,7 +185,10 @@ class LoadPage(QWidget):
         if event.stage == "log":
             return
         self.progress.setValue(int(1000 * event.fraction))
-        self.status.setText(f"Loading… {event.done}/{event.total} files" if event.total else "Loading…")
+        if event.stage == "window":
+            self.status.setText(f"Measuring intensity windows… {event.done}/{event.total} series")
+        else:
+            self.status.setText(f"Loading… {event.done}/{event.total} files" if event.total else "Loading…")
 
     def _loaded(self, result) -> None:
         self.ctx.state.inputs = self.input_paths()
