@@ -9,6 +9,18 @@ import pytest
 pytest.importorskip("PySide6")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_user_settings(tmp_path_factory):
+    """Any QSettings built without a file (the app's default) lands in a temporary folder, not in the
+    user's ~/.config: tests never read or leak real settings."""
+    from PySide6.QtCore import QSettings
+
+    folder = tmp_path_factory.mktemp("qsettings-user-scope")
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(folder))
+    return folder
+
+
 @pytest.fixture
 def qsettings(tmp_path: Path, qapp):
     from PySide6.QtCore import QSettings

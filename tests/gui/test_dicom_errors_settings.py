@@ -269,3 +269,36 @@ def test_cancelled_export_leaves_nothing_behind(qtbot, drive, window, shoulder, 
     assert "nothing was written" in w.export_page.status.text()
     assert list(out_parent.iterdir()) == []  # no output, no partial folder
     assert not w.export_page.open_folder.isEnabled()
+
+
+def test_csv_labels_reload_the_study_and_bad_csv_is_a_dialog(qtbot, drive, window, shoulder, tmp_path):
+    w = window
+    drive.load(w, [shoulder])
+    good = tmp_path / "labels.csv"
+    good.write_text("path,label\n" + "".join(f"inputs/shoulder/{p.name},{i % 2}\n"
+                                             for i, p in enumerate(sorted(shoulder.glob("*.dcm")))))
+    page = w.settings_page
+    with qtbot.waitSignal(w.load_page.finished, timeout=60_000):
+        page.csv_path.setText(str(good))
+        page.label_source.setCurrentIndex(page.label_source.findData("csv"))
+    assert w.ctx.settings.loader_labels() == f"csv:{good}"
+    (series,) = w.ctx.state.series
+    assert sorted(series.labels) == [0, 0, 1, 1]
+    assert w.load_page.series_table.item(0, 6).text() == "0: 2, 1: 2"
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\ninputs/shoulder/001.dcm\n")
+    with qtbot.waitSignal(w.load_page.finished, timeout=60_000) as outcome:
+        page.csv_path.setText(str(bad))
+        page.csv_path.editingFinished.emit()
+    assert outcome.args == [False]
+    title, message = w.errors[-1]
+    assert title == "Loading failed" and "bad.csv" in message and "\n" not in message
+
+
+def test_default_settings_location_is_redirected_in_tests(_no_real_user_settings):
+    from salm_desktop.gui.store import SettingsStore
+
+    store = SettingsStore()  # what the real application uses
+    store.set_last_folder("input", _no_real_user_settings)
+    assert Path(store.qs.fileName()).is_relative_to(_no_real_user_settings)
