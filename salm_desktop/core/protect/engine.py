@@ -35,6 +35,7 @@ from salm_desktop.core.progress import Progress
 from .clusters import intensity_features, kmeans
 from .device import resolve_device
 from .masks import foreground_mask, topk_mask
+from .robust import random_transform
 from .settings import ProtectSettings
 from .store import ArrayStore
 from .surrogates import build_surrogate, downsample_factor
@@ -144,6 +145,11 @@ class _Job:
         self.rounds = 0
         self.accuracy: dict[int, float] = {}
         self.buckets: dict[tuple[int, ...], _Bucket] = {}
+        self.eot_gen = torch.Generator().manual_seed(int(settings.seed) + 99) if settings.robust else None
+
+    def _view(self, z: torch.Tensor) -> torch.Tensor:
+        """What the surrogate sees of the perturbed input: itself, or a random transformation (robust)."""
+        return z if self.eot_gen is None else random_transform(z, self.eot_gen)
 
     # -- reading ------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -270,7 +276,7 @@ class _Job:
                 if len(idx) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
                     continue  # BatchNorm cannot train on a single sample
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(torch.clamp(x + d, 0, 1)), y)
+                loss = F.cross_entropy(model(self._view(torch.clamp(x + d, 0, 1))), y)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
@@ -309,7 +315,7 @@ class _Job:
             fresh = torch.from_numpy(~b.mask_set[idx]).to(self.device)
         for step in range(s.pgd_steps):
             d.requires_grad_(True)
-            loss = F.cross_entropy(model(torch.clamp(x + d, 0, 1)), y)
+            loss = F.cross_entropy(model(self._view(torch.clamp(x + d, 0, 1))), y)
             (grad,) = torch.autograd.grad(loss, d)
             d = d.detach()
             if self.use_mask:
@@ -391,6 +397,7 @@ class _Job:
             "mask_ratio": self.ratio,
             "recompute_mask": self.mode,
             "foreground": bool(self.s.foreground),
+            "robust": bool(self.s.robust),
             "rounds": self.rounds,
             "seconds": round(gen_seconds, 3),
             "device": str(self.device),
