@@ -55,6 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
     protect.add_argument("--max-rounds", type=int, default=None, help="upper bound on min-min rounds")
     protect.add_argument("--roi", type=Path, default=None, metavar="LABELMAP",
                          help="label map (e.g. NRRD) for ROI mean/std changes in the report")
+    protect.add_argument("--efficacy", type=Path, default=None, metavar="JSON",
+                         help="efficacy numbers to include in the report (e.g. saved from 'salm-protect evaluate --json')")
     protect.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     protect.add_argument("--no-report", action="store_true", help="skip report.html / report.pdf")
     protect.add_argument("--json", action="store_true", help="last line of stdout: one JSON object with the summary")
@@ -204,6 +206,15 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     splits = [s.strip() for s in str(args.splits).split(",") if s.strip()]
+    efficacy = None
+    if args.efficacy is not None:
+        try:
+            lines = [line for line in args.efficacy.read_text(encoding="utf-8").splitlines() if line.strip()]
+            efficacy = json.loads(lines[-1]) if lines else None  # the last line of an evaluate --json run
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--efficacy {args.efficacy}: not a readable JSON file ({exc.__class__.__name__})") from None
+        if not isinstance(efficacy, dict):
+            raise UsageError(f"--efficacy {args.efficacy}: expected one JSON object")
 
     last_stage = {"stage": None}
 
@@ -218,7 +229,8 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     progress = Progress(show)
     try:
         result = run_protect_job(args.inputs, args.out, settings, labels=loader_labels, splits=splits,
-                                 report=not args.no_report, progress=progress, overwrite=args.overwrite, roi=args.roi)
+                                 report=not args.no_report, progress=progress, overwrite=args.overwrite, roi=args.roi,
+                                 efficacy=efficacy)
     except JobError as exc:
         raise UsageError(str(exc)) from None
     except Cancelled:

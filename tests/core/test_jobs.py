@@ -284,3 +284,15 @@ def test_input_file_disappearing_during_protection_is_skipped(ct_copy, tmp_path)
     assert [(s.path.name, s.reason) for s in result.skipped] == [("01.dcm", "input file disappeared after loading")]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.dcm")) == ["02.dcm", "03.dcm"]
     assert result.summary["samples"] == 2
+
+
+def test_cli_efficacy_file_goes_into_report_and_manifest(ct_copy, tmp_path):
+    eff = tmp_path / "eff.json"
+    eff.write_text("training...\n" + json.dumps({"arch": "cnn", "protected": {"final": {"auc": 0.5432}}}) + "\n")
+    out = tmp_path / "o"
+    assert cli.main(["protect", str(ct_copy), "--out", str(out), "--method", "random", "--efficacy", str(eff)]) == cli.EXIT_OK
+    assert "0.5432" in (out / "report.html").read_text(encoding="utf-8")
+    assert json.loads((out / "manifest.json").read_text())["efficacy"]["protected"]["final"]["auc"] == 0.5432
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert cli.main(["protect", str(ct_copy), "--out", str(tmp_path / "p"), "--efficacy", str(bad)]) == cli.EXIT_USAGE
