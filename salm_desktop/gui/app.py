@@ -70,7 +70,7 @@ def selftest(app, timeout_s: float = 240.0) -> int:
         try:
             s = window.ctx.settings
             s.method, s.mask_ratio, s.device, s.seed = "salm", 0.2, "cpu", 0
-            s.max_rounds, s.pgd_steps, s.train_steps, s.batch_size = 2, 3, 3, 16
+            s.max_rounds, s.pgd_steps, s.train_steps, s.batch_size = 1, 3, 2, 16
             s.label_source, s.report, s.output_format = "auto", True, "auto"
             window.settings_page.show_settings(s)
             window.show()
