@@ -47,6 +47,7 @@ CT_PRESETS: dict[str, Window] = {
 
 FILE_WINDOW = "File window"
 AUTO_WINDOW = "Auto (p1-p99)"
+HIGH_CONTRAST = "High contrast (p5-p95)"
 FULL_RANGE = "Full range"
 PROTECTION_WINDOW = "Protection window"
 
@@ -103,8 +104,8 @@ def presets_for(modality: str, has_file_window: bool) -> list[str]:
     if (modality or "").upper() == "CT":
         names += list(CT_PRESETS)
         names += [AUTO_WINDOW, FULL_RANGE, PROTECTION_WINDOW]
-    else:
-        names += [AUTO_WINDOW, FULL_RANGE, PROTECTION_WINDOW]
+    else:  # MR and other arbitrary-unit data: percentile windows, as MR viewers do
+        names += [AUTO_WINDOW, HIGH_CONTRAST, FULL_RANGE, PROTECTION_WINDOW]
     return names
 
 
@@ -119,6 +120,8 @@ def resolve_preset(name: str, image: np.ndarray, meta: dict[str, Any] | None = N
             return window
     if name == FULL_RANGE:
         return full_window(image)
+    if name == HIGH_CONTRAST:
+        return auto_window(image, 5.0, 95.0)
     if name == PROTECTION_WINDOW and intensity_low_high is not None:
         return Window.from_range(*intensity_low_high)
     return auto_window(image)

@@ -24,12 +24,15 @@ def test_ct_presets_file_window_and_auto():
     names = imaging.presets_for("CT", has_file_window=True)
     assert names[0] == imaging.FILE_WINDOW and "CT lung" in names and "CT bone" in names
     assert "CT lung" not in imaging.presets_for("MR", has_file_window=False)
+    assert imaging.presets_for("MR", has_file_window=False)[:2] == [imaging.AUTO_WINDOW, imaging.HIGH_CONTRAST]
     image = np.linspace(0, 100, 101, dtype=np.float32).reshape(1, -1)
     assert imaging.resolve_preset("CT lung", image) == imaging.Window(-600, 1500)
     assert imaging.resolve_preset(imaging.FILE_WINDOW, image, {"window_center": "600", "window_width": [1600, 20]}) \
         == imaging.Window(600, 1600)
     auto = imaging.resolve_preset(imaging.AUTO_WINDOW, image)
     assert auto.low == pytest.approx(1.0) and auto.high == pytest.approx(99.0)
+    high = imaging.resolve_preset(imaging.HIGH_CONTRAST, image)
+    assert (high.low, high.high) == (pytest.approx(5.0), pytest.approx(95.0))
     assert imaging.resolve_preset(imaging.PROTECTION_WINDOW, image, None, (-1000, 1000)) == imaging.Window(0, 2000)
     assert imaging.file_window({"window_center": 1, "window_width": 0}) is None
 
