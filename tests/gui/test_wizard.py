@@ -130,7 +130,10 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     assert "full colour" in review.diff_label.text()
     review._flicker_tick()
     assert review.left.frames is review.protected and "flicker" in review.left.title.text()
-    review.flicker.setChecked(True)
+    review._show_left(original=True)
+    review.flicker.setChecked(True)  # the timer alternates the left view on its own
+    qtbot.waitUntil(lambda: review.left.frames is review.protected, timeout=3000)
+    qtbot.waitUntil(lambda: review.left.frames is review.original, timeout=3000)
     review.flicker.setChecked(False)
     assert review.left.frames is review.original
 
