@@ -14,7 +14,7 @@ def foreground_mask(x_norm: np.ndarray, min_level: float = 0.02) -> np.ndarray:
     when the image is (nearly) constant or the region is tiny.
     """
     from skimage.filters import threshold_otsu
-    from skimage.morphology import ball, binary_closing, disk, remove_small_holes
+    from skimage.morphology import ball, closing, disk, remove_small_holes
 
     x = np.clip(np.asarray(x_norm, dtype=np.float32), 0.0, 1.0)
     if float(x.max() - x.min()) < 1e-6:
@@ -26,7 +26,7 @@ def foreground_mask(x_norm: np.ndarray, min_level: float = 0.02) -> np.ndarray:
     # Half the Otsu level: Otsu separates bright tissue from dark tissue as often as body from air.
     fg = x > max(min_level, 0.5 * t)
     footprint = disk(2) if x.ndim == 2 else ball(1)
-    fg = binary_closing(fg, footprint)
+    fg = closing(fg, footprint).astype(bool)
     fg = remove_small_holes(fg, max_size=max(16, fg.size // 50))
     if fg.mean() < 0.01:
         return np.ones(x.shape, dtype=bool)

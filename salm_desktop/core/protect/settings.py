@@ -20,7 +20,7 @@ class ProtectSettings:
     stop_accuracy: float = 0.99  # surrogate accuracy on the perturbed data, eval mode
     max_rounds: int = 10
     mask_ratio: float = 0.2  # fraction of each sample's pixels SALM may change; 1.0 == plain EM
-    recompute_mask: bool | str = "never"  # "never" (fixed after the first step) | "round" | "step"; True == "step"
+    recompute_mask: bool | str = "step"  # "step" (every PGD step) | "round" | "never" (fixed after the first step); True == "step"
     foreground: bool = False  # intersect the mask with the body/foreground region
     surrogate: str = "auto"  # "auto" | "cifar_resnet" | "small_cnn" | "densenet121" | "resnet18"
     batch_size: int = 64

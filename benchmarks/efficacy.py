@@ -1,0 +1,172 @@
+"""Efficacy benchmark: clean / random / EM / SALM on BreastMNIST and PneumoniaMNIST (issue 3).
+
+Protects the *training split only*, then trains fresh attackers on the protected split and tests
+them on the clean test split. Per row: generation seconds, rounds, fraction of pixels changed,
+PSNR and SSIM (scikit-image, data range 255, mean over images), and per attacker accuracy,
+balanced accuracy and AUC, final and peak over epochs.
+
+One command (about an hour on 2 busy CPU cores; add --subset 1000 for a quick look):
+
+    python benchmarks/efficacy.py --markdown docs/benchmarks.md
+
+Results are printed as a markdown table, written as JSON next to it (benchmarks/results/), and
+with --markdown appended to the efficacy section of that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from salm_desktop.core.evaluate import medmnist_series, train_and_test  # noqa: E402
+from salm_desktop.core.model import IntensityMap  # noqa: E402
+from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
+
+DATA = Path(os.environ.get("SALM_TEST_DATA", REPO.parent / "shared" / "data")) / "medmnist"
+
+
+def image_quality(orig: np.ndarray, prot: np.ndarray) -> tuple[float, float]:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    psnr, ssim = [], []
+    for o, p in zip(orig.astype(np.float64), prot.astype(np.float64)):
+        psnr.append(peak_signal_noise_ratio(o, p, data_range=255) if np.any(o != p) else np.inf)
+        ssim.append(structural_similarity(o, p, data_range=255))
+    finite = [v for v in psnr if np.isfinite(v)]
+    return (float(np.mean(finite)) if finite else float("inf")), float(np.mean(ssim))
+
+
+def _value(v: str):
+    if v in ("true", "false"):
+        return v == "true"
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def parse_row(spec: str) -> tuple[str, dict]:
+    """clean | random:R | em | salm:R[:key=value...]  ->  (label, ProtectSettings kwargs or {})."""
+    parts = spec.split(":")
+    method = parts[0]
+    kwargs: dict = {}
+    if method == "clean":
+        return "clean", {}
+    kwargs["method"] = method
+    if len(parts) > 1 and parts[1]:
+        kwargs["mask_ratio"] = float(parts[1])
+    for kv in parts[2:]:
+        k, v = kv.split("=")
+        kwargs[k] = _value(v)
+    return spec, kwargs
+
+
+def run_dataset(name: str, rows: list[str], archs: list[str], epochs: int, subset: int | None, seed: int,
+                base: dict) -> list[dict]:
+    npz = DATA / f"{name}.npz"
+    with np.load(npz) as z:
+        test = (z["test_images"], z["test_labels"])
+        train_labels = z["train_labels"]
+    series = medmnist_series(npz, "train", n=subset)
+    n = len(series.samples)
+    clean = np.stack([s.read() for s in series.samples]).astype(np.uint8)
+    labels = train_labels[:n]
+    out = []
+    for spec in rows:
+        label, kwargs = parse_row(spec)
+        row = {"dataset": name, "row": label, "train_images": n}
+        if label == "clean":
+            prot = clean
+            row.update(seconds=0.0, rounds=0, fraction_pixels_changed=0.0, psnr=float("inf"), ssim=1.0)
+        else:
+            settings = ProtectSettings(**{**base, **kwargs, "seed": seed})
+            t0 = time.perf_counter()
+            result = protect_series([series], settings)
+            seconds = time.perf_counter() - t0
+            prot = np.stack([result.protected(series.id, i) for i in range(n)])
+            assert np.abs(prot - clean).max() <= 8.0 + 1e-6
+            prot = prot.astype(np.uint8)
+            psnr, ssim = image_quality(clean, prot)
+            row.update(seconds=round(seconds, 1), rounds=result.summary["rounds"],
+                       fraction_pixels_changed=round(result.summary["fraction_pixels_changed"], 4),
+                       surrogate_accuracy=result.summary["surrogate_accuracy"], psnr=round(psnr, 2), ssim=round(ssim, 4),
+                       settings={k: v for k, v in settings.as_dict().items() if k not in ("device",)})
+        for arch in archs:
+            t0 = time.perf_counter()
+            res = train_and_test((prot, labels), test, arch, epochs, seed, IntensityMap.for_uint8())
+            row[arch] = {"final": res["final"], "peak": res["peak"], "seconds": round(time.perf_counter() - t0, 1)}
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
+def markdown(rows: list[dict], archs: list[str], header: str) -> str:
+    lines = [header, ""]
+    cols = ["dataset", "row", "gen s", "rounds", "changed", "PSNR dB", "SSIM"]
+    for a in archs:
+        cols += [f"{a} bal (final/peak)", f"{a} AUC (final/peak)", f"{a} acc (final/peak)"]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for r in rows:
+        cells = [r["dataset"], r["row"], f"{r['seconds']:.0f}", str(r["rounds"]), f"{100 * r['fraction_pixels_changed']:.1f} %",
+                 "inf" if not np.isfinite(r["psnr"]) else f"{r['psnr']:.1f}", f"{r['ssim']:.3f}"]
+        for a in archs:
+            f, p = r[a]["final"], r[a]["peak"]
+            cells += [f"{f['balanced_acc']:.3f} / {p['balanced_acc']:.3f}", f"{f['auc']:.3f} / {p['auc']:.3f}",
+                      f"{f['acc']:.3f} / {p['acc']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="breastmnist,pneumoniamnist")
+    ap.add_argument("--rows", default="clean,random:0.2,em,salm:0.05,salm:0.1,salm:0.2,salm:0.5",
+                    help="comma-separated: clean | random:R | em | salm:R[:key=value...] (ProtectSettings fields)")
+    ap.add_argument("--archs", default="cnn,resnet")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--subset", type=int, default=None, help="only the first N training images")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
+    ap.add_argument("--json-out", type=Path, default=REPO / "benchmarks" / "results")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    archs = args.archs.split(",")
+    base = {"device": args.device}
+    rows = []
+    t0 = time.perf_counter()
+    for name in args.datasets.split(","):
+        rows += run_dataset(name, args.rows.split(","), archs, args.epochs, args.subset, args.seed, base)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = "python benchmarks/efficacy.py " + " ".join(sys.argv[1:])
+    header = (f"#### Run {stamp}\n\n`{cmd}`  \n{platform.machine()}, torch {torch.__version__}, "
+              f"{args.threads} thread(s), device {args.device}, attackers trained {args.epochs} epochs (Adam 1e-3, batch 32), "
+              f"seed {args.seed}, total {time.perf_counter() - t0:.0f} s. Bal = balanced accuracy on the clean test split.")
+    table = markdown(rows, archs, header)
+    print(table)
+    args.json_out.mkdir(parents=True, exist_ok=True)
+    (args.json_out / f"efficacy-{stamp.replace(' ', '_').replace(':', '')}.json").write_text(json.dumps(rows, indent=1))
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as fh:
+            fh.write("\n" + table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
