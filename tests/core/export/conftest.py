@@ -21,10 +21,3 @@ def tree_hashes(*roots: Path) -> dict[str, str]:
 def hashes():
     """``hashes(*roots)`` -> {path: sha256} of every file under the roots."""
     return tree_hashes
-
-
-@pytest.fixture
-def random_settings():
-    from salm_desktop.core.protect import ProtectSettings
-
-    return ProtectSettings(method="random", mask_ratio=0.2, seed=0, device="cpu")
