@@ -102,7 +102,7 @@ def test_npz_same_keys_only_listed_splits_change(small_npz, tmp_path, hashes):
         diff = d["train_images"].astype(int) - arrays["train_images"].astype(int)
     assert np.any(diff != 0)
     assert np.abs(diff).max() <= 8  # 8/255 of 0..255, rounded
-    assert np.count_nonzero(diff) / diff.size <= 0.2 + 1e-9
+    assert np.count_nonzero(diff) / diff.size <= np.ceil(0.2 * 28 * 28) / (28 * 28) + 1e-9  # top-k per image, k rounded up
     # only the train split was protected: fidelity counts 40 samples
     assert result.fidelity["job"]["samples"] == 40
 
