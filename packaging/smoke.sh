@@ -13,17 +13,23 @@ echo "salm-protect start-up: $(( (t1 - t0) / 1000000 )) ms"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-# Compressed encodings must decode in the frozen app too (pylibjpeg plugins found via metadata).
-for f in MR_small_jp2klossless.dcm MR_small_jpeg_ls_lossless.dcm MR_small_RLE.dcm; do
-  cp "$data/dicom/pydicom_small/$f" "$tmp/"
+# Compressed encodings must decode in the frozen app too (pylibjpeg plugins are found through their
+# package metadata). Each file is inspected on its own: the loader reads the pixels for the intensity
+# range, and all encodings of MR_small must give the same range as the uncompressed file.
+for f in MR_small.dcm MR_small_jp2klossless.dcm MR_small_jpeg_ls_lossless.dcm MR_small_RLE.dcm; do
+  mkdir -p "$tmp/$f.d"
+  cp "$data/dicom/pydicom_small/$f" "$tmp/$f.d/"
+  "$dist/salm-protect" inspect "$tmp/$f.d" --json > "$tmp/$f.json"
 done
-"$dist/salm-protect" inspect "$tmp" --json > "$tmp/inspect.json"
-python3 - "$tmp/inspect.json" <<'PY'
-import json, sys
-report = json.load(open(sys.argv[1]))
-samples = sum(s["samples"] for s in report["series"])
-assert samples == 3 and not report["skipped"], report
-print(f"frozen inspect: {len(report['series'])} series, {samples} compressed images decoded")
+python3 - "$tmp" <<'PY'
+import json, pathlib, sys
+ranges = {}
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+    report = json.loads(path.read_text())
+    assert len(report["series"]) == 1 and report["series"][0]["samples"] == 1 and not report["skipped"], (path.name, report)
+    ranges[path.stem] = report["series"][0]["intensity_range"]
+assert len(set(map(tuple, ranges.values()))) == 1, ranges
+print(f"frozen inspect: {len(ranges)} encodings (JPEG 2000, JPEG-LS, RLE, uncompressed) decoded to the same range {next(iter(ranges.values()))}")
 PY
 
 t0=$(date +%s%N)
