@@ -142,17 +142,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="breastmnist,pneumoniamnist")
     ap.add_argument("--methods", default="salm,em,random", help=f"comma-separated from {', '.join(METHODS)}")
-    ap.add_argument("--defenses", default=",".join(DEFENSES),
-                    help="comma-separated; per dataset with NAME=d1+d2... is not supported, use --reduced")
-    ap.add_argument("--reduced", default="pneumoniamnist=none,augment,blur,median,jpeg75,jpeg10,bitdepth",
-                    help="DATASET=defenses;... : a smaller defense list for some datasets (time)")
+    ap.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated defense names (see --reduced)")
+    ap.add_argument("--reduced", default="pneumoniamnist=none,jpeg10,blur,median",
+                    help="DATASET=defenses;... : a smaller defense list (in this order) for some datasets (time)")
     ap.add_argument("--subset", default="pneumoniamnist=1000", help="DATASET=N;... : only the first N training images")
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--epochs-by", default="pneumoniamnist=10", help="DATASET=N;... : other epochs for some datasets")
     ap.add_argument("--arch", default="cnn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--table-only", action="store_true", help="only assemble the table from cached cells")
+    ap.add_argument("--skip-clean", action="store_true", help="do not train on clean data (e.g. a second process adding a method)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -161,6 +162,7 @@ def main() -> int:
 
     subsets = {k: int(v) for k, v in mapping(args.subset).items()}
     reduced = {k: v.split(",") for k, v in mapping(args.reduced).items()}
+    epochs_by = {k: int(v) for k, v in mapping(args.epochs_by).items()}
     datasets = args.datasets.split(",")
     methods = args.methods.split(",")
     for m in methods:
@@ -170,19 +172,20 @@ def main() -> int:
     t0 = time.perf_counter()
     cells = []
     for name in datasets:
-        defenses = [d for d in defenses_all if d in reduced.get(name, defenses_all)]
+        defenses = [d for d in reduced.get(name, defenses_all) if d in defenses_all]
+        epochs = epochs_by.get(name, args.epochs)
         for d in defenses:
-            for m in ["clean", *methods]:
-                path = CACHE / "cells" / f"{_key(name, m, subsets.get(name), args.seed)}_{d}_{args.arch}_e{args.epochs}.json"
+            for m in ([] if args.skip_clean and not args.table_only else ["clean"]) + methods:
+                path = CACHE / "cells" / f"{_key(name, m, subsets.get(name), args.seed)}_{d}_{args.arch}_e{epochs}.json"
                 if args.table_only:
                     if path.exists():
                         cells.append(json.loads(path.read_text()))
                     continue
-                cells.append(cell(name, m, d, subsets.get(name), args.seed, args.epochs, args.arch, args.device))
+                cells.append(cell(name, m, d, subsets.get(name), args.seed, epochs, args.arch, args.device))
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python benchmarks/countermeasures.py " + " ".join(sys.argv[1:])
     header = (f"#### Run {stamp}\n\n`{cmd}`  \n{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
-              f"device {args.device}; attacker {args.arch}, {args.epochs} epochs (Adam 1e-3, batch 32), seed {args.seed}; "
+              f"device {args.device}; attacker {args.arch}, {args.epochs} epochs {epochs_by or ''} (Adam 1e-3, batch 32), seed {args.seed}; "
               f"subsets {subsets or 'none'}; {time.perf_counter() - t0:.0f} s (cached cells are not recomputed).")
     print(markdown(cells, datasets, methods, defenses_all, header))
     RESULTS.mkdir(parents=True, exist_ok=True)

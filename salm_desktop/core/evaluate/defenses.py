@@ -74,13 +74,34 @@ def canonical(name: str | None) -> str | None:
 
 
 # -- dataset-level transforms ----------------------------------------------------------------------
-def gaussian_blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """Gaussian blur of every image (MONAI's separable GaussianFilter, truncated at 4 sigma)."""
-    from monai.networks.layers import GaussianFilter
+def gaussian_kernel(sigma: float, truncate: float = 3.0) -> torch.Tensor:
+    radius = max(1, int(truncate * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
 
+
+def blur_differentiable(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with replicate borders (MONAI's GaussianFilter pads with zeros, which
+    darkens the image border); differentiable, 2D or 3D."""
+    k = gaussian_kernel(sigma).to(x.device, x.dtype)
+    r = (k.numel() - 1) // 2
     dims = x.ndim - 2
+    conv = F.conv2d if dims == 2 else F.conv3d
+    out = x
+    for axis in range(dims):
+        shape = [1, 1] + [1] * dims
+        shape[2 + axis] = k.numel()
+        pad = [0, 0] * dims
+        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = r
+        out = conv(F.pad(out, pad, mode="replicate"), k.view(shape))
+    return out
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """Gaussian blur of every image (sigma in pixels, truncated at 3 sigma, replicate borders)."""
     with torch.no_grad():
-        out = GaussianFilter(dims, sigma)(x.float())
+        out = blur_differentiable(x.float(), sigma)
     return out.clamp(0.0, 1.0)
 
 

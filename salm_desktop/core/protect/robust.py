@@ -24,9 +24,9 @@ NAMES = ("identity", "shift_flip", "blur", "median", "noise", "quantize")
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    from monai.networks.layers import GaussianFilter
+    from salm_desktop.core.evaluate.defenses import blur_differentiable
 
-    return GaussianFilter(x.ndim - 2, sigma).to(x.device)(x)
+    return blur_differentiable(x, sigma)
 
 
 def _median(x: torch.Tensor) -> torch.Tensor:
