@@ -1,0 +1,120 @@
+"""Throughput and peak memory of the whole protect path on a long real-CT series.
+
+The three real 512 x 512 CT slices of ../shared/data/dicom/ct_3slice_dcmqi are replicated into one
+long series (new SOPInstanceUIDs, positions 1 mm apart), then `run_protect_job` loads, protects and
+writes it. Each size runs in its own process so that peak RSS is that run's own. Per stage it
+reports seconds (from the progress events) and samples per second; peak RSS shows whether memory
+grows with the number of slices.
+
+    python3 benchmarks/throughput.py --slices 64 256 --rounds 2 [--device auto] [--report]
+
+Results go to stdout as a markdown table (paste into docs/benchmarks.md) and to
+benchmarks/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SALM_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def make_series(folder: Path, slices: int) -> None:
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    sources = [pydicom.dcmread(p) for p in sorted((DATA / "dicom" / "ct_3slice_dcmqi" / "dicom").glob("*.dcm"))]
+    series_uid = generate_uid(entropy_srcs=["throughput", str(slices)])
+    z0 = float(sources[0].ImagePositionPatient[2])
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(slices):
+        ds = sources[i % len(sources)].copy()
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["throughput", str(slices), str(i)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], z0 + i * 1.0]
+        ds.SliceLocation = z0 + i * 1.0
+        ds.save_as(folder / f"ct{i:05d}.dcm")
+
+
+def run_one(slices: int, rounds: int, device: str, report: bool) -> dict:
+    """Child process: build the series, protect it, print one JSON line."""
+    import torch
+
+    from salm_desktop.core.jobs import run_protect_job
+    from salm_desktop.core.progress import Progress
+    from salm_desktop.core.protect import ProtectSettings
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(prefix="salm-throughput-") as tmp:
+        src = Path(tmp) / "series"
+        make_series(src, slices)
+        stages: dict[str, list[float]] = {}
+
+        def listen(event) -> None:
+            if event.stage == "log":
+                return
+            now = time.monotonic()
+            first_last = stages.setdefault(event.stage, [now, now])
+            first_last[1] = now
+
+        settings = ProtectSettings(method="salm", labels="clusters", n_clusters=2, max_rounds=rounds, device=device, seed=0)
+        started = time.monotonic()
+        result = run_protect_job([src], Path(tmp) / "out", settings, report=report, progress=Progress(listen))
+        total = time.monotonic() - started
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        data_mb = sum(p.stat().st_size for p in src.iterdir()) / 1e6
+        return {
+            "slices": slices, "rounds_max": rounds, "rounds": result.summary.get("rounds"),
+            "device": result.summary.get("device"), "input_mb": round(data_mb, 1),
+            "seconds_total": round(total, 2),
+            "seconds_by_stage": {k: round(v[1] - v[0], 2) for k, v in stages.items()},
+            "samples_per_s": round(slices / total, 2),
+            "peak_rss_mb": round(rss_mb, 1),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--report", action="store_true", help="also write report.html/.pdf (off: measure data only)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_one(args.child, args.rounds, args.device, args.report)))
+        return 0
+
+    rows = []
+    for n in args.slices:
+        cmd = [sys.executable, __file__, "--child", str(n), "--rounds", str(args.rounds), "--device", args.device]
+        if args.report:
+            cmd.append("--report")
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"done: {rows[-1]}", file=sys.stderr)
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "throughput.json").write_text(json.dumps(rows, indent=2))
+    print("| slices (512x512 CT) | input MB | device | rounds | load s | protect s | export s | total s | samples/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        st = r["seconds_by_stage"]
+        print(f"| {r['slices']} | {r['input_mb']} | {r['device']} | {r['rounds']} | {st.get('load', 0)} | {st.get('protect', 0)} | "
+              f"{st.get('export', 0)} | {r['seconds_total']} | {r['samples_per_s']} | {r['peak_rss_mb']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
