@@ -79,7 +79,10 @@ def derive_uid(original: str, salt: str) -> str:
 
 def is_lossy_source(ds: Dataset) -> bool:
     syntax = UID(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
-    return str(ds.get("LossyImageCompression", "")).strip() == "01" or syntax not in _LOSSLESS
+    flag = str(ds.get("LossyImageCompression", "")).strip()
+    if flag in ("00", "01"):  # the object's own history wins (e.g. a reversible JPEG 2000 .91 file says 00)
+        return flag == "01"
+    return syntax not in _LOSSLESS
 
 
 def choose_output_syntax(source: UID) -> UID:
