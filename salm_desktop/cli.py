@@ -155,55 +155,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def parse_fraction(text: str, name: str = "value") -> float:
-    """'8/255' -> 0.0313..., '0.03' -> 0.03; UsageError for anything else."""
-    raw = str(text).strip()
-    try:
-        if "/" in raw:
-            num, den = raw.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(raw)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"{name} {text!r} is not a number or a fraction like 8/255") from None
-    if not value == value or value in (float("inf"), float("-inf")):
-        raise UsageError(f"{name} {text!r} is not a finite number")
-    return value
-
-
-def _protect_labels(spec: str | None) -> tuple[str | None, str, int | None]:
-    """--labels -> (loader labels source, engine label mode, clusters)."""
-    if spec is None:
-        return None, "given", None
-    if spec.startswith("clusters"):
-        _, _, k = spec.partition(":")
-        try:
-            n = int(k) if k else 2
-        except ValueError:
-            raise UsageError(f"--labels {spec!r}: expected clusters:K with an integer K >= 2") from None
-        if n < 2:
-            raise UsageError(f"--labels {spec!r}: K must be at least 2")
-        return None, "clusters", n
-    return spec, "given", None
-
-
 def _cmd_protect(args: argparse.Namespace) -> int:
     from salm_desktop.core.jobs import JobError, run_protect_job
     from salm_desktop.core.progress import Cancelled, Progress
-    from salm_desktop.core.protect import ProtectSettings
+    from salm_desktop.core.options import OptionError, build_settings
 
-    epsilon = parse_fraction(args.epsilon, "--epsilon")
-    loader_labels, label_mode, clusters = _protect_labels(args.labels)
-    options: dict = {"method": args.method, "epsilon": epsilon, "device": args.device, "seed": args.seed, "labels": label_mode}
-    if args.mask_ratio is not None:
-        options["mask_ratio"] = parse_fraction(args.mask_ratio, "--mask-ratio")
-    if clusters is not None:
-        options["n_clusters"] = clusters
-    if args.max_rounds is not None:
-        options["max_rounds"] = args.max_rounds
+    options = {"method": args.method, "epsilon": args.epsilon, "mask_ratio": args.mask_ratio, "labels": args.labels,
+               "device": args.device, "seed": args.seed, "max_rounds": args.max_rounds}
     try:
-        settings = ProtectSettings(**options)
-    except ValueError as exc:
+        settings, loader_labels = build_settings(options)
+    except OptionError as exc:
         raise UsageError(str(exc)) from None
     splits = [s.strip() for s in str(args.splits).split(",") if s.strip()]
     efficacy = None

@@ -242,11 +242,15 @@ def test_cli_cancel_exit_code(ct_copy, tmp_path, monkeypatch):
 
 
 def test_parse_fraction():
-    assert cli.parse_fraction("8/255") == pytest.approx(8 / 255)
-    assert cli.parse_fraction(" 0.05 ") == 0.05
+    from salm_desktop.core.options import OptionError, parse_fraction
+
+    assert parse_fraction("8/255") == pytest.approx(8 / 255)
+    assert parse_fraction(" 0.05 ") == 0.05
     for bad in ("", "a/b", "1/0", "nan"):
-        with pytest.raises(cli.UsageError):
-            cli.parse_fraction(bad)
+        with pytest.raises(OptionError):
+            parse_fraction(bad)
+    for bad in ("--epsilon=1/0", "--mask-ratio=lots", "--labels=clusters:1"):
+        assert cli.main(["protect", "in", "--out", "out", bad]) == cli.EXIT_USAGE
 
 
 def test_writes_a_given_protection_result_without_protecting_again(ct_copy, tmp_path, monkeypatch):
