@@ -39,6 +39,11 @@ class Context(QObject):
         self._busy = max(0, self._busy + (1 if busy else -1))
         self.busy_changed.emit(self._busy > 0)
 
+    exporting = False  # set by the export page while its worker runs
+
+    def busy_exporting(self) -> bool:
+        return bool(self.exporting)
+
     @property
     def busy(self) -> bool:
         return self._busy > 0

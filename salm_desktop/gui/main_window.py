@@ -216,4 +216,7 @@ class MainWindow(QMainWindow):
         self.ctx.store.qs.setValue("window/geometry", self.saveGeometry())
         self.ctx.save_settings()
         self.shutdown()
+        if self.ctx.state.protect_result is not None:
+            self.ctx.state.close_result(self.ctx.state.protect_result)
+            self.ctx.state.protect_result = None
         super().closeEvent(event)

@@ -389,6 +389,16 @@ class WizardState:
     protected_ids: list[str] = field(default_factory=list)
     export_result: Any = None
 
+    @staticmethod
+    def close_result(result: Any) -> None:
+        """Free a protection result's temporary stores (the wizard owns the results it made)."""
+        close = getattr(result, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                pass
+
     @property
     def series(self) -> list[Series]:
         return list(self.load_result.series) if self.load_result else []

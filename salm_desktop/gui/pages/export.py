@@ -196,6 +196,7 @@ class ExportPage(QWidget):
         self.export_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.ctx.set_busy(True)
+        self.ctx.exporting = True
         worker.start()
 
     def cancel(self) -> None:
@@ -237,6 +238,7 @@ class ExportPage(QWidget):
         self.finished.emit("cancelled")
 
     def _worker_done(self) -> None:
+        self.ctx.exporting = False
         self.export_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.ctx.set_busy(False)

@@ -194,12 +194,15 @@ class LoadPage(QWidget):
         self.ctx.state.inputs = self.input_paths()
         self.ctx.state.load_result = result
         self.ctx.state.excluded = self.ctx.state.default_excluded()
+        previous = self.ctx.state.protect_result
         self.ctx.state.protect_result = None
         self.ctx.state.protect_settings = None
         self.ctx.store.add_recent_inputs([str(p) for p in self.ctx.state.inputs])
         self.progress.setValue(1000)
         self._show_result()
-        self.ctx.loaded.emit()
+        self.ctx.loaded.emit()  # the review lets go of the previous result first
+        if previous is not None and not self.ctx.busy_exporting():
+            self.ctx.state.close_result(previous)
         if not result.series:
             reason = result.skipped[0].reason if result.skipped else "no image files found"
             where = result.skipped[0].path if result.skipped else (self.ctx.state.inputs or ["input"])[0]

@@ -165,6 +165,7 @@ class ProtectPage(QWidget):
                 self.bars[sid].setValue(int(1000 * fraction))
 
     def _done(self, result) -> None:
+        previous = self.ctx.state.protect_result
         self.ctx.state.protect_result = result
         self.ctx.state.protect_settings = self._settings
         self.ctx.state.protected_ids = list(self.series_ids)
@@ -181,7 +182,9 @@ class ProtectPage(QWidget):
         if summary.get("surrogate_accuracy") is not None:
             self.accuracy_label.setText(f"{100 * float(summary['surrogate_accuracy']):.1f} %")
         self.eta_label.setText("0 s")
-        self.ctx.protected.emit()
+        self.ctx.protected.emit()  # the review switches to the new result first
+        if previous is not None and previous is not result and not self.ctx.busy_exporting():
+            self.ctx.state.close_result(previous)
         self.finished.emit("done")
 
     def _failed(self, message: str) -> None:

@@ -90,6 +90,10 @@ class ReviewPage(QWidget):
         ctx.loaded.connect(self.clear)
 
     def clear(self) -> None:
+        if self.worker is not None and self.worker.isRunning():
+            self.worker.cancel()
+            self.worker.wait()
+        self.flicker.setChecked(False)
         self.series.clear()
         self.original = self.protected = None
         self.left.set_frames(None)
