@@ -218,3 +218,16 @@ def test_bad_settings_and_input_give_one_line_errors(breast):
     ser = series_from_arrays(np.zeros((2, 3, 4, 4, 4), np.uint8), [0, 1], name="4d")
     with pytest.raises(ValueError, match="only 2D images and 3D volumes"):
         protect_series([ser], ProtectSettings(**FAST))
+
+
+def test_512_ct_slices_run_on_the_cpu_with_the_downsampling_stem():
+    rng = np.random.default_rng(0)
+    stored = StoredFormat.for_dtype("int16", intercept=-1024.0, bits_stored=12)
+    imgs = stored.to_native(stored.to_stored(rng.normal(0, 300, (4, 512, 512)).cumsum(1) % 1500 - 1000))
+    ser = series_from_arrays(imgs, [0, 1, 0, 1], name="ct512", intensity=IntensityMap.for_ct(), stored=stored)
+    t = time.perf_counter()
+    r = protect_series([ser], ProtectSettings(method="salm", mask_ratio=0.1, max_rounds=1, pgd_steps=2, train_steps=1, batch_size=4, device="cpu"))
+    assert time.perf_counter() - t < 60
+    p, o = r.protected(ser.id, 2), ser.samples[2].read()
+    assert 0 < np.count_nonzero(p != o) <= round(0.1 * 512 * 512)
+    assert np.abs(p - o).max() <= 2000 * 8 / 255 + 0.5
