@@ -9,15 +9,13 @@ import sys
 import tempfile
 import time
 import traceback
+from importlib.resources import files
 from pathlib import Path
 from typing import Callable, Sequence
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
-SAMPLE_NPZ = RESOURCES / "breastmnist_sample16.npz"
-if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):  # PyInstaller one-folder build
-    _bundled = Path(sys._MEIPASS) / "salm_desktop" / "resources" / "breastmnist_sample16.npz"
-    if _bundled.exists():
-        SAMPLE_NPZ = _bundled
+# The top-level resources/ folder is installed as the package salm_desktop.resources (pyproject.toml);
+# PyInstaller collects it under the same package path.
+SAMPLE_NPZ = Path(str(files("salm_desktop.resources") / "breastmnist_sample16.npz"))
 
 log = logging.getLogger("salm_desktop.gui")
 

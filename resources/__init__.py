@@ -1,0 +1,1 @@
+"""Bundled resources (installed as the package ``salm_desktop.resources``): see README.md."""
