@@ -48,7 +48,9 @@ METHODS = {  # label -> ProtectSettings overrides on top of the engine's default
     "salm": {"method": "salm"},
     "em": {"method": "em"},
     "random": {"method": "random"},
-    "salm-robust": {"method": "salm", "robust": True},
+    "salm-robust": {"method": "salm", "robust": True},  # EOT in surrogate training and PGD (robust.py)
+    "salm-robust-pgd": {"method": "salm", "robust": "pgd"},  # EOT in the PGD steps only, half of them untransformed
+    "salm-never": {"method": "salm", "recompute_mask": "never"},  # the engine's default before 2026-11-29 00:37
 }
 
 
@@ -143,7 +145,7 @@ def main() -> int:
     ap.add_argument("--datasets", default="breastmnist,pneumoniamnist")
     ap.add_argument("--methods", default="salm,em,random", help=f"comma-separated from {', '.join(METHODS)}")
     ap.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated defense names (see --reduced)")
-    ap.add_argument("--reduced", default="pneumoniamnist=none,jpeg10,blur,median",
+    ap.add_argument("--reduced", default="breastmnist=none,jpeg10,blur,median,bitdepth,augment,advtrain,jpeg75;pneumoniamnist=none,jpeg10,blur",
                     help="DATASET=defenses;... : a smaller defense list (in this order) for some datasets (time)")
     ap.add_argument("--subset", default="pneumoniamnist=1000", help="DATASET=N;... : only the first N training images")
     ap.add_argument("--epochs", type=int, default=15)

@@ -35,7 +35,7 @@ from salm_desktop.core.progress import Progress
 from .clusters import intensity_features, kmeans
 from .device import resolve_device
 from .masks import foreground_mask, topk_mask
-from .robust import random_transform
+from .robust import random_transform, robust_mode
 from .settings import ProtectSettings
 from .store import ArrayStore
 from .surrogates import build_surrogate, downsample_factor
@@ -145,11 +145,14 @@ class _Job:
         self.rounds = 0
         self.accuracy: dict[int, float] = {}
         self.buckets: dict[tuple[int, ...], _Bucket] = {}
-        self.eot_gen = torch.Generator().manual_seed(int(settings.seed) + 99) if settings.robust else None
+        self.robust = robust_mode(settings.robust)
+        self.eot_gen = torch.Generator().manual_seed(int(settings.seed) + 99) if self.robust != "off" else None
 
-    def _view(self, z: torch.Tensor) -> torch.Tensor:
+    def _view(self, z: torch.Tensor, training: bool = False) -> torch.Tensor:
         """What the surrogate sees of the perturbed input: itself, or a random transformation (robust)."""
-        return z if self.eot_gen is None else random_transform(z, self.eot_gen)
+        if self.eot_gen is None or (training and self.robust == "pgd"):
+            return z
+        return random_transform(z, self.eot_gen, 0.5 if self.robust == "pgd" else None)
 
     # -- reading ------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -276,7 +279,7 @@ class _Job:
                 if len(idx) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
                     continue  # BatchNorm cannot train on a single sample
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(self._view(torch.clamp(x + d, 0, 1))), y)
+                loss = F.cross_entropy(model(self._view(torch.clamp(x + d, 0, 1), training=True)), y)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
@@ -397,7 +400,7 @@ class _Job:
             "mask_ratio": self.ratio,
             "recompute_mask": self.mode,
             "foreground": bool(self.s.foreground),
-            "robust": bool(self.s.robust),
+            "robust": self.robust,
             "rounds": self.rounds,
             "seconds": round(gen_seconds, 3),
             "device": str(self.device),

@@ -51,14 +51,34 @@ def _quantize(x: torch.Tensor, bits: int) -> torch.Tensor:
     return x + (q - x).detach()  # straight-through: forward quantized, gradient of the identity
 
 
-def random_transform(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+MODES = ("off", "full", "pgd")
+
+
+def robust_mode(value) -> str:
+    """``ProtectSettings.robust`` -> "off" | "full" (EOT in surrogate training and PGD) | "pgd"
+    (EOT only in the PGD steps, each sample untransformed with probability 1/2)."""
+    if value is None or value is False or value == "off":
+        return "off"
+    if value is True or value == "full":
+        return "full"
+    if value == "pgd":
+        return "pgd"
+    raise ValueError(f"robust must be off, full (True) or pgd, got {value!r}")
+
+
+def random_transform(x: torch.Tensor, gen: torch.Generator, p_identity: float | None = None) -> torch.Tensor:
     """A random differentiable transformation of every sample of ``x`` (N x 1 x spatial, in [0, 1]).
 
     ``gen`` is a CPU generator (reproducible per seed); the output has the shape, device and dtype of
-    ``x`` and stays in [0, 1].
+    ``x`` and stays in [0, 1]. ``p_identity``: probability that a sample stays untransformed
+    (default: the identity is one of the six choices).
     """
     n = x.shape[0]
-    choice = torch.randint(0, len(NAMES), (n,), generator=gen).to(x.device)
+    choice = torch.randint(0, len(NAMES), (n,), generator=gen)
+    if p_identity is not None:
+        keep = torch.rand(n, generator=gen) < p_identity
+        choice = torch.where(keep, torch.zeros_like(choice), torch.randint(1, len(NAMES), (n,), generator=gen))
+    choice = choice.to(x.device)
     sigma = float(0.5 + torch.rand((), generator=gen))
     bits = int(torch.randint(3, 6, (), generator=gen))
     noise = (torch.randn(x.shape, generator=gen) * (4 / 255)).to(x.device, x.dtype)

@@ -30,7 +30,7 @@ class ProtectSettings:
     n_clusters: int = 2
     surrogate_lr: float = 0.1
     init: str = "zero"  # "zero" | "random": start the noise at 0 or uniform in the budget (inside the mask)
-    robust: bool = False  # expectation over transformation: random blur/median/shift/noise/quantize before the surrogate (robust.py)
+    robust: bool | str = False  # False | True ("full") | "pgd": expectation over random blur/median/shift/noise/quantize (robust.py)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
