@@ -145,6 +145,8 @@ class _Job:
         self.rounds = 0
         self.accuracy: dict[int, float] = {}
         self.buckets: dict[tuple[int, ...], _Bucket] = {}
+        self._round = 0
+        self.class_score: dict[int, torch.Tensor] = {}  # id(bucket) -> (n_classes, *shape), mask_scope="class"
         self.robust = robust_mode(settings.robust)
         self.eot_gen = torch.Generator().manual_seed(int(settings.seed) + 99) if self.robust != "off" else None
 
@@ -248,6 +250,7 @@ class _Job:
     def _min_min(self, dims: int, buckets: list[_Bucket]) -> None:
         s = self.s
         n_classes = max(2, s.n_clusters if s.labels == "clusters" else int(max(b.labels.max() for b in buckets)) + 1)
+        self._n_classes = n_classes
         spatial = min((b.shape for b in buckets), key=lambda sh: min(sh))
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(int(s.seed))
@@ -269,6 +272,7 @@ class _Job:
             return b, idx
 
         for rnd in range(1, s.max_rounds + 1):
+            self._round = rnd
             # (a) surrogate SGD on the perturbed data
             model.train()
             for p in model.parameters():
@@ -316,12 +320,25 @@ class _Job:
             if b.fg is not None:
                 fg = torch.from_numpy(np.asarray(b.fg[idx], dtype=bool)).unsqueeze(1).to(self.device)
             fresh = torch.from_numpy(~b.mask_set[idx]).to(self.device)
+        class_scope = self.use_mask and s.mask_scope == "class"
+        fixed_class_mask = class_scope and self._round > 1
+        if fixed_class_mask:
+            # one mask per class: the top pixels of the class's accumulated saliency (round 1)
+            m = topk_mask(self.class_score[id(b)][y].unsqueeze(1), self.ratio, fg)
+            d = d * m
         for step in range(s.pgd_steps):
             d.requires_grad_(True)
             loss = F.cross_entropy(model(self._view(torch.clamp(x + d, 0, 1))), y)
             (grad,) = torch.autograd.grad(loss, d)
             d = d.detach()
-            if self.use_mask:
+            if class_scope and not fixed_class_mask:
+                g = grad.abs().squeeze(1)
+                g = g / g.flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
+                score = self.class_score.setdefault(id(b), torch.zeros((self._n_classes, *b.shape), device=self.device))
+                score.index_add_(0, y, g)
+            if fixed_class_mask:
+                d = d - self.step * torch.sign(grad) * m
+            elif self.use_mask:
                 recompute = self.mode == "step" or (self.mode == "round" and step == 0)
                 if recompute or bool(fresh.any()):
                     new_m = topk_mask(grad.abs(), self.ratio, fg)

@@ -231,3 +231,14 @@ def test_512_ct_slices_run_on_the_cpu_with_the_downsampling_stem():
     p, o = r.protected(ser.id, 2), ser.samples[2].read()
     assert 0 < np.count_nonzero(p != o) <= round(0.1 * 512 * 512)
     assert np.abs(p - o).max() <= 2000 * 8 / 255 + 0.5
+
+
+def test_class_mask_scope_gives_one_mask_per_class(breast):
+    r = protect_series([breast], ProtectSettings(method="salm", mask_ratio=0.1, mask_scope="class", stop_accuracy=2.0, **FAST))
+    labels = np.array(r.labels_used(breast.id))
+    masks = np.stack([r.delta(breast.id, i) != 0 for i in range(len(breast.samples))])
+    for c in (0, 1):
+        ref = masks[labels == c][0]
+        # every sample of the class uses (a subset of, where the [0, 1] range blocks a pixel) the class mask
+        assert all(np.all(m <= ref) or np.mean(m == ref) > 0.97 for m in masks[labels == c])
+    assert masks.mean() <= round(0.1 * 784) / 784 + 1e-9
