@@ -19,7 +19,7 @@ from salm_desktop.core.evaluate.defenses import (
 )
 from salm_desktop.core.evaluate.efficacy import PlainCNN
 from salm_desktop.core.protect import ProtectSettings, protect_series
-from salm_desktop.core.protect.robust import random_transform
+from salm_desktop.core.protect.robust import random_transform, robust_mode
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,12 @@ def test_random_transform_is_differentiable_reproducible_and_in_range(batch):
     again = random_transform(batch, torch.Generator().manual_seed(1))
     assert torch.allclose(again, out.detach())
     assert not torch.allclose(out.detach(), batch)
+    half = random_transform(batch, torch.Generator().manual_seed(2), p_identity=0.5)
+    kept = (half == batch).flatten(1).all(1).float().mean()
+    assert 0.2 < float(kept) < 0.8  # about half of the samples untransformed
+    assert [robust_mode(v) for v in (False, None, True, "full", "pgd")] == ["off", "off", "full", "full", "pgd"]
+    with pytest.raises(ValueError, match="robust"):
+        robust_mode("always")
 
 
 def test_robust_generation_respects_budget_and_mask(medmnist_dir):
