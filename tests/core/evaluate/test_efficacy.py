@@ -77,13 +77,13 @@ def test_protected_breastmnist_is_clearly_worse_than_clean(medmnist_dir):
     with np.load(npz) as z:
         train = (z["train_images"], z["train_labels"])
         test = (z["test_images"], z["test_labels"])
-    result = protect_series([series], ProtectSettings(max_rounds=3))
+    result = protect_series([series], ProtectSettings())
     prot = np.stack([result.protected(series.id, i) for i in range(len(series.samples))]).astype(np.uint8)
     assert result.summary["fraction_pixels_changed"] <= round(0.2 * 784) / 784 + 1e-9
     assert np.abs(prot.astype(int) - train[0].astype(int)).max() <= 8
-    res = evaluate_efficacy((prot, train[1]), train, test, arch="cnn", epochs=8, seed=0)
-    clean, protected = res["clean"]["final"], res["protected"]["final"]
+    res = evaluate_efficacy((prot, train[1]), train, test, arch="cnn", epochs=15, seed=0)
+    clean, clean_peak, protected = res["clean"]["final"], res["clean"]["peak"], res["protected"]["final"]
     print(json.dumps({"clean": clean, "protected": protected, "summary": result.summary}, default=str))
-    assert clean["balanced_acc"] >= 0.70 and clean["auc"] >= 0.80  # the recipe itself works
-    assert protected["balanced_acc"] <= clean["balanced_acc"] - 0.10
-    assert protected["auc"] <= clean["auc"] - 0.08
+    assert clean_peak["balanced_acc"] >= 0.75 and clean_peak["auc"] >= 0.85  # the recipe itself works
+    assert protected["balanced_acc"] <= clean_peak["balanced_acc"] - 0.15
+    assert protected["auc"] <= clean["auc"] - 0.15
