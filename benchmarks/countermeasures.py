@@ -145,7 +145,7 @@ def main() -> int:
     ap.add_argument("--datasets", default="breastmnist,pneumoniamnist")
     ap.add_argument("--methods", default="salm,em,random", help=f"comma-separated from {', '.join(METHODS)}")
     ap.add_argument("--defenses", default=",".join(DEFENSES), help="comma-separated defense names (see --reduced)")
-    ap.add_argument("--reduced", default="breastmnist=none,jpeg10,blur,median,bitdepth,augment,advtrain,jpeg75;pneumoniamnist=none,jpeg10,blur",
+    ap.add_argument("--reduced", default="breastmnist=none,jpeg10,blur,median,bitdepth,augment,advtrain,jpeg75;pneumoniamnist=none,jpeg10,blur,median",
                     help="DATASET=defenses;... : a smaller defense list (in this order) for some datasets (time)")
     ap.add_argument("--subset", default="pneumoniamnist=1000", help="DATASET=N;... : only the first N training images")
     ap.add_argument("--epochs", type=int, default=15)
