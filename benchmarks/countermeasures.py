@@ -48,9 +48,11 @@ METHODS = {  # label -> ProtectSettings overrides on top of the engine's default
     "salm": {"method": "salm"},
     "em": {"method": "em"},
     "random": {"method": "random"},
-    "salm-robust": {"method": "salm", "robust": True},  # EOT in surrogate training and PGD (robust.py)
-    "salm-robust-pgd": {"method": "salm", "robust": "pgd"},  # EOT in the PGD steps only, half of them untransformed
-    "salm-never": {"method": "salm", "recompute_mask": "never"},  # the engine's default before 2026-11-29 00:37
+    # earlier SALM defaults and the robust variants (measured against salm-sample):
+    "salm-sample": {"method": "salm", "mask_scope": "sample"},  # each sample's own mask, recomputed every step
+    "salm-never": {"method": "salm", "mask_scope": "sample", "recompute_mask": "never"},  # mask fixed after step 1
+    "salm-robust": {"method": "salm", "mask_scope": "sample", "robust": True},  # EOT in surrogate training and PGD
+    "salm-robust-pgd": {"method": "salm", "mask_scope": "sample", "robust": "pgd"},  # EOT in PGD only, half untransformed
 }
 
 
