@@ -11,8 +11,16 @@ One command (BreastMNIST full grid and a reduced PneumoniaMNIST grid, about an h
 
     python benchmarks/countermeasures.py
 
-Options: --datasets, --methods (salm,em,random,salm-robust), --defenses, --subset NAME=N,
---epochs, --arch. Protected training splits are cached under benchmarks/results/countermeasures/
+Options: --datasets, --methods (salm = the engine's current default, em, random; also salm-sample,
+salm-never, salm-robust, salm-robust-pgd, see METHODS), --defenses, --reduced DATASET=d1,d2 (defence
+list and order per dataset), --subset DATASET=N, --epochs / --epochs-by DATASET=N, --arch,
+--skip-clean (a second process adding methods), --table-only (assemble the table from the cache).
+The robust rows of docs/benchmarks.md:
+
+    python benchmarks/countermeasures.py --datasets breastmnist --methods salm-robust,salm-robust-pgd --skip-clean
+
+The cache key is dataset, method label, subset and seed; delete benchmarks/results/countermeasures/
+after the engine's defaults change. Protected training splits are cached under benchmarks/results/countermeasures/
 (git-ignored) as npz files, and every finished cell as a JSON file, so a rerun (or a run that was
 interrupted) only computes what is missing. The markdown table goes to stdout, all cells to
 benchmarks/results/countermeasures-<stamp>.json.
