@@ -13,6 +13,7 @@ import io
 import json
 import math
 import platform
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,20 @@ def _figure(figsize: tuple[float, float]) -> Figure:
 
 # Display windows (level, width) for CT: the difference is judged where a reader looks.
 CT_WINDOW = (40.0, 400.0)  # abdomen / soft tissue
+
+
+# What a reader of the report must know about the limits of the protection, in plain words.
+# The numbers behind each line are in docs/robustness.md and docs/benchmarks.md (BreastMNIST grid).
+PROTECTION_LIMITS = [
+    "The perturbation makes a model trained on this copy learn a shortcut instead of the anatomy; it "
+    "does not de-identify the images and does not stop a person from reading them.",
+    "Measured on BreastMNIST: light processing by a thief (JPEG re-save at quality 75, fewer grey levels) "
+    "leaves the protection in place; augmentation and heavy JPEG (quality 10) weaken it; blurring or a "
+    "3x3 median filter give a thief back most of the ranking ability (AUC), at some cost to their model.",
+    "A thief who keeps the best training epoch on validation data of their own learns more than one who "
+    "trains to the end; on PneumoniaMNIST the protection did not stop a plain CNN. Treat the protection "
+    "as raising the cost of misuse, not as a guarantee.",
+]
 
 
 def software_versions() -> dict[str, str]:
@@ -191,6 +206,8 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], image
         parts += ["<h2>Efficacy</h2><pre id='efficacy'>", html.escape(json.dumps(context["efficacy"], indent=2, default=str)), "</pre>"]
     else:
         parts += ["<h2>Efficacy</h2><p>No evaluation was run with this job (see <code>salm-protect evaluate</code>).</p>"]
+    parts += ["<h2>What the protection does and does not promise</h2><ul id='limits'>"]
+    parts += [f"<li>{html.escape(line)}</li>" for line in PROTECTION_LIMITS] + ["</ul>"]
     parts += ["<h2>Series</h2><table id='series-table'><tr><th>series</th><th>kind</th><th>modality</th><th>samples</th>"
               "<th>PSNR dB</th><th>SSIM</th><th>max |Δ|</th><th>mean |Δ|</th><th>fraction changed</th><th>unit</th></tr>"]
     for s in context["fidelity"]["series"]:
@@ -256,6 +273,9 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images
         lines += ["", "EFFICACY"] + ["  " + line for line in json.dumps(context["efficacy"], indent=1, default=str).splitlines()]
     else:
         lines += ["", "EFFICACY: no evaluation was run with this job"]
+    lines += ["", "WHAT THE PROTECTION DOES AND DOES NOT PROMISE"]
+    for line in PROTECTION_LIMITS:
+        lines += textwrap.wrap(line, 100, initial_indent="  - ", subsequent_indent="    ")
     lines += ["", "SERIES", f"  {'series':<12}{'kind':<7}{'mod':<5}{'n':>6}{'PSNR':>9}{'SSIM':>8}{'max|d|':>10}{'mean|d|':>10}{'changed':>9}"]
     for s in context["fidelity"]["series"]:
         lines.append(f"  {s['series']:<12}{s['kind']:<7}{s['modality']:<5}{s['samples']:>6}{_fmt(_psnr(s['psnr_db']), 4):>9}"

@@ -278,6 +278,7 @@ class _Job:
             for p in model.parameters():
                 p.requires_grad_(True)
             for _ in range(s.train_steps):
+                self.progress.check()  # a cancel must not wait for the surrogate's training steps
                 b, idx = next_train_batch()
                 x, d, y = self._batch(b, idx)
                 if len(idx) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):

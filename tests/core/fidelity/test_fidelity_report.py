@@ -125,3 +125,12 @@ def test_report_has_no_patient_data(ct_report, dicom_dir):
 
 def result_series_id(out: Path) -> str:
     return json.loads((out / "manifest.json").read_text())["series"][0]["series"]
+
+
+def test_report_states_what_the_protection_does_not_promise(ct_report):
+    _, out, _, _ = ct_report
+    html_text = (out / "report.html").read_text(encoding="utf-8")
+    pdf_text = subprocess.run(["pdftotext", str(out / "report.pdf"), "-"], capture_output=True, text=True).stdout
+    assert "What the protection does and does not promise" in html_text
+    assert "median filter" in html_text and "does not de-identify" in html_text
+    assert "WHAT THE PROTECTION DOES AND DOES NOT PROMISE" in pdf_text and "median filter" in pdf_text
