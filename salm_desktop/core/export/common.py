@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from salm_desktop.core.model import Sample, Series, Skipped
+
+if TYPE_CHECKING:
+    from salm_desktop.core.progress import Progress
 
 # ``protected(sample_index) -> native float32 array`` or ``None`` where the sample is copied unchanged.
 ProtectedFn = Callable[[int], "np.ndarray | None"]
@@ -89,6 +92,27 @@ def samples_by_file(series: Series) -> dict[Path, list[tuple[int, Sample]]]:
     for index, sample in enumerate(series.samples):
         groups.setdefault(Path(sample.source.path), []).append((index, sample))
     return groups
+
+
+def iter_source_files(series: Series, progress: "Progress | None", done_offset: int = 0, total: int = 0,
+                      what: str = "file", every: int = 1):
+    """(path, members) per source file of ``series``, reporting export progress (each a cancel point)."""
+    groups = samples_by_file(series)
+    for n, (path, members) in enumerate(groups.items()):
+        if progress is not None and n % every == 0:
+            progress.update("export", done_offset + n, total or len(groups), f"series {series.id}: {what} {n + 1}/{len(groups)}")
+        yield path, members
+
+
+def read_members(members: list[tuple[int, Sample]], protected: ProtectedFn) -> tuple[dict, dict]:
+    """Original and protected native values of the samples of one source file, by sample index."""
+    return {index: sample.read() for index, sample in members}, {index: protected(index) for index, _ in members}
+
+
+def reread_failure(path: Path, exc: BaseException) -> Skipped:
+    """A source file that can no longer be read at export time (moved, changed, deleted)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    return Skipped(path, f"could not be read again for export: {text}")
 
 
 def stored_dtype_array(sample: Sample, native: np.ndarray) -> np.ndarray:

@@ -40,10 +40,12 @@ from salm_desktop.core.export.common import (
     OutputLayout,
     ProtectedFn,
     WriteResult,
-    samples_by_file,
+    iter_source_files,
+    read_members,
+    reread_failure,
     stored_dtype_array,
 )
-from salm_desktop.core.model import Series, Skipped
+from salm_desktop.core.model import Series
 from salm_desktop.core.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -247,19 +249,12 @@ def write_dicom_series(
     new_series_uid = derive_uid(series_uid or series.id, uid_salt)
     if series_uid:
         result.uid_map[series_uid] = new_series_uid
-    groups = samples_by_file(series)
-    for n, (path, members) in enumerate(groups.items()):
-        if progress is not None:
-            progress.update("export", done_offset + n, total or len(groups), f"series {series.id}: file {n + 1}/{len(groups)}")
+    for path, members in iter_source_files(series, progress, done_offset, total, "file"):
         try:
             ds = pydicom.dcmread(path)
-            originals = {index: sample.read() for index, sample in members}
-            natives = {index: protected(index) for index, _ in members}
-        except OSError as exc:
-            result.skipped.append(Skipped(path, f"could not be read again for export: {exc.strerror or exc}"))
-            continue
+            originals, natives = read_members(members, protected)
         except Exception as exc:  # noqa: BLE001 - a file that changed under us: skip it with the reason
-            result.skipped.append(Skipped(path, f"could not be read again for export: {exc}"))
+            result.skipped.append(reread_failure(path, exc))
             continue
         source_syntax = UID(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
         try:

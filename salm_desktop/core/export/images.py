@@ -9,8 +9,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from salm_desktop.core.export.common import OutputLayout, ProtectedFn, WriteResult, samples_by_file, stored_dtype_array
-from salm_desktop.core.model import Series, Skipped
+from salm_desktop.core.export.common import OutputLayout, ProtectedFn, WriteResult, iter_source_files, reread_failure, stored_dtype_array
+from salm_desktop.core.model import Series
 from salm_desktop.core.progress import Progress
 
 LOSSY_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".webp"}
@@ -41,21 +41,15 @@ def write_image_series(
     total: int = 0,
 ) -> WriteResult:
     result = WriteResult()
-    groups = samples_by_file(series)
-    for n, (path, members) in enumerate(groups.items()):
-        if progress is not None and (n % 64 == 0):
-            progress.update("export", done_offset + n, total or len(groups), f"series {series.id}: image {n + 1}/{len(groups)}")
+    for path, members in iter_source_files(series, progress, done_offset, total, "image", every=64):
         index, sample = members[0]
         try:
             with Image.open(path) as im:
                 mode = im.mode
             original = sample.read()
             native = protected(index)
-        except OSError as exc:
-            result.skipped.append(Skipped(path, f"could not be read again for export: {exc.strerror or exc}"))
-            continue
-        except Exception as exc:  # noqa: BLE001
-            result.skipped.append(Skipped(path, f"could not be read again for export: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - a file that changed under us: skip it with the reason
+            result.skipped.append(reread_failure(path, exc))
             continue
         stored = sample.stored.to_stored(original) if native is None else stored_dtype_array(sample, native)
         if observer is not None:

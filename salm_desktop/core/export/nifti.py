@@ -14,10 +14,12 @@ from salm_desktop.core.export.common import (
     OutputLayout,
     ProtectedFn,
     WriteResult,
-    samples_by_file,
+    iter_source_files,
+    read_members,
+    reread_failure,
     stored_dtype_array,
 )
-from salm_desktop.core.model import Sample, Series, Skipped, StoredFormat
+from salm_desktop.core.model import Sample, Series, StoredFormat
 from salm_desktop.core.progress import Progress
 
 
@@ -73,20 +75,13 @@ def write_nifti_series(
     total: int = 0,
 ) -> WriteResult:
     result = WriteResult()
-    groups = samples_by_file(series)
-    for n, (path, members) in enumerate(groups.items()):
-        if progress is not None:
-            progress.update("export", done_offset + n, total or len(groups), f"series {series.id}: volume {n + 1}/{len(groups)}")
+    for path, members in iter_source_files(series, progress, done_offset, total, "volume"):
         try:
             img = nib.load(str(path))
             raw = np.array(img.dataobj.get_unscaled())  # stored values, a writable copy
-            originals = {index: sample.read() for index, sample in members}
-            natives = {index: protected(index) for index, _ in members}
-        except OSError as exc:
-            result.skipped.append(Skipped(path, f"could not be read again for export: {exc.strerror or exc}"))
-            continue
-        except Exception as exc:  # noqa: BLE001
-            result.skipped.append(Skipped(path, f"could not be read again for export: {exc}"))
+            originals, natives = read_members(members, protected)
+        except Exception as exc:  # noqa: BLE001 - a file that changed under us: skip it with the reason
+            result.skipped.append(reread_failure(path, exc))
             continue
         slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
         # Quantize with the file's own scaling (what the file can really hold), whatever the loader assumed.

@@ -9,8 +9,17 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from salm_desktop.core.export.common import ExportError, OutputLayout, ProtectedFn, WriteResult, samples_by_file, stored_dtype_array
-from salm_desktop.core.model import Series, Skipped
+from salm_desktop.core.export.common import (
+    ExportError,
+    OutputLayout,
+    ProtectedFn,
+    WriteResult,
+    iter_source_files,
+    read_members,
+    reread_failure,
+    stored_dtype_array,
+)
+from salm_desktop.core.model import Series
 from salm_desktop.core.progress import Progress
 
 
@@ -26,17 +35,13 @@ def write_volume_series(
     total: int = 0,
 ) -> WriteResult:
     result = WriteResult()
-    groups = samples_by_file(series)
-    for n, (path, members) in enumerate(groups.items()):
-        if progress is not None:
-            progress.update("export", done_offset + n, total or len(groups), f"series {series.id}: volume {n + 1}/{len(groups)}")
+    for path, members in iter_source_files(series, progress, done_offset, total, "volume"):
         try:
             image = sitk.ReadImage(str(path))
             array = sitk.GetArrayFromImage(image).copy()  # (z, y, x)
-            originals = {index: sample.read() for index, sample in members}
-            natives = {index: protected(index) for index, _ in members}
+            originals, natives = read_members(members, protected)
         except (OSError, RuntimeError) as exc:
-            result.skipped.append(Skipped(path, f"could not be read again for export: {getattr(exc, 'strerror', None) or str(exc).strip().splitlines()[-1]}"))
+            result.skipped.append(reread_failure(path, exc))
             continue
         seen = []
         for index, sample in members:
