@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 # The top-level resources/ folder is installed as the package salm_desktop.resources (pyproject.toml);
-# PyInstaller collects it under the same package path.
-SAMPLE_NPZ = Path(str(files("salm_desktop.resources") / "breastmnist_sample16.npz"))
+# the PyInstaller spec copies its files to salm_desktop/resources inside the bundle.
+if getattr(sys, "frozen", False) and hasattr(sys, "_MEIPASS"):
+    SAMPLE_NPZ = Path(sys._MEIPASS) / "salm_desktop" / "resources" / "breastmnist_sample16.npz"
+else:
+    SAMPLE_NPZ = Path(str(files("salm_desktop.resources") / "breastmnist_sample16.npz"))
 
 log = logging.getLogger("salm_desktop.gui")
 
