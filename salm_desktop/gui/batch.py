@@ -20,12 +20,12 @@ from PySide6.QtWidgets import (
 from .context import Context
 from .model import BatchQueue
 from .widgets import fill_table, hint, make_table
-from .workers import Worker, retire
+from .workers import Worker, WorkerHost
 
 COLUMNS = ["Input", "Status", "Output", "Message"]
 
 
-class BatchDialog(QDialog):
+class BatchDialog(QDialog, WorkerHost):
     finished_queue = Signal(str)  # "done" | "cancelled" | "failed"
 
     def __init__(self, ctx: Context, parent=None) -> None:
@@ -103,10 +103,6 @@ class BatchDialog(QDialog):
             self.queue.remove(r)
         self.refresh()
 
-    @property
-    def running(self) -> bool:
-        return self.worker is not None and self.worker.isRunning()
-
     def start(self) -> None:
         if self.running:
             return
@@ -129,21 +125,11 @@ class BatchDialog(QDialog):
             return queue.run(out_root, settings, progress)
 
         worker = Worker(job, self, name="batch")
-        worker.progressed.connect(self._progressed)
-        worker.succeeded.connect(self._done)
-        worker.failed.connect(self._failed)
-        worker.cancelled.connect(self._cancelled)
-        worker.finished.connect(self._worker_done)
-        retire(self.worker)
-        self.worker = worker
+        self._adopt(worker, self._done)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.ctx.set_busy(True)
         worker.start()
-
-    def cancel(self) -> None:
-        if self.running:
-            self.worker.cancel()
 
     def _progressed(self, event) -> None:
         if event.stage == "log":

@@ -90,3 +90,31 @@ def retire(worker: "Worker | None") -> None:
     """Schedule a finished worker for deletion (its parent would otherwise keep every one alive)."""
     if worker is not None and not worker.isRunning():
         worker.deleteLater()
+
+
+class WorkerHost:
+    """A page or dialog that runs one cancellable :class:`Worker` at a time.
+
+    The host provides ``_progressed``, ``_failed``, ``_cancelled`` and ``_worker_done`` slots and keeps
+    its worker in ``self.worker`` (``None`` before the first run).
+    """
+
+    worker: "Worker | None" = None
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def cancel(self) -> None:
+        if self.running:
+            self.worker.cancel()
+
+    def _adopt(self, worker: "Worker", on_success) -> None:  # noqa: ANN001
+        """Wire ``worker`` to this host's slots and make it the current worker (the last one is retired)."""
+        worker.progressed.connect(self._progressed)
+        worker.succeeded.connect(on_success)
+        worker.failed.connect(self._failed)
+        worker.cancelled.connect(self._cancelled)
+        worker.finished.connect(self._worker_done)
+        retire(self.worker)
+        self.worker = worker

@@ -26,7 +26,7 @@ from .. import services
 from ..context import Context
 from ..model import FORMATS, default_output_dir
 from ..widgets import heading, hint
-from ..workers import Worker, retire
+from ..workers import Worker, WorkerHost
 
 
 def summary_lines(job_result, paths: dict) -> list[str]:
@@ -54,7 +54,7 @@ def summary_lines(job_result, paths: dict) -> list[str]:
     return lines
 
 
-class ExportPage(QWidget):
+class ExportPage(QWidget, WorkerHost):
     finished = Signal(str)  # "done" | "cancelled" | "failed"
     batch_requested = Signal()
 
@@ -151,10 +151,6 @@ class ExportPage(QWidget):
         if folder:
             self.destination.setText(folder)
 
-    @property
-    def running(self) -> bool:
-        return self.worker is not None and self.worker.isRunning()
-
     def start(self) -> None:
         if self.running:
             return
@@ -180,13 +176,7 @@ class ExportPage(QWidget):
             return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded)
 
         worker = Worker(job, self, name="export")
-        worker.progressed.connect(self._progressed)
-        worker.succeeded.connect(lambda r: self._done(r, out_dir))
-        worker.failed.connect(self._failed)
-        worker.cancelled.connect(self._cancelled)
-        worker.finished.connect(self._worker_done)
-        retire(self.worker)
-        self.worker = worker
+        self._adopt(worker, lambda r: self._done(r, out_dir))
         self.progress.setValue(0)
         self.summary.clear()
         self.paths = {}
@@ -198,10 +188,6 @@ class ExportPage(QWidget):
         self.ctx.set_busy(True)
         self.ctx.exporting = True
         worker.start()
-
-    def cancel(self) -> None:
-        if self.running:
-            self.worker.cancel()
 
     def _progressed(self, event) -> None:
         if event.stage == "log":

@@ -23,10 +23,10 @@ from .. import services
 from ..context import Context
 from ..model import SERIES_COLUMNS, load_summary, series_rows, skipped_rows
 from ..widgets import fill_table, heading, hint, make_table
-from ..workers import Worker, retire
+from ..workers import Worker, WorkerHost
 
 
-class LoadPage(QWidget):
+class LoadPage(QWidget, WorkerHost):
     finished = Signal(bool)  # a load ended (True: something loaded)
 
     def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
@@ -145,10 +145,6 @@ class LoadPage(QWidget):
             self.add_paths(paths)
 
     # -- loading ---------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.worker is not None and self.worker.isRunning()
-
     def start_load(self) -> None:
         paths = self.input_paths()
         if not paths:
@@ -163,23 +159,13 @@ class LoadPage(QWidget):
             self.worker.wait()
         settings = self.ctx.settings.copy()  # a snapshot: edits during the run do not leak in
         worker = Worker(lambda progress: services.load(paths, settings, progress), self, name="load")
-        worker.progressed.connect(self._progressed)
-        worker.succeeded.connect(self._loaded)
-        worker.failed.connect(self._failed)
-        worker.cancelled.connect(self._cancelled)
-        worker.finished.connect(self._worker_done)
-        retire(self.worker)
-        self.worker = worker
+        self._adopt(worker, self._loaded)
         self.progress.setValue(0)
         self.status.setText("Loading…")
         self.cancel_button.setEnabled(True)
         self.load_button.setEnabled(False)
         self.ctx.set_busy(True)
         worker.start()
-
-    def cancel(self) -> None:
-        if self.running:
-            self.worker.cancel()
 
     def _progressed(self, event) -> None:
         if event.stage == "log":

@@ -21,10 +21,10 @@ from .. import services
 from ..context import Context
 from ..model import ProtectStatus, duration_text
 from ..widgets import fill_table, heading, hint, make_table
-from ..workers import Worker, retire
+from ..workers import Worker, WorkerHost
 
 
-class ProtectPage(QWidget):
+class ProtectPage(QWidget, WorkerHost):
     finished = Signal(str)  # "done" | "cancelled" | "failed"
 
     def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
@@ -82,10 +82,6 @@ class ProtectPage(QWidget):
         ctx.loaded.connect(self.reset)
         ctx.selection_changed.connect(self.reset)
 
-    @property
-    def running(self) -> bool:
-        return self.worker is not None and self.worker.isRunning()
-
     def reset(self) -> None:
         if self.running:
             return
@@ -126,13 +122,7 @@ class ProtectPage(QWidget):
                   f"seed {settings.seed}.")
         self._settings = settings
         worker = Worker(lambda progress: services.protect(series, settings, progress), self, name="protect")
-        worker.progressed.connect(self._progressed)
-        worker.succeeded.connect(self._done)
-        worker.failed.connect(self._failed)
-        worker.cancelled.connect(self._cancelled)
-        worker.finished.connect(self._worker_done)
-        retire(self.worker)
-        self.worker = worker
+        self._adopt(worker, self._done)
         self.started_at = time.monotonic()
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
