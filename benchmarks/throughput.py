@@ -8,6 +8,11 @@ grows with the number of slices.
 
     python3 benchmarks/throughput.py --slices 64 256 --rounds 2 [--device auto] [--report]
 
+Batch mode (issue 6: does overlapping reading and writing with compute pay?): one batch job of UNITS
+series, run with the pipeline on and off in alternating child processes of the same run:
+
+    python3 benchmarks/throughput.py --batch 6 --slices 24 --rounds 1 [--pgd-steps 2 --train-steps 2]
+
 Results go to stdout as a markdown table (paste into docs/benchmarks.md) and to
 benchmarks/results/throughput.json.
 """
@@ -15,6 +20,7 @@ benchmarks/results/throughput.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -28,18 +34,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SALM_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 
-def make_series(folder: Path, slices: int) -> None:
+def make_series(folder: Path, slices: int, tag: str = "") -> None:
     import pydicom
     from pydicom.uid import generate_uid
 
     sources = [pydicom.dcmread(p) for p in sorted((DATA / "dicom" / "ct_3slice_dcmqi" / "dicom").glob("*.dcm"))]
-    series_uid = generate_uid(entropy_srcs=["throughput", str(slices)])
+    series_uid = generate_uid(entropy_srcs=["throughput", str(slices), tag])
     z0 = float(sources[0].ImagePositionPatient[2])
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(slices):
         ds = sources[i % len(sources)].copy()
         ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = generate_uid(entropy_srcs=["throughput", str(slices), str(i)])
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=["throughput", str(slices), tag, str(i)])
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.InstanceNumber = i + 1
         ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], z0 + i * 1.0]
@@ -84,14 +90,86 @@ def run_one(slices: int, rounds: int, device: str, report: bool) -> dict:
         }
 
 
+def run_batch_once(units: int, slices: int, rounds: int, device: str, pipeline: bool, pgd_steps: int,
+                   train_steps: int, threads: int) -> dict:
+    """Child process: one batch job of ``units`` series of ``slices`` slices, pipelined or sequential."""
+    import torch
+
+    from salm_desktop.core.batch import load_config, run_batch
+
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(prefix="salm-throughput-batch-") as tmp:
+        src = Path(tmp) / "cohort"
+        for u in range(units):
+            make_series(src / f"series{u:03d}", slices, tag=f"unit{u}")
+        config_path = Path(tmp) / "batch.toml"
+        config_path.write_text(f'output = "out"\ninputs = ["cohort"]\n[settings]\nlabels = "clusters:2"\n'
+                               f'max_rounds = {rounds}\ndevice = "{device}"\nreport = false\n', encoding="utf-8")
+        config = load_config(config_path)
+        for job in config.jobs:  # schedule knobs that the batch config does not expose
+            job.settings = dataclasses.replace(job.settings, pgd_steps=pgd_steps, train_steps=train_steps)
+        started = time.monotonic()
+        result = run_batch(config, pipeline=pipeline)
+        total = time.monotonic() - started
+        job = result.jobs[0]
+        assert job.status == "done" and job.units_total == units, job.as_dict()
+        return {
+            "mode": "pipelined" if pipeline else "sequential", "units": units, "slices_per_unit": slices,
+            "pgd_steps": pgd_steps, "train_steps": train_steps, "rounds_max": rounds, "torch_threads": torch.get_num_threads(),
+            "device": job.summary.get("device"), "seconds_total": round(total, 2),
+            "samples_per_s": round(units * slices / total, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+
+def batch_main(args) -> int:
+    """Pipelined vs sequential batch, alternating in one run so both see the same machine load."""
+    rows = []
+    for rep in range(args.repeats):
+        for pipeline in ((True, False) if rep % 2 == 0 else (False, True)):
+            cmd = [sys.executable, __file__, "--batch-child", str(args.batch), "--slices", str(args.slices[0]),
+                   "--rounds", str(args.rounds), "--device", args.device, "--pgd-steps", str(args.pgd_steps),
+                   "--train-steps", str(args.train_steps), "--threads", str(args.threads)] + ([] if pipeline else ["--sequential"])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"done: {rows[-1]}", file=sys.stderr)
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "throughput-batch.json").write_text(json.dumps(rows, indent=2))
+    print("| mode | units x slices | PGD / train steps | device | torch threads | total s | samples/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['mode']} | {r['units']} x {r['slices_per_unit']} | {r['pgd_steps']} / {r['train_steps']} | {r['device']} | "
+              f"{r['torch_threads']} | "
+              f"{r['seconds_total']} | {r['samples_per_s']} | {r['peak_rss_mb']} |")
+    best = {m: min(r["seconds_total"] for r in rows if r["mode"] == m) for m in ("pipelined", "sequential")}
+    print(f"\nbest pipelined / best sequential wall time: {best['pipelined'] / best['sequential']:.3f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--report", action="store_true", help="also write report.html/.pdf (off: measure data only)")
+    parser.add_argument("--batch", type=int, metavar="UNITS",
+                        help="batch mode: UNITS series of --slices slices each, pipelined vs sequential run_batch")
+    parser.add_argument("--repeats", type=int, default=2, help="batch mode: runs per mode (alternating order)")
+    parser.add_argument("--pgd-steps", type=int, default=20, help="batch mode: PGD steps per round (fewer = a faster device)")
+    parser.add_argument("--train-steps", type=int, default=10, help="batch mode: surrogate steps per round")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="batch mode: torch threads (0 = all cores; fewer leaves a core for reading and writing, as a GPU would)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sequential", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.batch_child:
+        print(json.dumps(run_batch_once(args.batch_child, args.slices[0], args.rounds, args.device, not args.sequential,
+                                        args.pgd_steps, args.train_steps, args.threads)))
+        return 0
+    if args.batch:
+        return batch_main(args)
     if args.child:
         print(json.dumps(run_one(args.child, args.rounds, args.device, args.report)))
         return 0

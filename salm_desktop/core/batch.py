@@ -33,13 +33,14 @@ import json
 import os
 import re
 import shutil
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from salm_desktop import __version__
-from salm_desktop.core.model import LoadResult, Series, Skipped
+from salm_desktop.core.model import LoadResult, Series
 from salm_desktop.core.options import OptionError, build_settings
 from salm_desktop.core.progress import Cancelled, Progress
 
@@ -260,11 +261,14 @@ def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:
 
 
 def run_batch(config: BatchConfig, progress: Progress | None = None,
-              on_job: Callable[[int, BatchJob], None] | None = None) -> BatchResult:
+              on_job: Callable[[int, BatchJob], None] | None = None, pipeline: bool = True) -> BatchResult:
     """Run (or resume) every job of ``config``. Raises nothing for a failing job: its outcome says why.
 
     A cancel (``progress.cancel()`` or Ctrl-C) stops at the next checkpoint; finished units stay in
     the job's partial folder for the next run, and the rest of the jobs are marked cancelled.
+    ``pipeline`` (default) overlaps each unit's compute with reading the next unit's pixels and writing
+    the previous unit (see :func:`_run_units`); ``pipeline=False`` runs the steps one after the other
+    (the benchmark's baseline).
     """
     progress = progress or Progress()
     output = config.output.expanduser()
@@ -278,7 +282,7 @@ def run_batch(config: BatchConfig, progress: Progress | None = None,
         if on_job is not None:
             on_job(index, job)
         try:
-            outcomes.append(_run_job(job, output, progress))
+            outcomes.append(_run_job(job, output, progress, pipeline))
         except (Cancelled, KeyboardInterrupt):
             cancelled = True
             outcomes.append(JobOutcome(job.name, "cancelled", message="cancelled; finished series are kept for a rerun"))
@@ -294,8 +298,7 @@ def run_batch(config: BatchConfig, progress: Progress | None = None,
     return result
 
 
-def _run_job(job: BatchJob, output: Path, progress: Progress) -> JobOutcome:
-    from salm_desktop.core.jobs import JobError
+def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = True) -> JobOutcome:
     from salm_desktop.core.studies import load_paths
 
     final = output / job.name
@@ -331,27 +334,106 @@ def _run_job(job: BatchJob, output: Path, progress: Progress) -> JobOutcome:
         return JobOutcome(job.name, "failed", None, "nothing loadable in the inputs", skipped=skipped)
 
     reused = sum(1 for u in units if u.id in state["done"])
-    for number, unit in enumerate(units, start=1):
-        if unit.id in state["done"]:
-            continue
-        progress.log(f"job {job.name}: unit {number}/{len(units)} ({unit.id}, {sum(len(s.samples) for s in unit.series)} samples)")
-        try:
-            from salm_desktop.core.jobs import run_protect_job
-
-            run_protect_job(job.inputs, units_dir / unit.id, job.settings, splits=job.splits, report=job.report,
-                            progress=progress, loaded=LoadResult(series=unit.series, skipped=[]))
-        except JobError as exc:
-            skipped.append({"path": unit.id, "reason": str(exc)})
-            state["done"][unit.id] = {"status": "failed", "reason": str(exc)}
-        else:
-            state["done"][unit.id] = {"status": "done"}
-        _write_json_atomic(partial / STATE_NAME, state)
+    todo = [(number, unit) for number, unit in enumerate(units, start=1) if unit.id not in state["done"]]
+    _run_units(job, todo, len(units), units_dir, partial, state, skipped, progress, pipeline)
 
     try:
         summary = _assemble(job, units, units_dir, partial, final, fingerprint, skipped)
     except OSError as exc:
         return JobOutcome(job.name, "failed", None, f"could not assemble the job output: {exc.strerror or exc}")
     return JobOutcome(job.name, "done", final, "", len(units), len(units), reused, skipped, summary)
+
+
+PREFETCH_BYTES = 256 * 2**20  # pixels of the next unit decoded ahead of its turn, at most
+
+
+def _run_units(job: BatchJob, todo: list[tuple[int, Unit]], n_units: int, units_dir: Path, partial: Path,
+               state: dict[str, Any], skipped: list[dict[str, str]], progress: Progress, pipeline: bool) -> None:
+    """Protect and write ``todo`` in order; record each unit in the journal once its output is in place.
+
+    With ``pipeline`` three things run at once: the main thread computes unit k, a writer thread
+    writes unit k-1 (export, report, rename into place) and a reader thread decodes unit k+1's pixels.
+    At most one write is in flight, so memory holds at most two units' results plus the read-ahead
+    buffer. The journal is only written on this thread, after a unit's output was renamed into place;
+    a crash in between just redoes that unit on the next run. Cancel (or Ctrl-C) stops the compute
+    and the read-ahead at once; a unit already being written is complete and is finished and kept
+    (its write has its own cancel flag), so a cancel never throws away finished work.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from salm_desktop.core.jobs import JobError, protect_job, write_job
+    from salm_desktop.core.studies.prefetch import PixelPrefetcher
+
+    journal_lock = threading.Lock()
+
+    def record(unit: Unit, error: JobError | None) -> None:
+        with journal_lock:
+            if error is None:
+                state["done"][unit.id] = {"status": "done"}
+            else:
+                skipped.append({"path": unit.id, "reason": str(error)})
+                state["done"][unit.id] = {"status": "failed", "reason": str(error)}
+            _write_json_atomic(partial / STATE_NAME, state)
+
+    def write(unit: Unit, protected, writer_progress: Progress) -> None:
+        """Writer thread: a unit is journalled as soon as its output is in place (a kill right after keeps it)."""
+        try:
+            write_job(protected, report=job.report, progress=writer_progress)
+        except JobError as exc:
+            record(unit, exc)
+        else:
+            record(unit, None)
+            writer_progress.log(f"job {job.name}: unit {unit.id} written")
+
+    def collect(pending: tuple[Unit, Future] | None) -> None:
+        if pending is not None:
+            pending[1].result()
+
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salm-writer") if pipeline else None
+    writer_progress = progress.log_only()
+    pending: tuple[Unit, Future] | None = None
+    readers: dict[str, PixelPrefetcher] = {}
+
+    def read_ahead(position: int) -> None:
+        if pipeline and position < len(todo):
+            unit = todo[position][1]
+            readers[unit.id] = PixelPrefetcher(unit.series, PREFETCH_BYTES).start()
+
+    try:
+        read_ahead(0)
+        for position, (number, unit) in enumerate(todo):
+            progress.log(f"job {job.name}: unit {number}/{n_units} ({unit.id}, {sum(len(s.samples) for s in unit.series)} samples)")
+            reader = readers.pop(unit.id, None)
+            series = reader.series() if reader is not None else unit.series
+            read_ahead(position + 1)
+            try:
+                protected = protect_job(job.inputs, units_dir / unit.id, job.settings, splits=job.splits, progress=progress,
+                                        loaded=LoadResult(series=series, skipped=[]))
+            except JobError as exc:
+                collect(pending)
+                pending = None
+                record(unit, exc)
+                continue
+            finally:
+                if reader is not None:
+                    reader.close()
+            collect(pending)  # at most one write in flight
+            pending = None
+            if writer is None:
+                write(unit, protected, progress)
+            else:
+                pending = (unit, writer.submit(write, unit, protected, writer_progress))
+        collect(pending)
+        pending = None
+    finally:
+        for reader in readers.values():
+            reader.close()
+        if writer is not None:
+            try:
+                collect(pending)  # finish and journal the unit being written, even on cancel
+            except BaseException:  # noqa: BLE001 - the batch is already ending with the first error
+                pass
+            writer.shutdown(wait=True)
 
 
 def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, final: Path, fingerprint: str,

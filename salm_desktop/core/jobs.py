@@ -147,6 +147,28 @@ def _load(inputs: list[Path], labels: str | None, progress: Progress) -> LoadRes
 
 
 # -- the job -----------------------------------------------------------------------------------------
+@dataclass
+class ProtectedJob:
+    """A job whose protection is computed and whose output is not written yet (see :func:`write_job`).
+
+    Batch runs write one unit while the next one computes; the GUI and the CLI call
+    :func:`run_protect_job`, which does both steps in turn.
+    """
+
+    inputs: list[Path]
+    out: Path
+    settings: Any
+    plan: list[tuple[Series, bool]]  # (series, protect?)
+    result: Any  # a ProtectResult
+    skipped: list[Skipped]
+    overwrite: bool = False
+    owns_result: bool = True
+
+    def close(self) -> None:
+        if self.owns_result and self.result is not None:
+            self.result.close()
+
+
 def run_protect_job(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
@@ -172,6 +194,29 @@ def run_protect_job(
     series, e.g. the one the user reviewed) is written as it is instead of protecting again (the caller
     keeps ownership and closes it). Raises :class:`JobError` (one-line message) and :class:`Cancelled`;
     in both cases nothing is left under ``out_dir``.
+    """
+    progress = progress or Progress()
+    job = protect_job(inputs, out_dir, settings, labels=labels, splits=splits, formats=formats, progress=progress,
+                      overwrite=overwrite, loaded=loaded, result=result)
+    return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy)
+
+
+def protect_job(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    settings: Any,
+    *,
+    labels: str | None = None,
+    splits: Sequence[str] = ("train",),
+    formats: str = "auto",
+    progress: Progress | None = None,
+    overwrite: bool = False,
+    loaded: LoadResult | None = None,
+    result: Any = None,
+) -> ProtectedJob:
+    """The first half of :func:`run_protect_job`: checks, load and protect; nothing is written.
+
+    The caller must pass the returned job to :func:`write_job` or close it.
     """
     from salm_desktop.core.protect import protect_series
 
@@ -243,19 +288,30 @@ def run_protect_job(
     except OSError as exc:
         raise JobError(f"could not read the inputs: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
+    return ProtectedJob(inputs, out, settings, plan, result, skipped, overwrite, owns_result)
+
+
+def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | None = None,
+              roi: str | Path | None = None, efficacy: dict[str, Any] | None = None) -> JobResult:
+    """The second half of :func:`run_protect_job`: export, manifest, report, rename into place.
+
+    Closes ``job``'s result when it owns it, whatever happens. Raises :class:`JobError` and
+    :class:`Cancelled`; in both cases nothing is left under the output folder.
+    """
+    progress = progress or Progress()
+    out, settings, inputs = job.out, job.settings, job.inputs
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # made by us, removed on failure
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{out.name}-", dir=out.parent))
     except OSError as exc:
-        if owns_result:
-            result.close()
+        job.close()
         _remove_empty(created)
         raise JobError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
 
     try:
-        job = _export(plan, result, tmp, settings, inputs, progress, report, skipped, roi, efficacy)
-        _move_into_place(tmp, out, overwrite)
+        written = _export(job.plan, job.result, tmp, settings, inputs, progress, report, job.skipped, roi, efficacy)
+        _move_into_place(tmp, out, job.overwrite)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)
@@ -265,22 +321,21 @@ def run_protect_job(
             raise JobError(str(exc)) from None
         raise
     finally:
-        if owns_result:
-            result.close()
+        job.close()
 
     def final(p: Path | None) -> Path | None:
         return None if p is None else out / p.relative_to(tmp)
 
     return JobResult(
         out_dir=out,
-        summary=job["summary"],
-        skipped=job["skipped"],
-        manifest=final(job["manifest"]),
-        report_html=final(job["report"].get("html")),
-        report_pdf=final(job["report"].get("pdf")),
-        files=[final(p) for p in job["files"]],
-        uid_map=job["uid_map"],
-        fidelity=job["fidelity"],
+        summary=written["summary"],
+        skipped=written["skipped"],
+        manifest=final(written["manifest"]),
+        report_html=final(written["report"].get("html")),
+        report_pdf=final(written["report"].get("pdf")),
+        files=[final(p) for p in written["files"]],
+        uid_map=written["uid_map"],
+        fidelity=written["fidelity"],
     )
 
 

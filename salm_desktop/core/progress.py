@@ -86,6 +86,23 @@ class Progress:
         for listener in list(self._listeners):
             listener(ProgressEvent("log", 0, 0, message))
 
+    def log_only(self) -> "Progress":
+        """A Progress for work that runs beside this one's (a background writer).
+
+        Only its log lines reach this one's listeners, so that a terminal or GUI bar that shows this
+        job's stage is not overdrawn by a second stage. It has its own cancel flag: work that must
+        finish once started (writing a unit whose protection is complete) is not stopped by a cancel
+        of the main work.
+        """
+        child = Progress()
+
+        def forward(event: ProgressEvent) -> None:
+            if event.stage == "log":
+                self.log(event.message)
+
+        child._listeners.append(forward)
+        return child
+
     @property
     def messages(self) -> list[str]:
         with self._lock:

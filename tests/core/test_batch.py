@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -113,8 +114,10 @@ def test_killed_batch_resumes_with_the_same_command(cohort: Path) -> None:
     config = _config(cohort)
     cmd = [sys.executable, "-m", "salm_desktop", "batch", "--config", str(config), "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # kill -9 as soon as the second unit of study1 starts
-        if "unit 2/2" in line:
+    started_second = False
+    for line in proc.stdout:  # kill -9 once the first unit of study1 is written and the second has started
+        started_second = started_second or "unit 2/2" in line
+        if started_second and "written" in line:
             proc.kill()
             break
     proc.wait(timeout=60)
@@ -141,3 +144,32 @@ def test_config_errors_name_the_file_and_problem(tmp_path: Path, data_dir: Path)
     with pytest.raises(ConfigError, match="inside the input"):
         load_config(bad)
     assert main(["batch", "--config", str(tmp_path / "none.toml")]) == 2
+
+
+def test_pipelined_batch_writes_what_the_sequential_one_writes(cohort: Path, tmp_path: Path) -> None:
+    """Overlapping read-ahead, compute and writing changes when things happen, never what is written."""
+    def quick_salm(config_path: Path):
+        config = load_config(config_path)
+        for job in config.jobs:  # the real engine on a short schedule (not a batch-config option)
+            job.settings = dataclasses.replace(job.settings, max_rounds=1, pgd_steps=2, train_steps=2)
+        return config
+
+    pipelined = run_batch(quick_salm(_config(cohort, method="salm")))
+    sequential_root = tmp_path / "sequential"
+    sequential_root.mkdir()
+    shutil.copytree(cohort, sequential_root / "cohort")
+    sequential = run_batch(quick_salm(_config(sequential_root / "cohort", method="salm")), pipeline=False)
+    assert [j.status for j in pipelined.jobs] == [j.status for j in sequential.jobs] == ["done", "done"]
+    for job in ("study1", "study2"):
+        ours = _digests(cohort.parent / "out" / job)
+        assert ours and ours == _digests(sequential_root / "out" / job)
+    assert pipelined.jobs[0].summary["fraction_pixels_changed"] > 0.01
+
+
+def test_writer_log_lines_reach_the_batch_listener_without_its_progress_events(cohort: Path) -> None:
+    events = []
+    run_batch(load_config(_config(cohort)), Progress(events.append))
+    written = [e.message for e in events if e.stage == "log" and "written" in e.message]
+    assert len(written) == 3  # two units of study1, one of study2
+    assert {e.stage for e in events} >= {"load", "protect", "log"}
+    assert "export" not in {e.stage for e in events}  # the background writer does not overdraw the bar
