@@ -53,7 +53,8 @@ def make_series(folder: Path, slices: int, tag: str = "") -> None:
         ds.save_as(folder / f"ct{i:05d}.dcm")
 
 
-def run_one(slices: int, rounds: int, device: str, report: bool) -> dict:
+def run_one(slices: int, rounds: int, device: str, report: bool, pgd_steps: int = 20, train_steps: int = 10,
+            threads: int = 0) -> dict:
     """Child process: build the series, protect it, print one JSON line."""
     import torch
 
@@ -61,7 +62,7 @@ def run_one(slices: int, rounds: int, device: str, report: bool) -> dict:
     from salm_desktop.core.progress import Progress
     from salm_desktop.core.protect import ProtectSettings
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(prefix="salm-throughput-") as tmp:
         src = Path(tmp) / "series"
         make_series(src, slices)
@@ -74,7 +75,8 @@ def run_one(slices: int, rounds: int, device: str, report: bool) -> dict:
             first_last = stages.setdefault(event.stage, [now, now])
             first_last[1] = now
 
-        settings = ProtectSettings(method="salm", labels="clusters", n_clusters=2, max_rounds=rounds, device=device, seed=0)
+        settings = ProtectSettings(method="salm", labels="clusters", n_clusters=2, max_rounds=rounds, device=device, seed=0,
+                                   pgd_steps=pgd_steps, train_steps=train_steps)
         started = time.monotonic()
         result = run_protect_job([src], Path(tmp) / "out", settings, report=report, progress=Progress(listen))
         total = time.monotonic() - started
@@ -82,6 +84,7 @@ def run_one(slices: int, rounds: int, device: str, report: bool) -> dict:
         data_mb = sum(p.stat().st_size for p in src.iterdir()) / 1e6
         return {
             "slices": slices, "rounds_max": rounds, "rounds": result.summary.get("rounds"),
+            "pgd_steps": pgd_steps, "train_steps": train_steps,
             "device": result.summary.get("device"), "input_mb": round(data_mb, 1),
             "seconds_total": round(total, 2),
             "seconds_by_stage": {k: round(v[1] - v[0], 2) for k, v in stages.items()},
@@ -122,20 +125,30 @@ def run_batch_once(units: int, slices: int, rounds: int, device: str, pipeline: 
         }
 
 
+def _child(args, *extra: str) -> dict:
+    """Run this script as a child process (fresh peak RSS) with the common options; its last line is JSON."""
+    cmd = [sys.executable, __file__, *extra, "--rounds", str(args.rounds), "--device", args.device,
+           "--pgd-steps", str(args.pgd_steps), "--train-steps", str(args.train_steps), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"done: {row}", file=sys.stderr)
+    return row
+
+
+def _save(rows: list[dict], name: str) -> None:
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / name).write_text(json.dumps(rows, indent=2))
+
+
 def batch_main(args) -> int:
     """Pipelined vs sequential batch, alternating in one run so both see the same machine load."""
     rows = []
     for rep in range(args.repeats):
         for pipeline in ((True, False) if rep % 2 == 0 else (False, True)):
-            cmd = [sys.executable, __file__, "--batch-child", str(args.batch), "--slices", str(args.slices[0]),
-                   "--rounds", str(args.rounds), "--device", args.device, "--pgd-steps", str(args.pgd_steps),
-                   "--train-steps", str(args.train_steps), "--threads", str(args.threads)] + ([] if pipeline else ["--sequential"])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"done: {rows[-1]}", file=sys.stderr)
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "throughput-batch.json").write_text(json.dumps(rows, indent=2))
+            mode = [] if pipeline else ["--sequential"]
+            rows.append(_child(args, "--batch-child", str(args.batch), "--slices", str(args.slices[0]), *mode))
+    _save(rows, "throughput-batch.json")
     print("| mode | units x slices | PGD / train steps | device | torch threads | total s | samples/s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -156,10 +169,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, metavar="UNITS",
                         help="batch mode: UNITS series of --slices slices each, pipelined vs sequential run_batch")
     parser.add_argument("--repeats", type=int, default=2, help="batch mode: runs per mode (alternating order)")
-    parser.add_argument("--pgd-steps", type=int, default=20, help="batch mode: PGD steps per round (fewer = a faster device)")
-    parser.add_argument("--train-steps", type=int, default=10, help="batch mode: surrogate steps per round")
+    parser.add_argument("--pgd-steps", type=int, default=20, help="PGD steps per round (fewer: a quicker run, e.g. to measure memory on long series)")
+    parser.add_argument("--train-steps", type=int, default=10, help="surrogate steps per round")
     parser.add_argument("--threads", type=int, default=0,
-                        help="batch mode: torch threads (0 = all cores; fewer leaves a core for reading and writing, as a GPU would)")
+                        help="torch threads (0 = all cores; in batch mode fewer leaves a core for reading and writing, as a GPU would)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sequential", action="store_true", help=argparse.SUPPRESS)
@@ -171,20 +184,14 @@ def main() -> int:
     if args.batch:
         return batch_main(args)
     if args.child:
-        print(json.dumps(run_one(args.child, args.rounds, args.device, args.report)))
+        print(json.dumps(run_one(args.child, args.rounds, args.device, args.report, args.pgd_steps, args.train_steps,
+                                 args.threads)))
         return 0
 
     rows = []
     for n in args.slices:
-        cmd = [sys.executable, __file__, "--child", str(n), "--rounds", str(args.rounds), "--device", args.device]
-        if args.report:
-            cmd.append("--report")
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"done: {rows[-1]}", file=sys.stderr)
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "throughput.json").write_text(json.dumps(rows, indent=2))
+        rows.append(_child(args, "--child", str(n), *(["--report"] if args.report else [])))
+    _save(rows, "throughput.json")
     print("| slices (512x512 CT) | input MB | device | rounds | load s | protect s | export s | total s | samples/s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
