@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -223,11 +224,15 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     current = {"job": "", "index": 0}
     bar = _TerminalBar(sys.stderr)
 
+    json_lock = threading.Lock()  # the background writer logs from its own thread
+
     def show(ev) -> None:  # noqa: ANN001 - a ProgressEvent
         if args.json:
-            print(json.dumps({"event": "progress" if ev.stage != "log" else "log", "job": current["job"],
-                              "stage": ev.stage, "done": ev.done, "total": ev.total, "message": ev.message,
-                              "eta_s": None if ev.eta_s is None else round(ev.eta_s, 1), **ev.metrics}, default=str), flush=True)
+            line = json.dumps({"event": "progress" if ev.stage != "log" else "log", "job": current["job"],
+                               "stage": ev.stage, "done": ev.done, "total": ev.total, "message": ev.message,
+                               "eta_s": None if ev.eta_s is None else round(ev.eta_s, 1), **ev.metrics}, default=str)
+            with json_lock:
+                print(line, flush=True)
         elif ev.stage == "log":
             bar.line(ev.message)
         else:
@@ -259,14 +264,22 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 class _TerminalBar:
-    """A one-line progress bar on a terminal; plain lines when the stream is not a terminal."""
+    """A one-line progress bar on a terminal; plain lines when the stream is not a terminal.
+
+    Batch's background writer logs lines from its own thread, hence the lock.
+    """
 
     def __init__(self, stream) -> None:  # noqa: ANN001
         self.stream = stream
         self.tty = stream.isatty()
         self.last = ""
+        self._lock = threading.Lock()
 
     def show(self, label: str, fraction: float, eta_s: float | None) -> None:
+        with self._lock:
+            self._show(label, fraction, eta_s)
+
+    def _show(self, label: str, fraction: float, eta_s: float | None) -> None:
         filled = int(round(fraction * 30))
         eta = f" ETA {int(eta_s // 60)}m{int(eta_s % 60):02d}s" if eta_s is not None else ""
         text = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {100 * fraction:5.1f}%{eta}"
@@ -278,6 +291,10 @@ class _TerminalBar:
         self.last = text
 
     def line(self, text: str) -> None:
+        with self._lock:
+            self._line(text)
+
+    def _line(self, text: str) -> None:
         if self.tty and self.last:
             self.stream.write("\n")
         self.stream.write(text + "\n")

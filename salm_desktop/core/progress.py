@@ -3,7 +3,7 @@
 Long core functions take a ``Progress`` and call :meth:`Progress.update` at natural checkpoints
 (a batch, a file, a round); each update is also a cancellation point. The GUI adapts it to Qt
 signals by adding a listener, the CLI to a terminal bar, tests to a list. Listeners are called on the
-worker's thread: a GUI listener must only emit a signal.
+worker's thread (batch's log lines also on its background writer's): a GUI listener must only emit a signal.
 """
 
 from __future__ import annotations
