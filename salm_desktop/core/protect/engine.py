@@ -144,6 +144,7 @@ class _Job:
         self.total = 1
         self.rounds = 0
         self.accuracy: dict[int, float] = {}
+        self.stop_round: dict[int, int] = {}  # dims -> first round that reached stop_accuracy
         self.buckets: dict[tuple[int, ...], _Bucket] = {}
         self._round = 0
         self.class_score: dict[int, torch.Tensor] = {}  # id(bucket) -> (n_classes, *shape), mask_scope="class"
@@ -271,6 +272,7 @@ class _Job:
             perm[1] += len(idx)
             return b, idx
 
+        stop_round: int | None = None  # first round that reached stop_accuracy; extra_rounds follow it
         for rnd in range(1, s.max_rounds + 1):
             self._round = rnd
             # (a) surrogate SGD on the perturbed data
@@ -307,7 +309,10 @@ class _Job:
             self.rounds = max(self.rounds, rnd)
             self.accuracy[dims] = float(acc)
             self.progress.log(f"{dims}D group: round {rnd}, surrogate accuracy on perturbed data {acc:.3f}")
-            if acc >= s.stop_accuracy:
+            if stop_round is None and acc >= s.stop_accuracy:
+                stop_round = rnd
+                self.stop_round[dims] = rnd
+            if stop_round is not None and rnd >= stop_round + s.extra_rounds:
                 self.done += (s.max_rounds - rnd) * n_group
                 break
 
@@ -429,6 +434,8 @@ class _Job:
             "max_abs_change_native": max_native,
             "max_abs_change_normalized": max_norm,
             "surrogate_accuracy": (min(accs) if accs else None),
+            "stop_round": (max(self.stop_round.values()) if self.stop_round else None),
+            "extra_rounds": int(self.s.extra_rounds),
             "seed": self.s.seed,
         }
 

@@ -237,3 +237,27 @@ def test_class_mask_scope_gives_one_mask_per_class(breast):
         # every sample of the class uses (a subset of, where the [0, 1] range blocks a pixel) the class mask
         assert all(np.all(m <= ref) or np.mean(m == ref) > 0.97 for m in masks[labels == c])
     assert masks.mean() <= round(0.1 * 784) / 784 + 1e-9
+
+
+def test_extra_rounds_keep_optimizing_after_the_stop_accuracy(breast):
+    small = dict(pgd_steps=3, train_steps=2, batch_size=32)
+    # stop_accuracy 0 is reached in round 1; extra_rounds=0 (the default) stops there as before
+    base = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=0.0, max_rounds=5, **small))
+    same = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=0.0, max_rounds=5, extra_rounds=0, **small))
+    assert base.summary["rounds"] == 1 and base.summary["stop_round"] == 1
+    assert all(np.array_equal(base.delta(breast.id, i), same.delta(breast.id, i)) for i in range(len(breast.samples)))
+    # two more rounds after the stop: exactly what three rounds without a stop give
+    events = []
+    more = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=0.0, max_rounds=5, extra_rounds=2, **small),
+                          Progress(events.append))
+    full = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=2.0, max_rounds=3, **small))
+    assert more.summary["rounds"] == 3 and more.summary["stop_round"] == 1 and more.summary["extra_rounds"] == 2
+    assert full.summary["stop_round"] is None
+    assert all(np.array_equal(more.delta(breast.id, i), full.delta(breast.id, i)) for i in range(len(breast.samples)))
+    prot = [e for e in events if e.stage == "protect"]
+    assert prot[-1].done == prot[-1].total and [e.done for e in prot] == sorted(e.done for e in prot)
+    # max_rounds still caps the job
+    capped = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=0.0, max_rounds=2, extra_rounds=5, **small))
+    assert capped.summary["rounds"] == 2
+    with pytest.raises(ValueError, match="extra_rounds"):
+        ProtectSettings(extra_rounds=-1)
