@@ -86,12 +86,15 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     assert protect.accuracy_label.text().endswith("%")
     assert "round 1" in protect.log.toPlainText()
 
-    w.ctx.settings.max_rounds, w.ctx.settings.stop_accuracy = 50, 1.0  # a long second run
+    # a long second run: a stop accuracy above 1 can never be reached (1.0 can, on 48 images, which
+    # once ended the run before the cancel click)
+    w.ctx.settings.max_rounds, w.ctx.settings.stop_accuracy = 50, 1.01
     with qtbot.waitSignal(protect.finished, timeout=120_000) as outcome:
         protect.start()
         # midway: once the engine is perturbing (round 1), not while it is still reading samples
         drive.wait_for(lambda: protect.status.round is not None and protect.status.round >= 1, 90)
         events_at_cancel = protect.events_seen
+        assert protect.running, (w.errors, protect.log.toPlainText())  # still running when we cancel
         t_cancel = time.monotonic()
         qtbot.mouseClick(protect.cancel_button, Qt.MouseButton.LeftButton)
         assert not protect.cancel_button.isEnabled() and "Cancelling" in protect.log.toPlainText()
