@@ -97,7 +97,8 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
         assert protect.running, (w.errors, protect.log.toPlainText())  # still running when we cancel
         t_cancel = time.monotonic()
         qtbot.mouseClick(protect.cancel_button, Qt.MouseButton.LeftButton)
-        assert not protect.cancel_button.isEnabled() and "Cancelling" in protect.log.toPlainText()
+        assert not protect.cancel_button.isEnabled() and "Cancelling" in protect.log.toPlainText(), (
+            w.errors, protect.running, protect.status.message, protect.status.round)
     stopped_after = time.monotonic() - t_cancel
     assert outcome.args == ["cancelled"]
     assert 0.0 < protect.status.fraction < 0.1  # it really stopped early in a 50-round run
