@@ -115,6 +115,8 @@ class WorkerHost:
         worker.succeeded.connect(on_success)
         worker.failed.connect(self._failed)
         worker.cancelled.connect(self._cancelled)
-        worker.finished.connect(self._worker_done)
+        # A retired worker's finished signal can arrive after the next run started (queued): it must not
+        # reset the buttons of the run that is going on now.
+        worker.finished.connect(lambda: self._worker_done() if self.worker is worker else None)
         retire(self.worker)
         self.worker = worker
