@@ -276,29 +276,23 @@ class _TerminalBar:
         self._lock = threading.Lock()
 
     def show(self, label: str, fraction: float, eta_s: float | None) -> None:
-        with self._lock:
-            self._show(label, fraction, eta_s)
-
-    def _show(self, label: str, fraction: float, eta_s: float | None) -> None:
         filled = int(round(fraction * 30))
         eta = f" ETA {int(eta_s // 60)}m{int(eta_s % 60):02d}s" if eta_s is not None else ""
         text = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {100 * fraction:5.1f}%{eta}"
-        if self.tty:
-            self.stream.write("\r" + text.ljust(len(self.last)))
-            self.stream.flush()
-        elif label != self.last.split(" [")[0] or fraction >= 1.0:
-            self.stream.write(text + "\n")
-        self.last = text
+        with self._lock:
+            if self.tty:
+                self.stream.write("\r" + text.ljust(len(self.last)))
+                self.stream.flush()
+            elif label != self.last.split(" [")[0] or fraction >= 1.0:
+                self.stream.write(text + "\n")
+            self.last = text
 
     def line(self, text: str) -> None:
         with self._lock:
-            self._line(text)
-
-    def _line(self, text: str) -> None:
-        if self.tty and self.last:
-            self.stream.write("\n")
-        self.stream.write(text + "\n")
-        self.last = ""
+            if self.tty and self.last:
+                self.stream.write("\n")
+            self.stream.write(text + "\n")
+            self.last = ""
 
     def finish(self) -> None:
         if self.tty and self.last:

@@ -354,8 +354,8 @@ def _run_units(job: BatchJob, todo: list[tuple[int, Unit]], n_units: int, units_
     With ``pipeline`` three things run at once: the main thread computes unit k, a writer thread
     writes unit k-1 (export, report, rename into place) and a reader thread decodes unit k+1's pixels.
     At most one write is in flight, so memory holds at most two units' results plus the read-ahead
-    buffer. The journal is only written on this thread, after a unit's output was renamed into place;
-    a crash in between just redoes that unit on the next run. Cancel (or Ctrl-C) stops the compute
+    buffer. A unit is journalled (under a lock) by whoever wrote it, right after its output was renamed
+    into place; a crash in between just redoes that unit on the next run. Cancel (or Ctrl-C) stops the compute
     and the read-ahead at once; a unit already being written is complete and is finished and kept
     (its write has its own cancel flag), so a cancel never throws away finished work.
     """

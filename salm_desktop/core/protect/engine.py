@@ -272,7 +272,6 @@ class _Job:
             perm[1] += len(idx)
             return b, idx
 
-        stop_round: int | None = None  # first round that reached stop_accuracy; extra_rounds follow it
         for rnd in range(1, s.max_rounds + 1):
             self._round = rnd
             # (a) surrogate SGD on the perturbed data
@@ -309,10 +308,9 @@ class _Job:
             self.rounds = max(self.rounds, rnd)
             self.accuracy[dims] = float(acc)
             self.progress.log(f"{dims}D group: round {rnd}, surrogate accuracy on perturbed data {acc:.3f}")
-            if stop_round is None and acc >= s.stop_accuracy:
-                stop_round = rnd
-                self.stop_round[dims] = rnd
-            if stop_round is not None and rnd >= stop_round + s.extra_rounds:
+            if acc >= s.stop_accuracy:
+                self.stop_round.setdefault(dims, rnd)  # extra_rounds count from the first round that got there
+            if dims in self.stop_round and rnd >= self.stop_round[dims] + s.extra_rounds:
                 self.done += (s.max_rounds - rnd) * n_group
                 break
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import threading
 from typing import Sequence
 
@@ -78,6 +79,7 @@ class PixelPrefetcher:
 
     # -- consumer ------------------------------------------------------------------------------
     def _take(self, index: int) -> np.ndarray:
+        """A sample's read: the buffered array the first time, the file after that (state _TAKEN)."""
         with self._cond:
             while self._state[index] == _LOADING:
                 self._cond.wait()
@@ -95,7 +97,7 @@ class PixelPrefetcher:
         for ser in self._series:
             samples = []
             for smp in ser.samples:
-                samples.append(dataclasses.replace(smp, reader=_BufferedReader(self, index)))
+                samples.append(dataclasses.replace(smp, reader=functools.partial(self._take, index)))
                 index += 1
             out.append(_with_samples(ser, samples))
         return out
@@ -132,17 +134,3 @@ def _with_samples(series: Series, samples: list[Sample]) -> Series:
         clone.set_intensity_factory(lambda _clone: series.intensity)
     return clone
 
-
-class _BufferedReader:
-    """A sample reader: the first call takes the prefetched array, later calls read the file."""
-
-    def __init__(self, prefetcher: PixelPrefetcher, index: int) -> None:
-        self._prefetcher = prefetcher
-        self._index = index
-        self._used = False
-
-    def __call__(self) -> np.ndarray:
-        if self._used:
-            return self._prefetcher._samples[self._index].read()
-        self._used = True
-        return self._prefetcher._take(self._index)
