@@ -144,6 +144,7 @@ class _Job:
         self.total = 1
         self.rounds = 0
         self.accuracy: dict[int, float] = {}
+        self.loss: dict[int, float] = {}  # dims -> surrogate's mean cross-entropy on the perturbed data, last round
         self.stop_round: dict[int, int] = {}  # dims -> first round that reached stop_accuracy
         self.buckets: dict[tuple[int, ...], _Bucket] = {}
         self._round = 0
@@ -294,10 +295,13 @@ class _Job:
             for p in model.parameters():
                 p.requires_grad_(False)
             correct = 0
+            loss_sum = 0.0
             for b in buckets:
                 for start in range(0, b.n, s.batch_size):
                     idx = np.arange(start, min(start + s.batch_size, b.n))
-                    correct += self._perturb_batch(model, b, idx)
+                    batch_correct, batch_loss = self._perturb_batch(model, b, idx)
+                    correct += batch_correct
+                    loss_sum += batch_loss
                     self.done += len(idx)
                     acc_so_far = correct / max(1, self.done - (self._read_total + (rnd - 1) * n_group))
                     self.progress.update(
@@ -305,16 +309,19 @@ class _Job:
                         round=rnd, surrogate_accuracy=float(acc_so_far),
                     )
             acc = correct / n_group
+            mean_loss = loss_sum / n_group
             self.rounds = max(self.rounds, rnd)
             self.accuracy[dims] = float(acc)
-            self.progress.log(f"{dims}D group: round {rnd}, surrogate accuracy on perturbed data {acc:.3f}")
-            if acc >= s.stop_accuracy:
+            self.loss[dims] = float(mean_loss)
+            self.progress.log(f"{dims}D group: round {rnd}, surrogate accuracy on perturbed data {acc:.3f}, loss {mean_loss:.4f}")
+            if acc >= s.stop_accuracy and (s.stop_loss is None or mean_loss <= s.stop_loss):
                 self.stop_round.setdefault(dims, rnd)  # extra_rounds count from the first round that got there
             if dims in self.stop_round and rnd >= self.stop_round[dims] + s.extra_rounds:
                 self.done += (s.max_rounds - rnd) * n_group
                 break
 
-    def _perturb_batch(self, model, b: _Bucket, idx: np.ndarray) -> int:
+    def _perturb_batch(self, model, b: _Bucket, idx: np.ndarray) -> tuple[int, float]:
+        """Run the PGD steps on one batch; returns (correct predictions, summed loss) on its perturbed samples."""
         s = self.s
         x, d, y = self._batch(b, idx)
         m = None
@@ -361,12 +368,14 @@ class _Job:
                 d = d - self.step * torch.sign(grad)
             d = _project(d, x, self.eps)
         with torch.no_grad():
-            pred = model(torch.clamp(x + d, 0, 1)).argmax(1)
+            logits = model(torch.clamp(x + d, 0, 1))
+            pred = logits.argmax(1)
+            loss_sum = float(F.cross_entropy(logits.float(), y, reduction="sum"))
         b.delta[idx] = d.squeeze(1).cpu().numpy().astype(np.float16)
         if self.use_mask:
             b.mask[idx] = m.squeeze(1).cpu().numpy().astype(np.uint8)
             b.mask_set[idx] = True
-        return int((pred == y).sum())
+        return int((pred == y).sum()), loss_sum
 
     def run(self) -> ProtectResult:
         t0 = time.perf_counter()
@@ -432,8 +441,10 @@ class _Job:
             "max_abs_change_native": max_native,
             "max_abs_change_normalized": max_norm,
             "surrogate_accuracy": (min(accs) if accs else None),
+            "surrogate_loss": (max(self.loss.values()) if self.loss else None),
             "stop_round": (max(self.stop_round.values()) if self.stop_round else None),
             "extra_rounds": int(self.s.extra_rounds),
+            "stop_loss": self.s.stop_loss,
             "seed": self.s.seed,
         }
 

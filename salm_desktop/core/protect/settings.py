@@ -20,6 +20,7 @@ class ProtectSettings:
     stop_accuracy: float = 0.99  # surrogate accuracy on the perturbed data, eval mode
     max_rounds: int = 10
     extra_rounds: int = 0  # rounds to keep optimizing after stop_accuracy is reached (still capped by max_rounds)
+    stop_loss: float | None = None  # also require the surrogate's mean loss on the perturbed data to be at most this
     mask_ratio: float = 0.2  # fraction of each sample's pixels SALM may change; 1.0 == plain EM
     recompute_mask: bool | str = "step"  # "step" (every PGD step) | "round" | "never" (fixed after the first step); True == "step"
     mask_scope: str = "class"  # "class": from round 2 one mask per class (class saliency of round 1); "sample": each sample's own saliency
@@ -49,6 +50,8 @@ class ProtectSettings:
             raise ValueError("batch_size, pgd_steps and max_rounds must be positive")
         if self.extra_rounds < 0:
             raise ValueError(f"extra_rounds must be 0 or more, got {self.extra_rounds}")
+        if self.stop_loss is not None and not self.stop_loss > 0:
+            raise ValueError(f"stop_loss must be positive (or None), got {self.stop_loss}")
         if self.init not in ("zero", "random"):
             raise ValueError(f"init must be 'zero' or 'random', got {self.init!r}")
         self.mask_mode  # validates recompute_mask

@@ -261,3 +261,22 @@ def test_extra_rounds_keep_optimizing_after_the_stop_accuracy(breast):
     assert capped.summary["rounds"] == 2
     with pytest.raises(ValueError, match="extra_rounds"):
         ProtectSettings(extra_rounds=-1)
+
+
+def test_stop_loss_holds_the_stop_until_the_surrogate_loss_is_low_enough(breast):
+    small = dict(method="salm", pgd_steps=3, train_steps=2, batch_size=32, stop_accuracy=0.0, max_rounds=3)
+    logs = []
+    loose = protect_series([breast], ProtectSettings(stop_loss=1e6, **small),
+                           Progress(lambda e: logs.append(e.message) if e.stage == "log" else None))
+    assert loose.summary["rounds"] == 1 and loose.summary["stop_loss"] == 1e6
+    # the reported loss is the mean cross-entropy over all samples: finite, positive, and in the log line
+    loss = loose.summary["surrogate_loss"]
+    assert 0 < loss < 10
+    assert any(f"loss {loss:.4f}" in m for m in logs), logs
+    # a loss no surrogate reaches keeps the job going until max_rounds, like an unreachable accuracy
+    strict = protect_series([breast], ProtectSettings(stop_loss=1e-12, **small))
+    unreachable = protect_series([breast], ProtectSettings(**{**small, "stop_accuracy": 2.0}))
+    assert strict.summary["rounds"] == 3 and strict.summary["stop_round"] is None
+    assert all(np.array_equal(strict.delta(breast.id, i), unreachable.delta(breast.id, i)) for i in range(len(breast.samples)))
+    with pytest.raises(ValueError, match="stop_loss"):
+        ProtectSettings(stop_loss=0)
