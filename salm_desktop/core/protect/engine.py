@@ -20,7 +20,6 @@ Flow of one job (docs/algorithm.md explains every choice):
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
