@@ -147,7 +147,7 @@ class _Job:
         self.stop_round: dict[int, int] = {}  # dims -> first round that reached stop_accuracy
         self.buckets: dict[tuple[int, ...], _Bucket] = {}
         self._round = 0
-        self.class_score: dict[int, torch.Tensor] = {}  # id(bucket) -> (n_classes, *shape), mask_scope="class"
+        self.class_score: dict[int, torch.Tensor] = {}  # id(bucket) -> (n_classes, *shape), class mask scopes
         self.robust = robust_mode(settings.robust)
         self.eot_gen = torch.Generator().manual_seed(int(settings.seed) + 99) if self.robust != "off" else None
 
@@ -293,6 +293,8 @@ class _Job:
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
+            if rnd == 1 and self.use_mask and s.mask_scope == "class_from_start":
+                self._class_saliency_pass(model, buckets)
             correct = 0
             loss_sum = 0.0
             for b in buckets:
@@ -319,6 +321,25 @@ class _Job:
                 self.done += (s.max_rounds - rnd) * n_group
                 break
 
+    def _add_class_saliency(self, b: _Bucket, y: torch.Tensor, grad: torch.Tensor) -> None:
+        """Accumulate each sample's |gradient|, normalized to sum 1, into its class's saliency map."""
+        g = grad.abs().squeeze(1)
+        g = g / g.flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
+        score = self.class_score.setdefault(id(b), torch.zeros((self._n_classes, *b.shape), device=self.device))
+        score.index_add_(0, y, g)
+
+    def _class_saliency_pass(self, model, buckets: list[_Bucket]) -> None:
+        """mask_scope="class_from_start": one gradient pass over the clean samples, before round 1's
+        noise steps, so that the class masks hold from round 1 on (no round spent on sample masks)."""
+        for b in buckets:
+            for start in range(0, b.n, self.s.batch_size):
+                self.progress.check()
+                idx = np.arange(start, min(start + self.s.batch_size, b.n))
+                x, d, y = self._batch(b, idx)
+                z = torch.clamp(x + d, 0, 1).requires_grad_(True)
+                (grad,) = torch.autograd.grad(F.cross_entropy(model(self._view(z)), y), z)
+                self._add_class_saliency(b, y, grad)
+
     def _perturb_batch(self, model, b: _Bucket, idx: np.ndarray) -> tuple[int, float]:
         """Run the PGD steps on one batch; returns (correct predictions, summed loss) on its perturbed samples."""
         s = self.s
@@ -330,8 +351,8 @@ class _Job:
             if b.fg is not None:
                 fg = torch.from_numpy(np.asarray(b.fg[idx], dtype=bool)).unsqueeze(1).to(self.device)
             fresh = torch.from_numpy(~b.mask_set[idx]).to(self.device)
-        class_scope = self.use_mask and s.mask_scope == "class"
-        fixed_class_mask = class_scope and self._round > 1
+        class_scope = self.use_mask and s.mask_scope in ("class", "class_from_start")
+        fixed_class_mask = class_scope and (self._round > 1 or s.mask_scope == "class_from_start")
         if fixed_class_mask:
             # one mask per class: the top pixels of the class's accumulated saliency (round 1)
             m = topk_mask(self.class_score[id(b)][y].unsqueeze(1), self.ratio, fg)
@@ -342,10 +363,7 @@ class _Job:
             (grad,) = torch.autograd.grad(loss, d)
             d = d.detach()
             if class_scope and not fixed_class_mask:
-                g = grad.abs().squeeze(1)
-                g = g / g.flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
-                score = self.class_score.setdefault(id(b), torch.zeros((self._n_classes, *b.shape), device=self.device))
-                score.index_add_(0, y, g)
+                self._add_class_saliency(b, y, grad)
             if fixed_class_mask:
                 d = d - self.step * torch.sign(grad) * m
             elif self.use_mask:

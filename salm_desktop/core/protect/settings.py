@@ -8,6 +8,9 @@ from typing import Any
 METHODS = ("salm", "em", "random")
 MASK_MODES = ("never", "round", "step")
 LABEL_MODES = ("given", "clusters")
+# "class": round 1 uses sample masks and gathers class saliency, then one mask per class;
+# "class_from_start": class saliency from one gradient pass before round 1, class masks from round 1
+MASK_SCOPES = ("sample", "class", "class_from_start")
 
 
 @dataclass
@@ -23,7 +26,7 @@ class ProtectSettings:
     stop_loss: float | None = None  # also require the surrogate's mean loss on the perturbed data to be at most this
     mask_ratio: float = 0.2  # fraction of each sample's pixels SALM may change; 1.0 == plain EM
     recompute_mask: bool | str = "step"  # "step" (every PGD step) | "round" | "never" (fixed after the first step); True == "step"
-    mask_scope: str = "class"  # "class": from round 2 one mask per class (class saliency of round 1); "sample": each sample's own saliency
+    mask_scope: str = "class"  # "class": from round 2 one mask per class (class saliency of round 1); "sample": each sample's own saliency; "class_from_start"
     foreground: bool = False  # intersect the mask with the body/foreground region
     surrogate: str = "auto"  # "auto" | "cifar_resnet" | "small_cnn" | "densenet121" | "resnet18"
     batch_size: int = 64
@@ -55,8 +58,8 @@ class ProtectSettings:
         if self.init not in ("zero", "random"):
             raise ValueError(f"init must be 'zero' or 'random', got {self.init!r}")
         self.mask_mode  # validates recompute_mask
-        if self.mask_scope not in ("sample", "class"):
-            raise ValueError(f"mask_scope must be 'sample' or 'class', got {self.mask_scope!r}")
+        if self.mask_scope not in MASK_SCOPES:
+            raise ValueError(f"mask_scope must be one of {', '.join(MASK_SCOPES)}, got {self.mask_scope!r}")
 
     @property
     def effective_step(self) -> float:

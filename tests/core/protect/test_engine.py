@@ -239,6 +239,21 @@ def test_class_mask_scope_gives_one_mask_per_class(breast):
     assert masks.mean() <= round(0.1 * 784) / 784 + 1e-9
 
 
+def test_class_from_start_scope_uses_the_class_masks_already_in_round_one(breast):
+    def class_masks(scope):
+        r = protect_series([breast], ProtectSettings(method="salm", mask_ratio=0.1, mask_scope=scope, stop_accuracy=2.0,
+                                                     **{**FAST, "max_rounds": 1}))
+        labels = np.array(r.labels_used(breast.id))
+        masks = np.stack([r.delta(breast.id, i) != 0 for i in range(len(breast.samples))])
+        # pixels changed anywhere in the class / pixels a single sample may change
+        return [masks[labels == c].any(0).sum() / round(0.1 * 784) for c in (0, 1)]
+
+    assert all(spread <= 1.0 for spread in class_masks("class_from_start"))  # one shared mask per class
+    assert all(spread > 1.5 for spread in class_masks("class"))  # round 1 of "class" still uses sample masks
+    with pytest.raises(ValueError, match="mask_scope"):
+        ProtectSettings(mask_scope="classes")
+
+
 def test_extra_rounds_keep_optimizing_after_the_stop_accuracy(breast):
     small = dict(pgd_steps=3, train_steps=2, batch_size=32)
     # stop_accuracy 0 is reached in round 1; extra_rounds=0 (the default) stops there as before
