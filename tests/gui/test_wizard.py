@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from PySide6.QtCore import Qt
 

@@ -10,7 +10,6 @@ still ranks patients, and a thief can recalibrate its threshold.
 from __future__ import annotations
 
 import time
-from typing import Sequence
 
 import numpy as np
 import torch

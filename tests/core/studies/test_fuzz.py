@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from pydicom.uid import JPEG2000Lossless
 
 WORKER = Path(__file__).with_name("fuzz_worker.py")
