@@ -138,6 +138,9 @@ class _Job:
         self.step = settings.effective_step
         self.ratio = settings.effective_mask_ratio
         self.use_mask = settings.method == "salm" and self.ratio < 1.0
+        # class mask scopes: one top-k mask per class from this round on (round 1's saliency, or a pre-pass)
+        self.class_masks = self.use_mask and settings.mask_scope != "sample"
+        self.first_class_mask_round = 1 if settings.mask_scope == "class_from_start" else 2
         self.mode = settings.mask_mode
         self.done = 0
         self.total = 1
@@ -293,13 +296,12 @@ class _Job:
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
-            if rnd == 1 and self.use_mask and s.mask_scope == "class_from_start":
+            if self.class_masks and rnd == 1 == self.first_class_mask_round:
                 self._class_saliency_pass(model, buckets)
             correct = 0
             loss_sum = 0.0
             for b in buckets:
-                for start in range(0, b.n, s.batch_size):
-                    idx = np.arange(start, min(start + s.batch_size, b.n))
+                for idx in self._index_batches(b):
                     batch_correct, batch_loss = self._perturb_batch(model, b, idx)
                     correct += batch_correct
                     loss_sum += batch_loss
@@ -321,6 +323,11 @@ class _Job:
                 self.done += (s.max_rounds - rnd) * n_group
                 break
 
+    def _index_batches(self, b: _Bucket):
+        """The bucket's sample indices in order, batch_size at a time."""
+        for start in range(0, b.n, self.s.batch_size):
+            yield np.arange(start, min(start + self.s.batch_size, b.n))
+
     def _add_class_saliency(self, b: _Bucket, y: torch.Tensor, grad: torch.Tensor) -> None:
         """Accumulate each sample's |gradient|, normalized to sum 1, into its class's saliency map."""
         g = grad.abs().squeeze(1)
@@ -332,9 +339,8 @@ class _Job:
         """mask_scope="class_from_start": one gradient pass over the clean samples, before round 1's
         noise steps, so that the class masks hold from round 1 on (no round spent on sample masks)."""
         for b in buckets:
-            for start in range(0, b.n, self.s.batch_size):
+            for idx in self._index_batches(b):
                 self.progress.check()
-                idx = np.arange(start, min(start + self.s.batch_size, b.n))
                 x, d, y = self._batch(b, idx)
                 z = torch.clamp(x + d, 0, 1).requires_grad_(True)
                 (grad,) = torch.autograd.grad(F.cross_entropy(model(self._view(z)), y), z)
@@ -351,10 +357,9 @@ class _Job:
             if b.fg is not None:
                 fg = torch.from_numpy(np.asarray(b.fg[idx], dtype=bool)).unsqueeze(1).to(self.device)
             fresh = torch.from_numpy(~b.mask_set[idx]).to(self.device)
-        class_scope = self.use_mask and s.mask_scope in ("class", "class_from_start")
-        fixed_class_mask = class_scope and (self._round > 1 or s.mask_scope == "class_from_start")
+        fixed_class_mask = self.class_masks and self._round >= self.first_class_mask_round
         if fixed_class_mask:
-            # one mask per class: the top pixels of the class's accumulated saliency (round 1)
+            # one mask per class: the top pixels of the class's accumulated saliency (round 1 or the pre-pass)
             m = topk_mask(self.class_score[id(b)][y].unsqueeze(1), self.ratio, fg)
             d = d * m
         for step in range(s.pgd_steps):
@@ -362,7 +367,7 @@ class _Job:
             loss = F.cross_entropy(model(self._view(torch.clamp(x + d, 0, 1))), y)
             (grad,) = torch.autograd.grad(loss, d)
             d = d.detach()
-            if class_scope and not fixed_class_mask:
+            if self.class_masks and not fixed_class_mask:
                 self._add_class_saliency(b, y, grad)
             if fixed_class_mask:
                 d = d - self.step * torch.sign(grad) * m

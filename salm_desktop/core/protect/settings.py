@@ -26,7 +26,7 @@ class ProtectSettings:
     stop_loss: float | None = None  # also require the surrogate's mean loss on the perturbed data to be at most this
     mask_ratio: float = 0.2  # fraction of each sample's pixels SALM may change; 1.0 == plain EM
     recompute_mask: bool | str = "step"  # "step" (every PGD step) | "round" | "never" (fixed after the first step); True == "step"
-    mask_scope: str = "class"  # "class": from round 2 one mask per class (class saliency of round 1); "sample": each sample's own saliency; "class_from_start"
+    mask_scope: str = "class"  # one of MASK_SCOPES: "sample" (each sample's own saliency), "class", "class_from_start"
     foreground: bool = False  # intersect the mask with the body/foreground region
     surrogate: str = "auto"  # "auto" | "cifar_resnet" | "small_cnn" | "densenet121" | "resnet18"
     batch_size: int = 64
