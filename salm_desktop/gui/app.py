@@ -121,6 +121,82 @@ def selftest(app, timeout_s: float = 240.0) -> int:
     return 0
 
 
+# Qt's xcb platform plugin loads these system libraries; a fresh Debian/Ubuntu machine often lacks
+# some of them, and Qt then aborts the process. (shared object, Debian/Ubuntu package)
+XCB_LIBRARIES = [
+    ("libxcb-cursor.so.0", "libxcb-cursor0"), ("libxkbcommon-x11.so.0", "libxkbcommon-x11-0"),
+    ("libxcb-icccm.so.4", "libxcb-icccm4"), ("libxcb-image.so.0", "libxcb-image0"),
+    ("libxcb-keysyms.so.1", "libxcb-keysyms1"), ("libxcb-randr.so.0", "libxcb-randr0"),
+    ("libxcb-render-util.so.0", "libxcb-render-util0"), ("libxcb-shape.so.0", "libxcb-shape0"),
+    ("libxcb-xinerama.so.0", "libxcb-xinerama0"), ("libxcb-xkb.so.1", "libxcb-xkb1"),
+    ("libEGL.so.1", "libegl1"), ("libGL.so.1", "libgl1"),
+]
+
+
+def missing_xcb_packages() -> list[str]:
+    """The Debian/Ubuntu packages whose libraries the dynamic loader cannot find (xcb plugin needs)."""
+    import ctypes
+
+    missing = []
+    for soname, package in XCB_LIBRARIES:
+        try:
+            ctypes.CDLL(soname)
+        except OSError:
+            missing.append(package)
+    return missing
+
+
+def install_command(packages: Sequence[str]) -> str:
+    sudo = "" if hasattr(os, "geteuid") and os.geteuid() == 0 else "sudo "
+    return f"{sudo}apt-get install -y {' '.join(packages)}"
+
+
+def platform_problem(env: dict[str, str] | None = None) -> str | None:
+    """Why Qt could not open a window here, with the command that fixes it; None when it can.
+
+    Qt aborts the whole process (no exception) when no platform plugin loads, so the check runs
+    before the QApplication exists: the libraries first, then a probe in a child process.
+    """
+    env = dict(os.environ if env is None else env)
+    platform = env.get("QT_QPA_PLATFORM", "").split(":")[0]
+    if not sys.platform.startswith("linux") or platform in ("offscreen", "minimal", "vnc", "eglfs", "linuxfb"):
+        return None
+    wayland = platform == "" and bool(env.get("WAYLAND_DISPLAY"))
+    if platform in ("", "xcb") and not wayland:
+        if not env.get("DISPLAY"):
+            return ("no display: there is no X server to open the window on (DISPLAY is not set). Start the app "
+                    "from a desktop session, or check the installation without one: salm-desktop --selftest")
+        missing = missing_xcb_packages()
+        if missing:
+            fix = install_command(missing) if _has_apt() else f"install the system packages {', '.join(missing)}"
+            return ("Qt's xcb platform plugin cannot load: missing system libraries "
+                    f"({', '.join(missing)}). Fix it with:\n    {fix}")
+    if getattr(sys, "frozen", False):
+        return None  # a bundle cannot run "python -c"; it ships its own Qt libraries
+    import subprocess
+
+    probe = "from PySide6.QtGui import QGuiApplication; QGuiApplication(['salm-desktop-probe'])"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # the probe itself could not run: let Qt try (and report) on its own
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    reason = next((line for line in lines if "qt.qpa" in line or "platform plugin" in line), lines[-1] if lines else "")
+    if "could not connect to display" in done.stderr:
+        return (f"cannot connect to the X display {env.get('DISPLAY', '')!r}: start the app from the desktop "
+                "session that owns it, or check the installation without one: salm-desktop --selftest")
+    return (f"Qt cannot open a window here ({reason.strip()}). On Debian/Ubuntu this fixes it:\n    "
+            f"{install_command([p for _, p in XCB_LIBRARIES])}")
+
+
+def _has_apt() -> bool:
+    import shutil
+
+    return shutil.which("apt-get") is not None
+
+
 def _install_excepthook() -> None:
     """Unexpected errors become a one-line dialog; the traceback goes to a log file, not the user."""
     log_path = Path(tempfile.gettempdir()) / "salm-desktop-errors.log"
@@ -154,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.selftest:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    problem = platform_problem()
+    if problem is not None:
+        print(f"salm-desktop: {problem}", file=sys.stderr)
+        return 1
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(["salm-desktop", *qt_args])
