@@ -94,8 +94,11 @@ def _build_parser() -> argparse.ArgumentParser:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from salm_desktop.core.studies import LabelsError, inspect_paths
 
+    import os
+
+    paths = [Path(os.path.abspath(p.expanduser())) for p in args.paths]  # "a/../b" printed as "b"
     try:
-        report = inspect_paths(args.paths, labels=args.labels)
+        report = inspect_paths(paths, labels=args.labels)
     except (FileNotFoundError, LabelsError) as exc:  # a missing PATH or a bad labels source
         raise UsageError(str(exc)) from None
     if args.json:

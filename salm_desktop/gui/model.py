@@ -19,7 +19,7 @@ from salm_desktop.core.model import IntensityMap, LoadResult, Series
 
 METHODS = [("salm", "SALM (sparse local mask)"), ("em", "EM (full image, baseline)"), ("random", "Random noise (baseline)")]
 LABEL_SOURCES = [
-    ("auto", "Automatic (npz labels / class folders)"),
+    ("auto", "Automatic (the study's labels, else pseudo-labels)"),
     ("folders", "Class folders"),
     ("npz", "npz labels"),
     ("csv", "CSV file…"),
@@ -97,7 +97,7 @@ class WizardSettings:
         if self.label_source == "csv":
             return f"csv:{self.csv_path}" if self.csv_path else None
         if self.label_source == "clusters":
-            return "none"
+            return None  # the study's own labels stay visible (the engine replaces them with clusters)
         return self.label_source
 
     def engine_kwargs(self) -> dict[str, Any]:
@@ -187,11 +187,67 @@ def _shape_text(series: Series) -> str:
     return text
 
 
+def series_name(series: Series) -> str:
+    """The one way a series is named everywhere in the wizard: its id, then its modality."""
+    return f"{series.id} {series.modality}".strip()
+
+
 def labels_text(series: Series) -> str:
     counts = series.label_counts()
     if list(counts) == ["unlabelled"]:
         return "none"
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+
+
+def has_labels(series: Series) -> bool:
+    return any(s.label is not None for s in series.samples)
+
+
+def effective_label_mode(settings: "WizardSettings", series: Sequence[Series]) -> str:
+    """"given" or "clusters": what the engine will use for these series with these settings.
+
+    Automatic means the study's own labels when every series has them, else pseudo-labels.
+    """
+    if settings.label_source == "clusters":
+        return "clusters"
+    if settings.label_source == "auto" and series and not all(has_labels(s) for s in series):
+        return "clusters"
+    return "given"
+
+
+def for_run(settings: "WizardSettings", series: Sequence[Series]) -> "WizardSettings":
+    """The snapshot a run uses: automatic labels and device resolved, so that the log, the summary
+    and the report say what really ran."""
+    run = settings.copy()
+    if effective_label_mode(settings, series) == "clusters" and run.label_source == "auto":
+        run.label_source = "clusters"
+    run.device = resolved_device(settings.device)
+    return run
+
+
+def labels_summary(settings: "WizardSettings", series: Sequence[Series]) -> tuple[str, str]:
+    """(what the protection will use as labels, a warning when the setting does not fit the study)."""
+    if not series:
+        return "", ""
+    labelled = [s for s in series if has_labels(s)]
+    classes = sorted({str(x.label) for s in labelled for x in s.samples if x.label is not None})
+    mode = effective_label_mode(settings, series)
+    if mode == "clusters":
+        text = f"Labels: pseudo-labels ({settings.n_clusters} intensity clusters)"
+        if settings.label_source == "auto":
+            text += ", because the study has no labels of its own"
+    else:
+        source = dict(LABEL_SOURCES).get(settings.label_source, settings.label_source)
+        text = f"Labels: the study's own ({len(classes)} classes: {', '.join(classes[:8])}; {source})"
+    warning = ""
+    if settings.label_source == "clusters" and labelled:
+        warning = (f"This study has its own labels ({len(classes)} classes) but the settings use pseudo-labels: "
+                   "choose Automatic in step 2 to protect with the real labels.")
+    elif settings.label_source in ("npz", "folders", "csv") and len(labelled) < len(series):
+        missing = [series_name(s) for s in series if not has_labels(s)]
+        warning = (f"The label source '{dict(LABEL_SOURCES).get(settings.label_source)}' gives no labels for "
+                   f"{', '.join(missing[:3])}{'…' if len(missing) > 3 else ''}: choose Automatic or pseudo-labels.")
+    return text, warning
 
 
 def series_rows(result: LoadResult | None) -> list[list[str]]:
@@ -236,7 +292,7 @@ def budget_texts(epsilon: float, series: Sequence[Series]) -> tuple[str, str]:
         except Exception:  # a lazy intensity map that cannot be computed: show nothing for it
             continue
         unit = f" {intensity.unit}" if intensity.unit else ""
-        text = f"±{native:.3g}{unit} ({s.modality} {s.id[:6]}, window {intensity.low:.4g}..{intensity.high:.4g})"
+        text = f"±{native:.3g}{unit} ({series_name(s)}, window {intensity.low:.4g}..{intensity.high:.4g}{unit})"
         key = f"{native:.3g}{unit}{s.modality}"
         if key in seen:
             continue
@@ -246,9 +302,39 @@ def budget_texts(epsilon: float, series: Sequence[Series]) -> tuple[str, str]:
     return normalized, native_text
 
 
+def resolved_device(name: str) -> str:
+    """The device the engine will really use for ``name`` ("auto" -> "cpu", "cuda", "mps"), by the
+    core's own rule; the name itself when it cannot be resolved (the engine then reports why)."""
+    try:
+        from salm_desktop.core.protect.device import resolve_device
+
+        return str(resolve_device(name))
+    except Exception:
+        return name
+
+
+def device_text(name: str) -> str:
+    """"CPU", "CUDA 0: NVIDIA H200", "Apple MPS": what a person calls the device that will run."""
+    device = resolved_device(name)
+    if device == "cpu":
+        return "CPU"
+    if device == "mps":
+        return "Apple MPS"
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        try:
+            import torch
+
+            return f"CUDA {index}: {torch.cuda.get_device_name(index)}"
+        except Exception:
+            return f"CUDA {index}"
+    return device
+
+
 def device_choices() -> list[tuple[str, str]]:
-    """[(device name for the engine, label)] — lists the CUDA GPUs by name when present."""
-    choices = [("auto", "Automatic (CUDA, then Apple MPS, then CPU)"), ("cpu", "CPU")]
+    """[(device name for the engine, label)] — lists the CUDA GPUs by name when present; the automatic
+    choice names the device it resolves to on this computer."""
+    choices = [("auto", f"Automatic (here: {device_text('auto')})"), ("cpu", "CPU")]
     try:
         import torch
 

@@ -102,15 +102,17 @@ def series_report(series: Series) -> dict[str, Any]:
 
 
 def inspect_paths(paths: Sequence[Path | str], labels: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    from salm_desktop.core.studies.loader import load_paths
+    from salm_desktop.core.studies.loader import load_paths, split_label_maps
 
     result = load_paths(paths, labels=labels, progress=progress)
+    label_maps = [{"path": str(m.files[0]), "shape": list(m.sample_shape or ()) if m.sample_shape else None}
+                  for m in split_label_maps(result)]
     series = []
     for i, s in enumerate(result.series, start=1):
         series.append(series_report(s))
         if progress is not None:
             progress.update("inspect", i, len(result.series), f"series {s.id}")
-    return {"series": series, "skipped": [s.as_dict() for s in result.skipped]}
+    return {"series": series, "label_maps": label_maps, "skipped": [s.as_dict() for s in result.skipped]}
 
 
 def _fmt_num(v: float) -> str:
@@ -121,7 +123,8 @@ def format_inspect_report(report: dict[str, Any]) -> str:
     lines: list[str] = []
     series = report.get("series", [])
     skipped = report.get("skipped", [])
-    lines.append(f"{len(series)} series, {len(skipped)} skipped file(s)")
+    n_maps = len(report.get("label_maps", []))
+    lines.append(f"{len(series)} series, " + (f"{n_maps} label map(s), " if n_maps else "") + f"{len(skipped)} skipped file(s)")
     for s in series:
         lines.append("")
         desc = f" - {s['description']}" if s.get("description") else ""
@@ -140,6 +143,12 @@ def format_inspect_report(report: dict[str, Any]) -> str:
         lines.append("    labels: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
         for w in s.get("warnings", []):
             lines.append(f"    warning: {w}")
+    label_maps = report.get("label_maps", [])
+    if label_maps:
+        lines.append("")
+        lines.append("Label maps (not protected; give one to `protect --roi FILE` for region statistics):")
+        for item in label_maps:
+            lines.append(f"    {item['path']}")
     if skipped:
         lines.append("")
         lines.append("Skipped:")

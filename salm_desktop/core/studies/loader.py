@@ -131,6 +131,29 @@ def load_paths(
     return result
 
 
+# Label maps saved beside a study (3D Slicer's "<name>_seg.nrrd", "<name>-label.nii.gz", ...): region
+# masks for ROI statistics (`--roi`), not images to protect.
+LABEL_MAP_STEM_ENDINGS = ("_seg", ".seg", "-seg", "_label", "-label", "_labels", "_labelmap", "-labelmap", "_mask")
+
+
+def is_label_map(series) -> bool:
+    """A NRRD/NIfTI/MetaImage series read from one file whose name marks it as a label map."""
+    if series.kind not in ("nrrd", "nifti", "volume", "mha") or len(series.files) != 1:
+        return False
+    name = series.files[0].name.lower()
+    for suffix in (".gz", ".nrrd", ".nhdr", ".nii", ".mha", ".mhd"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name.endswith(LABEL_MAP_STEM_ENDINGS)
+
+
+def split_label_maps(result: LoadResult) -> list:
+    """Take the label maps out of ``result.series`` and return them (files usable with ``--roi``)."""
+    maps = [s for s in result.series if is_label_map(s)]
+    result.series[:] = [s for s in result.series if not is_label_map(s)]
+    return maps
+
+
 def _add(result: LoadResult, item) -> None:
     if isinstance(item, Skipped):
         result.skipped.append(item)

@@ -39,7 +39,7 @@ def test_inspect_json_on_real_folders(data_dir, folder, capsys):
     out = capsys.readouterr().out
     assert code == 0
     report = json.loads(out)
-    assert set(report) == {"series", "skipped"}
+    assert set(report) == {"series", "label_maps", "skipped"}
     assert report["series"]
     for s in report["series"]:
         assert set(s) == set(SERIES_KEYS)
@@ -49,6 +49,20 @@ def test_inspect_json_on_real_folders(data_dir, folder, capsys):
         assert isinstance(s["warnings"], list) and isinstance(s["files"], int)
     for item in report["skipped"]:
         assert set(item) == {"path", "reason"} and item["reason"]
+
+
+def test_label_maps_beside_a_study_are_reported_as_labels_not_series(data_dir, capsys):
+    code = main(["inspect", str(data_dir / "dicom" / ".." / "dicom" / "ct_3slice_dcmqi")])
+    out = capsys.readouterr().out
+    assert code == 0
+    series_lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(series_lines) == 1 and "dicom CT" in series_lines[0]
+    assert "_seg.nrrd" not in "".join(series_lines)
+    maps = out.split("Label maps")[1].split("Skipped:")[0]
+    assert {"heart_seg.nrrd", "liver_seg.nrrd", "spine_seg.nrrd"} == {line.strip().rsplit("/", 1)[-1]
+                                                                     for line in maps.splitlines()[1:] if line.strip()}
+    assert "/../" not in out  # paths printed normalised
+    assert out.splitlines()[0] == "1 series, 3 label map(s), 1 skipped file(s)"
 
 
 def test_inspect_whole_data_dir_in_a_subprocess(data_dir):
