@@ -304,6 +304,7 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{out.name}-", dir=out.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the output folder is an ordinary one
     except OSError as exc:
         job.close()
         _remove_empty(created)
@@ -477,6 +478,19 @@ def _skipped_dict(item: Skipped, inputs: Sequence[Path]) -> dict[str, str]:
         except (ValueError, OSError):
             continue
     return {"path": path.name, "reason": item.reason}
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (threads may be writing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:

@@ -14,6 +14,7 @@ class Context(QObject):
     loaded = Signal()  # state.load_result changed
     selection_changed = Signal()  # the set of included series changed
     settings_changed = Signal()  # settings edited (not the label source)
+    settings_replaced = Signal()  # ctx.settings changed outside the Settings page: show them again
     protected = Signal()  # state.protect_result is new
     busy_changed = Signal(bool)
     error = Signal(str, str)  # title, one-line message (already shown)

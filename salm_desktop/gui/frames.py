@@ -16,7 +16,7 @@ import numpy as np
 
 from salm_desktop.core.model import Series
 
-from .imaging import slice_of
+from .imaging import orientation_letters, slice_of, slice_position_mm
 
 
 @lru_cache(maxsize=256)
@@ -118,13 +118,50 @@ class SeriesFrames:
         return merged
 
     def describe(self, frame: int) -> str:
+        """"image 2/3, slice 15, at -12.5 mm, label 1": where this frame is, once."""
         if not self.frames:
             return "no images"
         index, depth = self.frames[self.clamp(frame)]
         sample = self.series.samples[index]
         text = f"image {index + 1}/{len(self.series.samples)}"
         if depth is not None:
-            text += f", slice {depth + 1}"
+            text += f", slice {depth + 1}/{sample.shape[0] if len(sample.shape) >= 3 else 1}"
+        position = self.slice_position_mm(frame)
+        if position is not None:
+            text += f", at {position:.1f} mm"
         if sample.label is not None:
             text += f", label {sample.label}"
         return text
+
+    def _geometry(self, frame: int):
+        return self.series.samples[self.sample_index(frame)].geometry if self.frames else None
+
+    def pixel_spacing(self, frame: int) -> tuple[float, float] | None:
+        """(row, column) spacing in mm of a 2D frame, when the file gives it."""
+        geometry = self._geometry(frame)
+        _, depth = self.frames[self.clamp(frame)] if self.frames else (0, None)
+        if geometry is None or depth is not None or len(geometry.spacing) < 2:
+            return None  # volumes in one sample: their axis order is not known here
+        row, col = float(geometry.spacing[0]), float(geometry.spacing[1])
+        return (row, col) if row > 0 and col > 0 else None
+
+    def orientation_letters(self, frame: int) -> dict[str, str] | None:
+        geometry = self._geometry(frame)
+        _, depth = self.frames[self.clamp(frame)] if self.frames else (0, None)
+        if geometry is None or depth is not None:
+            return None
+        return orientation_letters(geometry.orientation)
+
+    def slice_position_mm(self, frame: int) -> float | None:
+        geometry = self._geometry(frame)
+        _, depth = self.frames[self.clamp(frame)] if self.frames else (0, None)
+        if geometry is None or depth is not None:
+            return None
+        return slice_position_mm(geometry.position, geometry.orientation)
+
+    @property
+    def unit(self) -> str:
+        try:
+            return self.series.intensity.unit or ""
+        except Exception:  # a lazy window that cannot be computed: values without a unit
+            return ""

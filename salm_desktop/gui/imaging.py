@@ -103,7 +103,7 @@ def presets_for(modality: str, has_file_window: bool) -> list[str]:
         names.append(FILE_WINDOW)
     if (modality or "").upper() == "CT":
         names += list(CT_PRESETS)
-        names += [AUTO_WINDOW, FULL_RANGE, PROTECTION_WINDOW]
+        names += [AUTO_WINDOW, HIGH_CONTRAST, FULL_RANGE, PROTECTION_WINDOW]
     else:  # MR and other arbitrary-unit data: percentile windows, as MR viewers do
         names += [AUTO_WINDOW, HIGH_CONTRAST, FULL_RANGE, PROTECTION_WINDOW]
     return names
@@ -189,3 +189,67 @@ def slice_of(array: np.ndarray, depth_index: int | None) -> np.ndarray:
     if array.ndim > 3:
         return slice_of(array.reshape((-1,) + array.shape[-2:]), depth_index)
     return np.atleast_2d(array)
+
+
+# -- geometry on screen ----------------------------------------------------------------------------
+
+_LPS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (negative, positive) end of each DICOM LPS axis
+
+
+def _direction_letter(vector: Sequence[float]) -> str:
+    """The patient direction a screen direction points to: "L", "P", "S"... ("" when oblique
+    enough that no axis dominates, i.e. none above cos 55°)."""
+    v = np.asarray(vector, dtype=float)
+    if v.shape != (3,) or not np.all(np.isfinite(v)) or not np.any(v):
+        return ""
+    v = v / np.linalg.norm(v)
+    axis = int(np.argmax(np.abs(v)))
+    if abs(v[axis]) < 0.57:
+        return ""
+    return _LPS_LETTERS[axis][1 if v[axis] > 0 else 0]
+
+
+def orientation_letters(orientation: Sequence[float] | None) -> dict[str, str] | None:
+    """{"left", "right", "top", "bottom"} -> patient direction letters, from DICOM
+    ImageOrientationPatient (row direction cosines, then column direction cosines, in LPS).
+
+    The row direction is where the column index grows (towards the right edge of the screen), the
+    column direction where the row index grows (towards the bottom), as radiology viewers show it.
+    """
+    if orientation is None or len(orientation) != 6:
+        return None
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    right, bottom = _direction_letter(row), _direction_letter(col)
+    if not right and not bottom:
+        return None
+    return {"right": right, "left": _direction_letter(-row), "bottom": bottom, "top": _direction_letter(-col)}
+
+
+def slice_position_mm(position: Sequence[float] | None, orientation: Sequence[float] | None) -> float | None:
+    """Where a DICOM slice sits along its normal (ImagePositionPatient · (row × column)), in mm."""
+    if position is None or orientation is None or len(orientation) != 6:
+        return None
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+    value = float(np.dot(np.asarray(position, float), normal))
+    return value if np.isfinite(value) else None
+
+
+def scale_bar_mm(mm_per_screen_pixel: float, target_pixels: float = 100.0) -> float | None:
+    """A round length (1, 2, 5 × 10^k mm) whose bar is at most about ``target_pixels`` long."""
+    if not np.isfinite(mm_per_screen_pixel) or mm_per_screen_pixel <= 0:
+        return None
+    want = target_pixels * mm_per_screen_pixel
+    exponent = np.floor(np.log10(want))
+    for step in (5.0, 2.0, 1.0):
+        length = step * 10.0 ** exponent
+        if length <= want:
+            return float(length)
+    return float(10.0 ** exponent)
+
+
+def value_text(value: float, unit: str = "") -> str:
+    """A pixel value as a person reads it: "-45 HU", "1234", "0.532"."""
+    if not np.isfinite(value):
+        return "–"
+    text = f"{value:.0f}" if abs(value - round(value)) < 1e-6 or abs(value) >= 1000 else f"{value:.4g}"
+    return f"{text} {unit}".strip()

@@ -51,6 +51,7 @@ class MainWindow(QMainWindow):
         self.pages = [self.load_page, self.settings_page, self.preview_page, self.protect_page,
                       self.review_page, self.export_page]
         self.batch_dialog: BatchDialog | None = None
+        self.help_window = None
 
         self.steps = QListWidget()
         self.steps.addItems(STEPS)
@@ -88,6 +89,8 @@ class MainWindow(QMainWindow):
         self.export_page.batch_requested.connect(self.open_batch)
         for signal in (self.ctx.loaded, self.ctx.protected, self.ctx.selection_changed):
             signal.connect(self._update_nav)
+        # a step whose input vanished (Clear, a new study) cannot stay on screen
+        self.ctx.loaded.connect(self._leave_invalid_step)
         self.ctx.busy_changed.connect(lambda busy: self.busy_label.setText("Working…" if busy else ""))
         self.load_page.finished.connect(lambda ok: self.statusBar().showMessage(
             "Study loaded." if ok else "Nothing loaded.", 5000))
@@ -116,12 +119,30 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
         help_menu = self.menuBar().addMenu("&Help")
+        guide = QAction("User guide", self)
+        guide.setShortcut("F1")
+        guide.triggered.connect(lambda: self.open_help("user guide"))
+        trouble = QAction("Troubleshooting", self)
+        trouble.triggered.connect(lambda: self.open_help("troubleshooting"))
+        help_menu.addAction(guide)
+        help_menu.addAction(trouble)
+        help_menu.addSeparator()
         about = QAction("About SALM Desktop", self)
         about.triggered.connect(lambda: QMessageBox.about(
             self, "About SALM Desktop",
             f"SALM Desktop {__version__}\nProtects medical imaging datasets with sparsity-aware local "
             "masking (SALM) before they are shared. Works offline; nothing leaves this computer."))
         help_menu.addAction(about)
+
+    def open_help(self, name: str):
+        from .help import HelpWindow
+
+        if self.help_window is None:
+            self.help_window = HelpWindow(self)
+        self.help_window.show_page(name)
+        self.help_window.show()
+        self.help_window.raise_()
+        return self.help_window
 
     def _fill_recent(self) -> None:
         from pathlib import Path
@@ -141,9 +162,8 @@ class MainWindow(QMainWindow):
             return True
         if index <= 3:
             return bool(state.selected_series)
-        if index == 4:
-            return state.protect_result is not None
-        return bool(state.selected_series)
+        # Review and Export need a protection result: nothing can be exported before Protect
+        return state.protect_result is not None
 
     def go_to(self, index: int) -> None:
         index = max(0, min(index, len(self.pages) - 1))
@@ -156,6 +176,11 @@ class MainWindow(QMainWindow):
         if self.pages[index] is self.preview_page:
             self.preview_page.request_mask()
         self._update_nav()
+
+    def _leave_invalid_step(self) -> None:
+        current = self.stack.currentIndex()
+        if not self.can_enter(current):
+            self.go_to(max(i for i in range(current + 1) if self.can_enter(i)))
 
     def _step_chosen(self, row: int) -> None:
         self.go_to(row)

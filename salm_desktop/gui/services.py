@@ -5,6 +5,7 @@ Every function takes a core :class:`Progress` and is meant to run on a worker th
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,10 +17,21 @@ from salm_desktop.core.progress import Progress
 from .model import WizardSettings, build_protect_settings
 
 
-def load(paths: Sequence[Path | str], settings: WizardSettings, progress: Progress | None = None) -> LoadResult:
-    from salm_desktop.core.studies import load_paths
+@dataclass
+class LoadedStudy(LoadResult):
+    """A LoadResult whose label maps (``*_seg.nrrd`` beside the images) are kept apart: they are
+    regions for the report, not series to protect."""
 
-    result = load_paths([Path(p) for p in paths], labels=settings.loader_labels(), progress=progress)
+    label_maps: list[Series] = field(default_factory=list)
+
+
+def load(paths: Sequence[Path | str], settings: WizardSettings, progress: Progress | None = None) -> LoadedStudy:
+    from salm_desktop.core.studies import load_paths
+    from salm_desktop.core.studies.loader import split_label_maps
+
+    loaded = load_paths([Path(p) for p in paths], labels=settings.study_labels(), progress=progress)
+    label_maps = split_label_maps(loaded)
+    result = LoadedStudy(series=loaded.series, skipped=loaded.skipped, label_maps=label_maps)
     # The loader computes MR intensity windows lazily (a few samples' pixels); the wizard shows them at
     # once (the budget in native units), so compute them here, off the UI thread.
     for n, series in enumerate(result.series):
@@ -79,7 +91,7 @@ def series_fidelity(series: Series, result: Any, progress: Progress | None = Non
 
 def export(state_series: Sequence[Series], result: Any, inputs: Sequence[Path], out_dir: Path,
            settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None,
-           loaded: LoadResult | None = None) -> Any:
+           loaded: LoadResult | None = None, overwrite: bool = False) -> Any:
     """Write the protected copy, the manifest and (optionally) the report through the job pipeline.
 
     ``loaded`` is the wizard's LoadResult restricted to what the user kept (npz splits that are not
@@ -93,7 +105,8 @@ def export(state_series: Sequence[Series], result: Any, inputs: Sequence[Path], 
     from salm_desktop.core.jobs import run_protect_job
 
     kwargs: dict[str, Any] = dict(labels=settings.loader_labels(), splits=tuple(splits),
-                                  formats=settings.output_format, report=bool(settings.report), progress=progress)
+                                  formats=settings.output_format, report=bool(settings.report), progress=progress,
+                                  overwrite=bool(overwrite))
     params = _inspect.signature(run_protect_job).parameters
     if loaded is not None and "loaded" in params:
         kwargs["loaded"] = loaded

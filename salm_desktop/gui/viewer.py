@@ -3,7 +3,10 @@
 :class:`ViewState` holds what two viewers share (frame, zoom, pan centre, window); the review page
 gives the same state to the original and the protected viewer so that they move together.
 Mouse: wheel = next/previous slice, Ctrl+wheel = zoom, left drag = pan, right drag = window/level
-(horizontal: width, vertical: centre), double click = fit.
+(horizontal: width, vertical: centre), double click = fit. Keys: Page Up/Down and Up/Down arrows =
+previous/next slice, Home/End = first/last slice. The value under the cursor is shown in native
+units (HU for CT); orientation letters (from DICOM ImageOrientationPatient) and a scale bar in mm
+(from the pixel spacing) are drawn over the image when the file gives that geometry.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QImage, QPainter, QPixmap, QWheelEvent
+from PySide6.QtGui import QColor, QFont, QImage, QKeyEvent, QPainter, QPen, QPixmap, QWheelEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -87,6 +90,8 @@ class ImageView(QGraphicsView):
     """One image plus an optional RGBA overlay; reports wheel and drags to its owner."""
 
     wheel_steps = Signal(int)
+    jump_requested = Signal(int)  # -1: first slice, +1: last slice (Home / End)
+    hovered = Signal(int, int)  # image row, column under the cursor; (-1, -1) when outside
     window_drag = Signal(float, float)  # dx, dy in pixels
     user_view_changed = Signal(float, QPointF)  # zoom (relative to fit), scene centre
     fit_requested = Signal()
@@ -108,6 +113,10 @@ class ImageView(QGraphicsView):
         self._zoom = 1.0
         self._applying = False
         self._right_drag: QPointF | None = None
+        self.letters: dict[str, str] | None = None  # orientation letters at the four edges
+        self.column_spacing_mm: float | None = None  # for the scale bar
+        self.viewport().setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.horizontalScrollBar().valueChanged.connect(self._scrolled)
         self.verticalScrollBar().valueChanged.connect(self._scrolled)
 
@@ -179,7 +188,89 @@ class ImageView(QGraphicsView):
             return
         super().mousePressEvent(event)
 
+    def set_geometry_marks(self, letters: dict[str, str] | None, column_spacing_mm: float | None) -> None:
+        if letters != self.letters or column_spacing_mm != self.column_spacing_mm:
+            self.letters, self.column_spacing_mm = letters, column_spacing_mm
+            self.viewport().update()
+
+    def scale_bar(self) -> tuple[float, float] | None:
+        """(length in mm, length in screen pixels) of the scale bar drawn now, or None."""
+        if not self.column_spacing_mm:
+            return None
+        screen_per_image_pixel = abs(self.transform().m11())
+        if screen_per_image_pixel <= 0:
+            return None
+        mm_per_screen_pixel = self.column_spacing_mm / screen_per_image_pixel
+        length = imaging.scale_bar_mm(mm_per_screen_pixel, target_pixels=max(40.0, self.viewport().width() / 5))
+        return None if length is None else (length, length / mm_per_screen_pixel)
+
+    def drawForeground(self, painter: QPainter, rect) -> None:  # noqa: N802 (Qt name)
+        """Orientation letters at the edges and the mm scale bar, in screen coordinates."""
+        super().drawForeground(painter, rect)
+        if not self.letters and not self.column_spacing_mm:
+            return
+        painter.save()
+        painter.resetTransform()
+        view = self.viewport().rect()
+        font = QFont(painter.font())
+        font.setBold(True)
+        font.setPixelSize(15)
+        painter.setFont(font)
+        painter.setPen(QColor(255, 210, 60))
+        align = Qt.AlignmentFlag
+        if self.letters:
+            inner = view.adjusted(6, 4, -6, -4)
+            for edge, flags in (("left", align.AlignLeft | align.AlignVCenter), ("right", align.AlignRight | align.AlignVCenter),
+                                ("top", align.AlignTop | align.AlignHCenter), ("bottom", align.AlignBottom | align.AlignHCenter)):
+                if self.letters.get(edge):
+                    painter.drawText(inner, int(flags), self.letters[edge])
+        bar = self.scale_bar()
+        if bar is not None:
+            length_mm, length_px = bar
+            x1 = view.right() - 12
+            x0 = x1 - length_px
+            y = view.bottom() - 22
+            painter.setPen(QPen(QColor(255, 255, 255), 2))
+            painter.drawLine(QPointF(x0, y), QPointF(x1, y))
+            painter.drawLine(QPointF(x0, y - 4), QPointF(x0, y + 4))
+            painter.drawLine(QPointF(x1, y - 4), QPointF(x1, y + 4))
+            font.setBold(False)
+            font.setPixelSize(12)
+            painter.setFont(font)
+            painter.drawText(QRectF(x0 - 40, y + 3, length_px + 40, 16), int(align.AlignRight | align.AlignTop),
+                             f"{length_mm:g} mm")
+        painter.restore()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        key = event.key()
+        if key in (Qt.Key.Key_PageUp, Qt.Key.Key_Up):
+            self.wheel_steps.emit(-1)
+        elif key in (Qt.Key.Key_PageDown, Qt.Key.Key_Down):
+            self.wheel_steps.emit(1)
+        elif key == Qt.Key.Key_Home:
+            self.jump_requested.emit(-1)
+        elif key == Qt.Key.Key_End:
+            self.jump_requested.emit(1)
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self.hovered.emit(-1, -1)
+        super().leaveEvent(event)
+
+    def _report_hover(self, position) -> None:
+        point = self.mapToScene(position.toPoint())
+        rect = self.scene().sceneRect()
+        col, row = int(np.floor(point.x())), int(np.floor(point.y()))
+        if 0 <= col < rect.width() and 0 <= row < rect.height():
+            self.hovered.emit(row, col)
+        else:
+            self.hovered.emit(-1, -1)
+
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        self._report_hover(event.position())
         if self._right_drag is not None:
             delta = event.position() - self._right_drag
             self._right_drag = event.position()
@@ -222,12 +313,17 @@ class SliceViewer(QWidget):
         self.difference_scale: float | None = None
         self.last_difference_scale = 0.0
         self._updating_controls = False
+        self._hover: tuple[int, int] | None = None
 
         self.view = ImageView(self)
         self.title = QLabel(title)
         self.title.setStyleSheet("font-weight: bold")
         self.info = QLabel("")
+        self.cursor_label = QLabel("")  # the value under the mouse, in native units
+        self.cursor_label.setObjectName("cursor_value")
+        self.cursor_label.setMinimumWidth(190)
         self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setPageStep(1)  # Page Up/Down move one slice, as in the image view
         self.slider.setMinimum(0)
         self.preset = QComboBox()
         self.preset.setToolTip("Window presets: the file's own window, standard CT windows, automatic")
@@ -243,6 +339,7 @@ class SliceViewer(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.title)
         top.addStretch(1)
+        top.addWidget(self.cursor_label)
         top.addWidget(self.info)
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Slice"))
@@ -265,6 +362,8 @@ class SliceViewer(QWidget):
         self.center_box.valueChanged.connect(self._window_typed)
         self.width_box.valueChanged.connect(self._window_typed)
         self.view.wheel_steps.connect(lambda step: self.state.set_frame(self._clamp(self.state.frame + step)))
+        self.view.jump_requested.connect(lambda end: self.state.set_frame(0 if end < 0 else self._clamp(10**9)))
+        self.view.hovered.connect(self.show_value_at)
         self.view.window_drag.connect(self._window_dragged)
         self.view.user_view_changed.connect(self.state.set_view)
         self.view.fit_requested.connect(lambda: self.state.set_view(1.0, None))
@@ -352,7 +451,9 @@ class SliceViewer(QWidget):
         if self.frames is None or len(self.frames) == 0:
             self.view.set_image(np.zeros((8, 8), np.uint8))
             self.view.set_overlay(None)
+            self.view.set_geometry_marks(None, None)
             self.info.setText("")
+            self.cursor_label.setText("")
             return
         frame = self.frames.clamp(self.state.frame)
         image = self.frames.frame(frame)
@@ -369,5 +470,32 @@ class SliceViewer(QWidget):
                 self.view.set_overlay(imaging.mask_overlay(mask, opacity=self.overlay_opacity))
             else:
                 self.view.set_overlay(None)
-        self.info.setText(f"{self.frames.describe(frame)}  ({frame + 1}/{len(self.frames)})")
+        self.info.setText(self.frames.describe(frame))
+        spacing = self.frames.pixel_spacing(frame)
+        self.view.set_geometry_marks(self.frames.orientation_letters(frame), spacing[1] if spacing else None)
+        if self._hover is not None:
+            self.show_value_at(*self._hover)
         self.rendered.emit()
+
+    def value_at(self, row: int, col: int) -> float | None:
+        """The native value shown at (row, col): the image, or in difference mode the change."""
+        if self.frames is None or len(self.frames) == 0:
+            return None
+        frame = self.frames.clamp(self.state.frame)
+        image = self.frames.frame(frame)
+        if not (0 <= row < image.shape[0] and 0 <= col < image.shape[1]):
+            return None
+        if self.mode == "difference" and self.reference is not None:
+            return float(image[row, col]) - float(self.reference.frame(frame)[row, col])
+        return float(image[row, col])
+
+    def show_value_at(self, row: int, col: int) -> None:
+        value = self.value_at(row, col) if row >= 0 else None
+        self._hover = (row, col) if value is not None else None
+        if value is None:
+            self.cursor_label.setText("")
+            return
+        unit = self.frames.unit
+        prefix = "change " if self.mode == "difference" else ""
+        sign = "+" if self.mode == "difference" and value > 0 else ""
+        self.cursor_label.setText(f"x {col}, y {row}: {prefix}{sign}{imaging.value_text(value, unit)}")

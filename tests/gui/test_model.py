@@ -54,6 +54,7 @@ def test_build_protect_settings_maps_labels_and_em():
     ps = m.build_protect_settings(s)
     assert (ps.method, ps.mask_ratio, ps.labels, ps.n_clusters, ps.seed, ps.device) == ("em", 1.0, "clusters", 3, 5, "cpu")
     assert m.WizardSettings(label_source="clusters").loader_labels() == "none"
+    assert m.WizardSettings(label_source="clusters").study_labels() is None  # shown on the Load page, not used
     assert m.WizardSettings(label_source="auto").loader_labels() is None
     assert m.WizardSettings(label_source="csv", csv_path="/a/b.csv").loader_labels() == "csv:/a/b.csv"
 
@@ -77,12 +78,71 @@ def test_budget_in_normalized_and_native_units():
 
 
 def test_protect_status_folds_progress_events():
-    st = m.ProtectStatus()
+    st = m.ProtectStatus(max_rounds=10)
     st.update(ProgressEvent("protect", 5, 20, "batch", {"round": 2, "surrogate_accuracy": 0.875}, 10.0, 30.0), ["a", "b"])
     st.update(ProgressEvent("log", 0, 0, "round 2 done"))
     assert st.fraction == 0.25 and st.round == 2 and st.accuracy_text() == "87.5 %"
-    assert st.eta_s == 30.0 and st.per_series == {"a": 0.25, "b": 0.25} and st.log == ["round 2 done"]
+    assert st.per_series == {"a": 0.25, "b": 0.25} and st.log == ["round 2 done"]
     assert m.duration_text(30.0) == "30 s" and m.duration_text(125) == "2 min 05 s" and m.duration_text(None) == "–"
+
+
+def test_time_left_comes_from_measured_rounds_only():
+    st = m.ProtectStatus(max_rounds=10)
+    st.update(ProgressEvent("protect", 1, 100, "reading samples", {"round": 0}, 1.0, 99.0), now_s=1.0)
+    st.update(ProgressEvent("protect", 12, 100, "round 1: perturbing", {"round": 1}, 2.0, 5.0), now_s=2.0)
+    # the core's own linear guess (5 s) is not shown: no round has been measured yet
+    assert st.eta_s is None and st.eta_text() == "measuring the first round…"
+    st.update(ProgressEvent("log", 0, 0, "2D group: round 1, surrogate accuracy on perturbed data 0.600, loss 0.6931"),
+              now_s=6.0)
+    assert st.seconds_per_round() == pytest.approx(5.0)  # round 1 (training, then perturbing) ran from 1 s to 6 s
+    assert st.eta_s == pytest.approx(45.0)  # 9 rounds left at 5 s each, an upper bound
+    assert st.eta_text().startswith("at most 45 s")
+    st.update(ProgressEvent("log", 0, 0, "2D group: round 2, surrogate accuracy on perturbed data 0.950, loss 0.2000"),
+              now_s=12.0)
+    assert st.seconds_per_round() == pytest.approx(5.5) and st.eta_s == pytest.approx(44.0)
+    assert [(p.round, p.accuracy, p.loss) for p in st.history] == [(1, 0.6, 0.6931), (2, 0.95, 0.2)]
+    st.update(ProgressEvent("protect", 100, 100, "done", {"round": 2}, 13.0, None), now_s=13.0)
+    assert st.eta_s == 0.0
+
+
+def test_run_summary_is_words_and_units():
+    lines = m.run_summary_lines({"method": "salm", "mask_ratio": 0.2, "epsilon": 8 / 255, "epsilon_native": 62.75,
+                                 "samples": 3, "series": 1, "rounds": 2, "surrogate_accuracy": 0.5,
+                                 "fraction_pixels_changed": 0.197, "max_abs_change_native": 12.0,
+                                 "seconds": 31.2, "device": "cpu"}, "HU")
+    assert "Method: SALM, mask ratio 20 % of the pixels" in lines
+    assert "Budget: ±8/255 of the intensity window (±62.75 HU)" in lines
+    assert "Largest change of a pixel: 12 HU" in lines and "Device: CPU" in lines
+    assert "Pixels changed: 19.7 %" in lines and "Protection time: 31 s" in lines
+    assert not any("_" in line for line in lines)  # no raw key names
+
+
+def test_labels_summary_warns_when_the_setting_does_not_fit():
+    labelled = _series("ab12", labels=[0, 1, 1])
+    unlabelled = _series("cd34")
+    auto = m.WizardSettings(label_source="auto")
+    text, warning = m.labels_summary(auto, [unlabelled])
+    assert "pseudo-labels" in text and "no labels of its own" in text and warning == ""
+    assert m.effective_label_mode(auto, [unlabelled]) == "clusters"
+    assert m.for_run(auto, [unlabelled]).label_source == "clusters"
+    assert m.for_run(auto, [labelled]).label_source == "auto"
+    text, warning = m.labels_summary(auto, [labelled])
+    assert "own (2 classes: 0, 1" in text and warning == ""
+    text, warning = m.labels_summary(m.WizardSettings(label_source="clusters"), [labelled])
+    assert "pseudo-labels" in text and "has its own labels" in warning
+    _, warning = m.labels_summary(m.WizardSettings(label_source="npz"), [unlabelled])
+    assert "cd34" in warning
+
+
+def test_auto_device_is_resolved_to_what_runs():
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert m.resolved_device("auto") == expected
+    assert m.for_run(m.WizardSettings(device="auto"), []).device == expected
+    assert m.device_choices()[0][1] == f"Automatic (here: {m.device_text('auto')})"
+    if expected == "cpu":
+        assert m.device_text("auto") == "CPU"
 
 
 def test_fidelity_numbers_against_hand_computed_values():
@@ -111,16 +171,21 @@ def test_state_selection_and_npz_splits():
     assert [s.id for s in state.export_load_result().series] == ["tr", "te"]  # npz splits always travel
 
 
-def test_default_output_dir_is_a_sibling(tmp_path):
-    study = tmp_path / "study"
-    study.mkdir()
-    assert m.default_output_dir([study]) == tmp_path / "study_protected"
+def test_default_output_dir_is_outside_the_input_tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    study = tmp_path / "data" / "ct_study" / "dicom"
+    study.mkdir(parents=True)
+    out = tmp_path / "home" / "salm-out"
+    assert m.default_output_dir([study]) == out / "dicom_protected"
+    # a remembered output folder is used, unless it lies inside the study's tree
+    assert m.default_output_dir([study], tmp_path / "exports") == tmp_path / "exports" / "dicom_protected"
+    assert m.default_output_dir([study], tmp_path / "data" / "ct_study") == out / "dicom_protected"
     f = tmp_path / "data.npz"
     f.write_bytes(b"")
-    assert m.default_output_dir([f]) == tmp_path / "data_protected"
-    (tmp_path / "study_protected").mkdir()
-    (tmp_path / "study_protected" / "x").write_text("taken")
-    assert m.default_output_dir([study]) == tmp_path / "study_protected_2"
+    assert m.default_output_dir([f], tmp_path / "exports") == tmp_path / "exports" / "data_protected"
+    (out / "dicom_protected").mkdir(parents=True)
+    (out / "dicom_protected" / "x").write_text("taken")
+    assert m.default_output_dir([study]) == out / "dicom_protected_2"
     assert m.default_output_dir([]) is None
 
 

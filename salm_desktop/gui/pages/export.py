@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,12 +24,13 @@ from PySide6.QtWidgets import (
 
 from .. import services
 from ..context import Context
-from ..model import FORMATS, default_output_dir
+from ..model import FORMATS, default_output_dir, run_summary_lines
 from ..widgets import heading, hint
 from ..workers import Worker, WorkerHost
 
 
-def summary_lines(job_result, paths: dict) -> list[str]:
+def summary_lines(job_result, paths: dict, unit: str = "") -> list[str]:
+    """The export summary in words and units: where things went, what was done, what was skipped."""
     summary = getattr(job_result, "summary", None)
     if summary is None and isinstance(job_result, dict):
         summary = job_result.get("summary", job_result)
@@ -39,19 +40,25 @@ def summary_lines(job_result, paths: dict) -> list[str]:
     if paths.get("report_pdf"):
         lines.append(f"Report (PDF): {paths['report_pdf']}")
     if paths.get("manifest"):
-        lines.append(f"Manifest: {paths['manifest']}")
+        lines.append(f"Manifest (every file with its checksum, the settings): {paths['manifest']}")
     if isinstance(summary, dict):
-        for key in ("method", "epsilon", "mask_ratio", "samples", "rounds", "fraction_pixels_changed",
-                    "max_abs_change_native", "seconds", "device"):
-            if key in summary:
-                value = summary[key]
-                lines.append(f"{key.replace('_', ' ')}: {value:.4g}" if isinstance(value, float) else f"{key.replace('_', ' ')}: {value}")
+        lines += run_summary_lines(summary, unit)
     skipped = getattr(job_result, "skipped", None) or []
     if skipped:
         lines.append(f"Skipped {len(skipped)} input(s):")
         for s in skipped[:20]:
             lines.append(f"  {getattr(s, 'path', s)}: {getattr(s, 'reason', '')}")
     return lines
+
+
+def _common_unit(series) -> str:
+    units = set()
+    for s in series:
+        try:
+            units.add(s.intensity.unit or "")
+        except Exception:
+            units.add("")
+    return units.pop() if len(units) == 1 else ""
 
 
 class ExportPage(QWidget, WorkerHost):
@@ -64,6 +71,7 @@ class ExportPage(QWidget, WorkerHost):
         self.worker: Worker | None = None
         self.paths: dict = {}
         self.opened: list[str] = []  # what the open buttons asked the desktop to show
+        self.unit = ""
 
         self.destination = QLineEdit()
         self.destination.setPlaceholderText("An empty or new folder outside the input folders")
@@ -72,6 +80,10 @@ class ExportPage(QWidget, WorkerHost):
         for key, text in FORMATS:
             self.format.addItem(text, key)
         self.report = QCheckBox("Write the clinical-fidelity report (HTML and PDF)")
+        self.overwrite = QCheckBox("Replace the destination folder if it already has files in it")
+        self.overwrite.setObjectName("overwrite")
+        self.overwrite.setToolTip("Off: an existing, non-empty folder is never touched. On: it is replaced once "
+                                  "the new copy is complete (the old one is removed only then).")
         self.export_button = QPushButton("Export")
         self.export_button.setObjectName("export_start")
         self.cancel_button = QPushButton("Cancel")
@@ -86,6 +98,14 @@ class ExportPage(QWidget, WorkerHost):
         self.open_folder = QPushButton("Open output folder")
         self.open_report.setEnabled(False)
         self.open_folder.setEnabled(False)
+        # where the report is, always visible and copyable (not every system has a program to open it)
+        self.report_path = QLineEdit()
+        self.report_path.setReadOnly(True)
+        self.report_path.setObjectName("report_path")
+        self.copy_path = QPushButton("Copy path")
+        self.copy_path.setEnabled(False)
+        self.open_note = QLabel("")
+        self.open_note.setWordWrap(True)
 
         dest = QHBoxLayout()
         dest.addWidget(self.destination, 1)
@@ -94,6 +114,7 @@ class ExportPage(QWidget, WorkerHost):
         form.addRow("Destination", dest)
         form.addRow("Format", self.format)
         form.addRow("", self.report)
+        form.addRow("", self.overwrite)
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.cancel_button)
@@ -102,7 +123,8 @@ class ExportPage(QWidget, WorkerHost):
         opens = QHBoxLayout()
         opens.addWidget(self.open_report)
         opens.addWidget(self.open_folder)
-        opens.addStretch(1)
+        opens.addWidget(self.report_path, 1)
+        opens.addWidget(self.copy_path)
 
         layout = QVBoxLayout(self)
         layout.addWidget(heading("6. Export"))
@@ -116,6 +138,7 @@ class ExportPage(QWidget, WorkerHost):
         layout.addWidget(QLabel("Summary:"))
         layout.addWidget(self.summary, 1)
         layout.addLayout(opens)
+        layout.addWidget(self.open_note)
 
         self.browse.clicked.connect(self._choose)
         self.export_button.clicked.connect(self.start)
@@ -123,9 +146,11 @@ class ExportPage(QWidget, WorkerHost):
         self.batch_button.clicked.connect(self.batch_requested)
         self.open_report.clicked.connect(lambda: self._open(self.paths.get("report")))
         self.open_folder.clicked.connect(lambda: self._open(self.paths.get("out_dir")))
+        self.copy_path.clicked.connect(self._copy_path)
         self.format.currentIndexChanged.connect(self._options_changed)
         self.report.toggled.connect(self._options_changed)
         ctx.loaded.connect(self._suggest_destination)
+        ctx.loaded.connect(self._forget_export)
         self._show_options()
 
     def _show_options(self) -> None:
@@ -139,12 +164,21 @@ class ExportPage(QWidget, WorkerHost):
         self.ctx.save_settings()
 
     def _suggest_destination(self) -> None:
-        last = self.ctx.store.last_folder("output_parent")
-        suggestion = default_output_dir(self.ctx.state.inputs)
-        if suggestion is not None and last:
-            suggestion = Path(last) / suggestion.name
-        if suggestion is not None:
-            self.destination.setText(str(suggestion))
+        suggestion = default_output_dir(self.ctx.state.inputs, self.ctx.store.last_folder("output_parent") or None)
+        self.destination.setText(str(suggestion) if suggestion is not None else "")
+
+    def _forget_export(self) -> None:
+        """A new study (or Clear): the last export's summary and paths belong to the old one."""
+        if self.running:
+            return
+        self.paths = {}
+        self.summary.clear()
+        self.progress.setValue(0)
+        self.status.setText("")
+        self.open_note.setText("")
+        self.report_path.clear()
+        for button in (self.open_report, self.open_folder, self.copy_path):
+            button.setEnabled(False)
 
     def _choose(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to", self.ctx.store.last_folder("output_parent"))
@@ -158,8 +192,8 @@ class ExportPage(QWidget, WorkerHost):
         if not text:
             self.ctx.report_error("No destination", "Choose a folder to export to.")
             return
-        if not self.ctx.state.selected_series:
-            self.ctx.report_error("Nothing to export", "Load a study first.")
+        if not self.ctx.state.selected_series or self.ctx.state.protect_result is None:
+            self.ctx.report_error("Nothing to export", "Protect the study (step 4) first.")
             return
         out_dir = Path(text).expanduser()
         self.ctx.store.set_last_folder("output_parent", out_dir.parent)
@@ -171,9 +205,12 @@ class ExportPage(QWidget, WorkerHost):
         settings.output_format, settings.report = self.ctx.settings.output_format, self.ctx.settings.report
         series, result, inputs, splits = state.selected_series, state.protect_result, list(state.inputs), state.selected_splits()
         loaded = state.export_load_result()
+        overwrite = self.overwrite.isChecked()
+        self.unit = _common_unit(series)
 
         def job(progress):
-            return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded)
+            return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded,
+                                   overwrite=overwrite)
 
         worker = Worker(job, self, name="export")
         self._adopt(worker, lambda r: self._done(r, out_dir))
@@ -182,6 +219,9 @@ class ExportPage(QWidget, WorkerHost):
         self.paths = {}
         self.open_report.setEnabled(False)
         self.open_folder.setEnabled(False)
+        self.copy_path.setEnabled(False)
+        self.report_path.clear()
+        self.open_note.setText("")
         self.status.setText("Exporting…")
         self.export_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -201,9 +241,11 @@ class ExportPage(QWidget, WorkerHost):
         self.paths = services.job_paths(job_result, out_dir)
         self.progress.setValue(1000)
         self.status.setText("Export finished.")
-        self.summary.setPlainText("\n".join(summary_lines(job_result, self.paths)))
+        self.summary.setPlainText("\n".join(summary_lines(job_result, self.paths, self.unit)))
         self.open_report.setEnabled(bool(self.paths.get("report")))
         self.open_folder.setEnabled(True)
+        self.report_path.setText(str(self.paths.get("report") or self.paths.get("out_dir") or ""))
+        self.copy_path.setEnabled(bool(self.report_path.text()))
         skipped = getattr(job_result, "skipped", None) or []
         known = {str(k.path) for k in (self.ctx.state.load_result.skipped if self.ctx.state.load_result else [])}
         skipped = [k for k in skipped if str(getattr(k, "path", k)) not in known]  # new since loading
@@ -229,11 +271,23 @@ class ExportPage(QWidget, WorkerHost):
         self.cancel_button.setEnabled(False)
         self.ctx.set_busy(False)
 
-    def _open(self, path) -> None:
+    def _open(self, path) -> bool:
+        """Show ``path`` with the system's viewer; where there is none, say so and show the path."""
         if not path:
-            return
+            return False
         self.opened.append(str(path))
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+        self.report_path.setText(str(path))
+        self.copy_path.setEnabled(True)
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self.open_note.setText("")
+            return True
+        self.open_note.setText(f"No program to open {Path(path).name} was found on this computer. Its path is "
+                               "shown above: Copy path puts it on the clipboard for a browser or file manager.")
+        return False
+
+    def _copy_path(self) -> None:
+        QGuiApplication.clipboard().setText(self.report_path.text())
+        self.open_note.setText(f"Copied: {self.report_path.text()}")
 
 
 def manifest_summary(path: Path) -> dict:

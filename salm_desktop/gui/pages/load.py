@@ -21,7 +21,16 @@ from PySide6.QtWidgets import (
 
 from .. import services
 from ..context import Context
-from ..model import SERIES_COLUMNS, load_summary, series_rows, skipped_rows
+from ..model import SERIES_COLUMNS, labels_summary, load_summary, series_rows, skipped_rows
+
+# Every format the loader reads; DICOM files often have no extension, hence "DICOM folder…" too.
+FILE_FILTERS = ";;".join([
+    "All supported images (*.dcm *.dicom *.ima *.nii *.nii.gz *.npz *.nrrd *.nhdr *.mha *.mhd *.png *.jpg *.jpeg "
+    "*.tif *.tiff *.bmp)",
+    "DICOM (*.dcm *.dicom *.ima)", "NIfTI (*.nii *.nii.gz)", "MedMNIST-style npz (*.npz)",
+    "NRRD / MetaImage (*.nrrd *.nhdr *.mha *.mhd)", "PNG / JPEG / TIFF (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)",
+    "All files, e.g. DICOM without an extension (*)",
+])
 from ..widgets import fill_table, heading, hint, make_table
 from ..workers import Worker, WorkerHost
 
@@ -40,6 +49,7 @@ class LoadPage(QWidget, WorkerHost):
         self.inputs.setToolTip("Files and folders to load; drop more here")
         self.add_files_button = QPushButton("Add files…")
         self.add_folder_button = QPushButton("Add folder…")
+        self.add_folder_button.setToolTip("A folder of any supported files, e.g. a DICOM folder whose files have no extension")
         self.clear_button = QPushButton("Clear")
         self.load_button = QPushButton("Load")
         self.cancel_button = QPushButton("Cancel")
@@ -48,6 +58,16 @@ class LoadPage(QWidget, WorkerHost):
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.status = QLabel(load_summary(None))
+        self.labels_label = QLabel("")  # the labels the protection will use, per the settings
+        self.labels_label.setObjectName("labels_label")
+        self.labels_warning = QLabel("")
+        self.labels_warning.setObjectName("labels_warning")
+        self.labels_warning.setWordWrap(True)
+        self.labels_warning.setStyleSheet("color: #9a5b00")
+        self.use_study_labels = QPushButton("Use the study's labels")
+        self.use_study_labels.setVisible(False)
+        self.label_maps_label = QLabel("")
+        self.label_maps_label.setWordWrap(True)
         self.series_table = make_table()
         self.series_table.setObjectName("series_table")
         self.skipped_table = make_table()
@@ -86,6 +106,13 @@ class LoadPage(QWidget, WorkerHost):
         layout.addLayout(buttons)
         layout.addLayout(prog)
         layout.addWidget(self.status)
+        labels_row = QHBoxLayout()
+        labels_row.addWidget(self.labels_label)
+        labels_row.addWidget(self.use_study_labels)
+        labels_row.addStretch(1)
+        layout.addLayout(labels_row)
+        layout.addWidget(self.labels_warning)
+        layout.addWidget(self.label_maps_label)
         layout.addWidget(split, 1)
 
         self.add_files_button.clicked.connect(self._choose_files)
@@ -94,6 +121,9 @@ class LoadPage(QWidget, WorkerHost):
         self.load_button.clicked.connect(self.start_load)
         self.cancel_button.clicked.connect(self.cancel)
         self.series_table.itemChanged.connect(self._item_changed)
+        self.use_study_labels.clicked.connect(self._use_study_labels)
+        ctx.settings_changed.connect(self.show_labels)
+        ctx.selection_changed.connect(self.show_labels)
 
     # -- inputs ----------------------------------------------------------------------------------
     def input_paths(self) -> list[Path]:
@@ -112,21 +142,30 @@ class LoadPage(QWidget, WorkerHost):
             self.start_load()
 
     def clear(self) -> None:
+        """Forget the study and everything made from it (the protection result, the review)."""
         self.cancel()
         self.inputs.clear()
-        self.ctx.state.inputs = []
-        self.ctx.state.load_result = None
+        state = self.ctx.state
+        state.inputs = []
+        state.load_result = None
+        previous = state.protect_result
+        state.protect_result, state.protect_settings, state.protected_ids = None, None, []
+        state.export_result = None
+        self.progress.setValue(0)
         self._show_result()
-        self.ctx.loaded.emit()
+        self.ctx.loaded.emit()  # pages drop what they show of the old study first
+        if previous is not None and not self.ctx.busy_exporting():
+            state.close_result(previous)
 
     def _choose_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Add files", self.ctx.store.last_folder("input"),
-                                                "Images (*.dcm *.nii *.nii.gz *.npz *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)")
+                                                FILE_FILTERS)
         if files:
             self.add_paths(files)
 
     def _choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Add folder", self.ctx.store.last_folder("input"))
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder (DICOM folder, image folder…)",
+                                                  self.ctx.store.last_folder("input"))
         if folder:
             self.add_paths([folder])
 
@@ -219,7 +258,23 @@ class LoadPage(QWidget, WorkerHost):
         self.series_table.blockSignals(False)
         fill_table(self.skipped_table, ["Skipped file", "Reason"], skipped_rows(result))
         self.status.setText(load_summary(result))
+        maps = getattr(result, "label_maps", None) or []
+        self.label_maps_label.setText(
+            "Label maps found (regions for the report, not protected): " + ", ".join(m.files[0].name for m in maps)
+            if maps else "")
+        self.show_labels()
 
+    def show_labels(self) -> None:
+        """What the protection will use as labels, and a warning when the setting does not fit."""
+        text, warning = labels_summary(self.ctx.settings, self.ctx.state.selected_series)
+        self.labels_label.setText(text)
+        self.labels_warning.setText(warning)
+        self.use_study_labels.setVisible(bool(warning) and self.ctx.settings.label_source == "clusters")
+
+    def _use_study_labels(self) -> None:
+        self.ctx.settings.label_source = "auto"
+        self.ctx.save_settings()
+        self.ctx.settings_replaced.emit()
     def _item_changed(self, item: QTableWidgetItem) -> None:
         if item.column() != 0:
             return

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from .. import services
 from ..context import Context
 from ..frames import SeriesFrames
+from ..model import series_name
 from ..viewer import SliceViewer
 from ..widgets import heading, hint
 from ..workers import Worker, retire
@@ -72,7 +73,7 @@ class PreviewPage(QWidget):
         layout.addWidget(heading("3. Preview the protection mask"))
         layout.addWidget(hint("Red marks the pixels SALM may change in this image (the most salient ones for a "
                               "briefly trained surrogate). Wheel: slices · Ctrl+wheel: zoom · drag: pan · "
-                              "right drag: window/level · double click: fit."))
+                              "right drag: window/level · double click: fit · Page Up/Down: slices."))
         layout.addLayout(top)
         layout.addWidget(self.viewer, 1)
         layout.addWidget(self.mask_status)
@@ -94,7 +95,7 @@ class PreviewPage(QWidget):
         self.series.blockSignals(True)
         self.series.clear()
         for s in self.ctx.state.selected_series:
-            self.series.addItem(f"{s.id} · {s.modality} · {s.description or s.kind} · {len(s.samples)} images", s.id)
+            self.series.addItem(f"{series_name(s)} · {s.description or s.kind} · {len(s.samples)} images", s.id)
         index = self.series.findData(current)
         self.series.setCurrentIndex(max(index, 0))
         self.series.blockSignals(False)
@@ -222,7 +223,11 @@ class PreviewPage(QWidget):
 
     def _show_mask_toggled(self, on: bool) -> None:
         self.viewer.overlay_visible = on
+        self.viewer.title.setText(self.title_text())
         self.viewer.render()
+
+    def title_text(self) -> str:
+        return "Original with SALM mask" if self.show_mask.isChecked() else "Original (mask hidden)"
 
     def shutdown(self) -> None:
         self.debounce.stop()

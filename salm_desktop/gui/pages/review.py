@@ -9,7 +9,7 @@ from PySide6.QtCore import Qt
 from .. import services
 from ..context import Context
 from ..frames import SeriesFrames
-from ..model import FIDELITY_COLUMNS, fidelity_rows
+from ..model import FIDELITY_COLUMNS, fidelity_rows, series_name
 from ..viewer import SliceViewer, ViewState
 from ..widgets import fill_table, heading, hint, make_table
 from ..workers import Worker, retire
@@ -109,7 +109,7 @@ class ReviewPage(QWidget):
             for sid in self.ctx.state.protected_ids:
                 s = self.ctx.state.series_by_id(sid)
                 if s is not None:
-                    self.series.addItem(f"{s.id} · {s.modality} · {s.description or s.kind}", s.id)
+                    self.series.addItem(f"{series_name(s)} · {s.description or s.kind}", s.id)
         self.series.blockSignals(False)
         self._series_chosen()
         self.compute_fidelity()

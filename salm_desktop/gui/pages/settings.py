@@ -20,7 +20,17 @@ from PySide6.QtWidgets import (
 )
 
 from ..context import Context
-from ..model import LABEL_SOURCES, METHODS, WizardSettings, budget_texts, device_choices, epsilon_text, parse_epsilon
+from ..model import (
+    LABEL_SOURCES,
+    METHODS,
+    WizardSettings,
+    budget_texts,
+    device_choices,
+    device_text,
+    epsilon_text,
+    labels_summary,
+    parse_epsilon,
+)
 from ..widgets import heading, hint
 
 SURROGATES = ["auto", "cifar_resnet", "small_cnn", "resnet18", "densenet121"]
@@ -61,6 +71,10 @@ class SettingsPage(QWidget):
             self.device.addItem(text, key)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
+        self.labels_note = QLabel("")  # what the labels will be for the loaded study
+        self.labels_note.setWordWrap(True)
+        self.device_note = QLabel("")  # the device that will really run
+        self.device_note.setObjectName("device_note")
 
         self.advanced = QGroupBox("Advanced")
         self.advanced.setCheckable(True)
@@ -111,12 +125,14 @@ class SettingsPage(QWidget):
 
         form = QFormLayout()
         form.addRow("Labels", self.label_source)
+        form.addRow("", self.labels_note)
         form.addRow("Labels file", self.csv_widget)
         form.addRow("Pseudo-label clusters", self.n_clusters)
         form.addRow("Method", self.method)
         form.addRow("Budget (L∞)", budget)
         form.addRow("Mask ratio", self.mask_ratio)
         form.addRow("Device", self.device)
+        form.addRow("", self.device_note)
         form.addRow("Seed", self.seed)
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color: #b00020")
@@ -144,6 +160,9 @@ class SettingsPage(QWidget):
         self.foreground.toggled.connect(self._edited)
         ctx.loaded.connect(self.refresh_budget)
         ctx.selection_changed.connect(self.refresh_budget)
+        ctx.loaded.connect(self.refresh_notes)
+        ctx.selection_changed.connect(self.refresh_notes)
+        ctx.settings_replaced.connect(self._replaced)
 
     # -- settings <-> widgets -------------------------------------------------------------------
     @staticmethod
@@ -176,6 +195,18 @@ class SettingsPage(QWidget):
             self._loading = False
         self._update_visibility()
         self.refresh_budget()
+        self.refresh_notes()
+
+    def _replaced(self) -> None:
+        self.show_settings(self.ctx.settings)
+        self.ctx.settings_changed.emit()
+
+    def refresh_notes(self) -> None:
+        """The labels the loaded study will be protected with (and whether they fit), and the device
+        that "Automatic" resolves to here."""
+        text, warning = labels_summary(self.ctx.settings, self.ctx.state.selected_series)
+        self.labels_note.setText("\n".join(t for t in (text, warning) if t))
+        self.device_note.setText(f"Will run on: {device_text(self.device.currentData() or 'auto')}")
 
     def read_settings(self) -> WizardSettings:
         s = self.ctx.settings
@@ -213,15 +244,16 @@ class SettingsPage(QWidget):
         self.read_settings()
         self._update_visibility()
         self.refresh_budget()
+        self.refresh_notes()
         self.ctx.save_settings()
         self.ctx.settings_changed.emit()
 
     def _labels_edited(self) -> None:
         if self._loading:
             return
-        before = self.ctx.settings.loader_labels()
+        before = self.ctx.settings.study_labels()
         self._edited()
-        if self.ctx.settings.loader_labels() != before:
+        if self.ctx.settings.study_labels() != before:
             self.labels_changed.emit()
 
     def _choose_csv(self) -> None:
