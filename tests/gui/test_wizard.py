@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     assert checked[train.id] == Qt.CheckState.Checked
     assert sum(v == Qt.CheckState.Checked for v in checked.values()) == 1  # val/test are left out by default
     assert w.load_page.status.text() == "3 series, 80 images"
+    assert w.load_page.labels_label.text().startswith("Labels: the study's own (2 classes: 0, 1")
+    assert w.load_page.labels_warning.text() == ""
+    # nothing was protected yet: Review and Export are greyed out, and Export refuses to start
+    assert [w.can_enter(i) for i in range(6)] == [True, True, True, True, False, False]
+    assert not (w.steps.item(5).flags() & Qt.ItemFlag.ItemIsEnabled)
+    w.go_to(5)
+    assert w.stack.currentIndex() == 0
+    w.export_page.start()
+    assert w.errors.pop() == ("Nothing to export", "Protect the study (step 4) first.")
 
     # -- 2. settings -----------------------------------------------------------------------------
     w.go_to(1)
@@ -75,10 +85,19 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     w.go_to(3)
     assert w.stack.currentIndex() == 3
     protect = w.protect_page
+    assert protect.plan_label.text().startswith("Will run on: CPU")  # the device that runs, before the click
+    seen = []  # (rounds measured, time left) after every progress event of the run
     with qtbot.waitSignal(protect.finished, timeout=180_000) as outcome:
         qtbot.mouseClick(protect.start_button, Qt.MouseButton.LeftButton)
         assert protect.running and not protect.start_button.isEnabled()
+        protect.worker.progressed.connect(lambda _e: seen.append((len(protect.status.history), protect.status.eta_s)))
     assert outcome.args == ["done"], w.errors
+    assert seen and all(eta is None for measured, eta in seen if measured == 0)  # no guess before a round ran
+    assert any(eta is not None for measured, eta in seen if measured >= 1) or protect.status.eta_s == 0
+    assert protect.plot.rounds == [1, 2] and len(protect.plot.accuracy) == 2 and len(protect.plot.loss) == 2
+    assert protect.eta_label.text() == "0 s"
+    done_line = protect.log.toPlainText().split("Done. ")[1]
+    assert "Largest change of a pixel:" in done_line and "Device: CPU" in done_line and "_" not in done_line
     first = state.protect_result
     assert first is not None and state.protected_ids == [train.id]
     assert protect.overall.value() == 1000 and protect.bars[train.id].value() == 1000
@@ -100,7 +119,10 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
             w.errors, protect.running, protect.status.message, protect.status.round)
     stopped_after = time.monotonic() - t_cancel
     assert outcome.args == ["cancelled"]
-    assert 0.0 < protect.status.fraction < 0.1  # it really stopped early in a 50-round run
+    assert 0.0 < protect.stopped_at_fraction < 0.1  # it really stopped early in a 50-round run
+    # what the stopped run showed is gone: no stale progress, time left or curve
+    assert protect.overall.value() == 0 and protect.eta_label.text() == "–" and protect.plot.rounds == []
+    assert all(bar.value() == 0 for bar in protect.bars.values())
     # the engine checks at every batch: at most the batch that was running reports after the cancel
     assert protect.events_seen - events_at_cancel <= 3
     assert stopped_after < 60, f"cancel took {stopped_after:.1f} s"
@@ -148,10 +170,13 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     w.go_to(5)
     export = w.export_page
     assert export.destination.text().endswith("breastmnist_protected")
+    assert not Path(export.destination.text()).resolve().is_relative_to(breast_subset.parent.resolve()) or \
+        breast_subset.is_file()  # never inside an input folder
     out = tmp_path / "export"
     export.destination.setText(str(out))
     opened = []
-    monkeypatch.setattr("salm_desktop.gui.pages.export.QDesktopServices.openUrl", lambda url: opened.append(url.toLocalFile()))
+    monkeypatch.setattr("salm_desktop.gui.pages.export.QDesktopServices.openUrl",
+                        lambda url: opened.append(url.toLocalFile()) or True)
     with qtbot.waitSignal(export.finished, timeout=240_000) as outcome:
         qtbot.mouseClick(export.export_button, Qt.MouseButton.LeftButton)
     assert outcome.args == ["done"], w.errors
@@ -174,6 +199,42 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     qtbot.mouseClick(export.open_folder, Qt.MouseButton.LeftButton)
     assert opened == [str(out / "report.html"), str(out)]
     assert w.errors == []
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not mkdtemp's 0700
+    summary = export.summary.toPlainText()
+    assert "Largest change of a pixel:" in summary and "epsilon:" not in summary and "Budget: ±8/255" in summary
+
+    # no program to open the report with: the path is shown and can be copied
+    monkeypatch.setattr("salm_desktop.gui.pages.export.QDesktopServices.openUrl", lambda url: False)
+    qtbot.mouseClick(export.open_report, Qt.MouseButton.LeftButton)
+    assert export.report_path.text() == str(out / "report.html") and "No program" in export.open_note.text()
+    qtbot.mouseClick(export.copy_path, Qt.MouseButton.LeftButton)
+    from PySide6.QtGui import QGuiApplication
+
+    assert QGuiApplication.clipboard().text() == str(out / "report.html")
+
+    # the same folder again: refused without the overwrite option, replaced with it
+    with qtbot.waitSignal(export.finished, timeout=240_000) as outcome:
+        export.start()
+    assert outcome.args == ["failed"] and "already exists" in w.errors.pop()[1]
+    (out / "marker.txt").write_text("old export")
+    export.overwrite.setChecked(True)
+    with qtbot.waitSignal(export.finished, timeout=240_000) as outcome:
+        export.start()
+    assert outcome.args == ["done"], w.errors
+    assert not (out / "marker.txt").exists() and (out / "breastmnist.npz").exists()
+
+    # -- Clear: everything made from the study goes with it --------------------------------------
+    w.go_to(4)
+    qtbot.mouseClick(w.load_page.clear_button, Qt.MouseButton.LeftButton)
+    assert state.protect_result is None and state.protected_ids == []
+    assert w.stack.currentIndex() == 0  # the Review step lost its input: the window left it
+    assert [w.can_enter(i) for i in range(6)] == [True, False, False, False, False, False]
+    assert protect.overall.value() == 0 and protect.plot.rounds == [] and protect.log.toPlainText() == ""
+    assert review.series.count() == 0 and review.fidelity == {} and review.table.rowCount() == 0
+    assert export.summary.toPlainText() == "" and not export.open_report.isEnabled()
+    assert w.load_page.progress.value() == 0 and w.load_page.labels_label.text() == ""
 
 
 def test_preview_of_3d_volumes(qtbot, drive, window, medmnist_dir, tmp_path):

@@ -50,6 +50,7 @@ class ProtectPage(QWidget, WorkerHost):
         self.events_seen = 0
         self.unit = ""
         self._settings = None
+        self.stopped_at_fraction: float | None = None  # where the last cancelled run stopped
 
         self.start_button = QPushButton("Protect")
         self.start_button.setObjectName("protect_start")
@@ -237,6 +238,7 @@ class ProtectPage(QWidget, WorkerHost):
     def _cancelled(self) -> None:
         kept = " The previous result is kept." if self.ctx.state.protect_result is not None else ""
         self._log("Cancelled: nothing from this run was kept." + kept)
+        self.stopped_at_fraction = self.status.fraction
         self._reset_numbers()  # the stopped run's progress, time left and curve no longer mean anything
         self.message_label.setText("Cancelled." + kept)
         self.finished.emit("cancelled")
