@@ -21,6 +21,14 @@ def shoulder(dicom_dir, tmp_path) -> Path:
     return dst
 
 
+def _protect(qtbot, window):
+    """Step 4 with the tiny test settings (Export needs a protected result)."""
+    window.go_to(3)
+    with qtbot.waitSignal(window.protect_page.finished, timeout=180_000) as outcome:
+        window.protect_page.start()
+    assert outcome.args == ["done"], window.errors
+
+
 def _use_clusters(window):
     page = window.settings_page
     page.label_source.setCurrentIndex(page.label_source.findData("clusters"))
@@ -31,11 +39,13 @@ def test_dicom_series_protected_and_exported_as_derived_dicom(qtbot, drive, wind
     drive.load(w, [shoulder])
     (series,) = w.ctx.state.series
     assert series.modality == "MR" and len(series.samples) == 4
+    # unlabelled DICOM: Automatic already means pseudo-labels, and the Load page says so
+    assert "pseudo-labels (2 intensity clusters), because the study has no labels" in w.load_page.labels_label.text()
     loads = []
     w.ctx.loaded.connect(lambda: loads.append(1))
-    _use_clusters(w)  # unlabelled DICOM: pseudo-labels; the label source change re-reads the study
-    drive.wait_for(lambda: bool(loads) and not w.load_page.running, 60)
+    _use_clusters(w)  # the same labels for this study: nothing to re-read
     assert w.ctx.settings.label_source == "clusters" and w.settings_page.n_clusters.isEnabled()
+    assert loads == [] and not w.load_page.running and w.load_page.labels_warning.text() == ""
     assert "(MR" in w.settings_page.budget_native.text()
     w.go_to(2)
     drive.wait_for(lambda: w.preview_page.current_mask() is not None, 60)
@@ -91,6 +101,7 @@ def test_errors_are_one_line_dialogs_naming_the_file(qtbot, drive, window, shoul
     drive.load(w, [shoulder])
     _use_clusters(w)
     drive.wait_for(lambda: not w.load_page.running, 60)
+    _protect(qtbot, w)
     w.go_to(5)
     w.export_page.destination.setText(str(shoulder / "inside"))
     with qtbot.waitSignal(w.export_page.finished, timeout=120_000) as outcome:
@@ -257,7 +268,10 @@ def test_cancelled_export_leaves_nothing_behind(qtbot, drive, window, shoulder, 
     _use_clusters(w)
     drive.wait_for(lambda: not w.load_page.running, 60)
     w.go_to(5)
-    assert w.stack.currentIndex() == 5  # export without a reviewed run: the job protects by itself
+    assert w.stack.currentIndex() == 0  # Export needs a protected result first
+    _protect(qtbot, w)
+    w.go_to(5)
+    assert w.stack.currentIndex() == 5
     out_parent = tmp_path / "exports"
     out_parent.mkdir()
     w.export_page.destination.setText(str(out_parent / "shoulder_protected"))
