@@ -117,7 +117,7 @@ def selftest(app, timeout_s: float = 240.0) -> int:
         finally:
             window.shutdown()
             window.close()
-    print(f"salm-desktop --selftest: OK ({time.monotonic() - started:.1f} s: {', '.join(phases)})")
+    print(f"salm-desktop --selftest: OK on {app.platformName()} ({time.monotonic() - started:.1f} s: {', '.join(phases)})")
     return 0
 
 

@@ -123,3 +123,64 @@ def test_monochrome1_is_shown_inverted(qtbot):
     series.meta["photometric"] = "MONOCHROME2"
     viewer.render()
     assert (grey(0), grey(63)) == (0, 255)
+
+
+def _key(view, key) -> None:
+    from PySide6.QtGui import QKeyEvent
+    from PySide6.QtCore import QEvent
+
+    view.keyPressEvent(QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier))
+
+
+def test_viewer_shows_hu_under_the_cursor_orientation_scale_and_position(qtbot, ct_series):
+    viewer = SliceViewer(title="t")
+    qtbot.addWidget(viewer)
+    viewer.resize(600, 600)
+    viewer.show()
+    frames = SeriesFrames(ct_series)
+    viewer.set_frames(frames)
+    # the value under the mouse, in HU, read from the pixel the cursor is on
+    view = viewer.view
+    target = view.mapFromScene(QPointF(300.5, 200.5))
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtCore import QEvent
+
+    move = QMouseEvent(QEvent.Type.MouseMove, QPointF(target), QPointF(view.viewport().mapToGlobal(target)),
+                       Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    view.mouseMoveEvent(move)
+    hu = frames.frame(0)[200, 300]
+    assert viewer.cursor_label.text() == f"x 300, y 200: {hu:.0f} HU"
+    # axial CT (ImageOrientationPatient 1,0,0,0,1,0): patient left on the right of the screen, anterior on top
+    assert view.letters == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+    length_mm, length_px = view.scale_bar()
+    assert length_mm in (10, 20, 50, 100)
+    # the bar is as long on screen as that many mm of 0.81 mm pixels at the current zoom
+    assert length_px == pytest.approx(length_mm / 0.810547 * view.transform().m11(), rel=1e-6)
+    positions = []
+    for _ in range(3):
+        positions.append(float(viewer.info.text().split(" at ")[1].split(" mm")[0]))
+        _key(view, Qt.Key.Key_PageDown)
+    assert viewer.state.frame == 2  # Page Down: next slice, clamped at the last
+    assert np.allclose(np.diff(positions), positions[1] - positions[0]) and abs(positions[1] - positions[0]) == pytest.approx(1.0, abs=0.05)
+    assert viewer.info.text().startswith("image 3/3, at ") and "(3/3)" not in viewer.info.text()
+    _key(view, Qt.Key.Key_PageUp)
+    assert viewer.state.frame == 1
+    _key(view, Qt.Key.Key_Home)
+    assert viewer.state.frame == 0
+    _key(view, Qt.Key.Key_End)
+    assert viewer.state.frame == 2
+    # the documented presets, high contrast included, for CT too
+    names = [viewer.preset.itemText(i) for i in range(viewer.preset.count())]
+    assert imaging.HIGH_CONTRAST in names and imaging.AUTO_WINDOW in names and "CT lung" in names
+    viewer.choose_preset(imaging.HIGH_CONTRAST)
+    p5, p95 = np.percentile(frames.frame(2), [5, 95])
+    assert (viewer.state.window.low, viewer.state.window.high) == pytest.approx((p5, p95))
+
+
+def test_geometry_helpers_on_oblique_and_missing_geometry():
+    assert imaging.orientation_letters(None) is None
+    sagittal = imaging.orientation_letters((0, 1, 0, 0, 0, -1))  # rows along +y (P), columns along -z (I)
+    assert sagittal == {"right": "P", "left": "A", "bottom": "I", "top": "S"}
+    assert imaging.slice_position_mm((10.0, 20.0, -30.0), (1, 0, 0, 0, 1, 0)) == -30.0
+    assert imaging.scale_bar_mm(0.5, 100) == 50 and imaging.scale_bar_mm(0.33, 100) == 20
+    assert imaging.value_text(-45.0, "HU") == "-45 HU" and imaging.value_text(0.5321) == "0.5321"

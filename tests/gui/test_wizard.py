@@ -255,3 +255,55 @@ def test_preview_of_3d_volumes(qtbot, drive, window, medmnist_dir, tmp_path):
     assert mask.shape == (28, 28, 28) and mask.mean() == pytest.approx(w.ctx.settings.mask_ratio, abs=0.02)
     assert np.array_equal(page.frames.frame_mask(28 + 14, mask), mask[14])
     assert "image 2/6, slice 15" in page.viewer.info.text()
+
+
+def test_labels_follow_each_study_and_a_setting_that_no_longer_fits_is_flagged(qtbot, drive, window, breast_subset,
+                                                                              dicom_dir):
+    """Pseudo-labels chosen for a DICOM study, then a labelled npz loaded: the Load page shows the npz's
+    own labels and warns that they are not used, until the user switches back."""
+    w = window
+    drive.load(w, [dicom_dir / "hitachi_shoulder_mr" / "dicom"])
+    page = w.settings_page
+    page.label_source.setCurrentIndex(page.label_source.findData("clusters"))
+    assert "pseudo-labels" in w.load_page.labels_label.text() and w.load_page.labels_warning.text() == ""
+    w.load_page.clear()
+    drive.load(w, [breast_subset])
+    train = next(s for s in w.ctx.state.series if s.meta["split"] == "train")
+    row = next(r for r in range(w.load_page.series_table.rowCount()) if w.load_page.series_table.item(r, 0).text() == train.id)
+    assert w.load_page.series_table.item(row, 6).text().startswith("0: ")  # the npz labels are read and shown
+    assert "has its own labels (2 classes)" in w.load_page.labels_warning.text()
+    assert "has its own labels" in page.labels_note.text() and "pseudo-labels" in w.protect_page.plan_label.text()
+    assert w.load_page.use_study_labels.isVisibleTo(w.load_page)
+    qtbot.mouseClick(w.load_page.use_study_labels, Qt.MouseButton.LeftButton)
+    assert w.ctx.settings.label_source == "auto" and page.label_source.currentData() == "auto"
+    assert w.load_page.labels_warning.text() == "" and not w.load_page.use_study_labels.isVisibleTo(w.load_page)
+    assert "the study's own" in w.protect_page.plan_label.text()
+    assert page.device_note.text() == f"Will run on: {__import__('salm_desktop.gui.model', fromlist=['x']).device_text('auto')}"
+
+
+def test_label_maps_beside_a_study_are_not_series_to_protect(drive, window, dicom_dir):
+    w = window
+    drive.load(w, [dicom_dir / "ct_3slice_dcmqi"])
+    assert [s.kind for s in w.ctx.state.series] == ["dicom"]
+    assert w.load_page.series_table.rowCount() == 1
+    text = w.load_page.label_maps_label.text()
+    assert all(name in text for name in ("heart_seg.nrrd", "liver_seg.nrrd", "spine_seg.nrrd"))
+    preview = w.preview_page
+    preview.show_mask.setChecked(False)
+    assert preview.viewer.title.text() == "Original (mask hidden)"
+    preview.show_mask.setChecked(True)
+    assert preview.viewer.title.text() == "Original with SALM mask"
+
+
+def test_help_opens_the_bundled_pages(window):
+    help_window = window.open_help("user guide")
+    assert "SALM Desktop user guide" in help_window.browser.toPlainText()
+    window.open_help("troubleshooting")
+    assert "Troubleshooting" in help_window.browser.toPlainText() and "libxcb-cursor0" in help_window.browser.toPlainText()
+    import salm_desktop
+    from salm_desktop.gui.help import HELP_PAGES
+
+    repo = Path(salm_desktop.__file__).resolve().parents[1]
+    for filename in HELP_PAGES.values():  # in resources/, so pip installs and the bundle carry them
+        bundled = repo / "resources" / filename
+        assert bundled.read_text(encoding="utf-8") == (repo / "docs" / filename).read_text(encoding="utf-8")
