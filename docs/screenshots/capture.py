@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
-    from PySide6.QtCore import QSettings, Qt
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from salm_desktop.gui.app import wait_until
@@ -38,7 +38,7 @@ def main() -> int:
     window.show()
     s = window.ctx.settings
     s.device, s.seed, s.max_rounds, s.pgd_steps, s.train_steps, s.batch_size = "auto", 0, 3, 5, 5, 8
-    s.mask_ratio, s.label_source, s.n_clusters = 0.2, "clusters", 2
+    s.mask_ratio, s.label_source, s.n_clusters = 0.2, "auto", 2  # no labels in the study: pseudo-labels
     window.settings_page.show_settings(s)
 
     def shot(name: str) -> None:
@@ -56,11 +56,7 @@ def main() -> int:
     # 1. load
     window.load_page.add_paths([study])
     wait(lambda: window.ctx.state.load_result is not None and not window.load_page.running, "loading")
-    table = window.load_page.series_table
-    for r in range(table.rowCount()):
-        if table.item(r, 1).text() != "dicom":  # the NRRD label maps are not images to protect
-            table.item(r, 0).setCheckState(Qt.CheckState.Unchecked)
-    shot("1-load")
+    shot("1-load")  # the NRRD label maps are listed apart: they are regions, not images to protect
 
     # 2. settings, with the advanced section open
     window.go_to(1)
@@ -75,6 +71,7 @@ def main() -> int:
     page.viewer.state.set_frame(1)
     wait(lambda: page.current_mask() is not None, "mask preview")
     page.viewer.state.set_view(1.6, None)
+    page.viewer.show_value_at(250, 170)  # as if the mouse rested on the liver
     shot("3-preview")
 
     # 4. protect
@@ -93,8 +90,10 @@ def main() -> int:
     review.state.set_frame(1)
     review.left.choose_preset("CT abdomen")
     review.state.set_view(2.2, None)
+    review.left.show_value_at(250, 170)
     shot("5-review")
     review.right_mode.setCurrentIndex(1)
+    review.right.show_value_at(250, 170)
     shot("5-review-difference")
     review.right_mode.setCurrentIndex(0)
 

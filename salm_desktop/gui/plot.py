@@ -68,9 +68,19 @@ class RoundPlot(QWidget):
         for frac in (0.0, 1.0):
             painter.drawText(QRectF(area.right() + 4, y_of(frac) - 8, right, 16),
                              int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), f"{frac * max_loss:.3g}")
-        painter.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), bottom),
-                         int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop),
-                         f"round (of at most {self.max_rounds})")
+        step = max(1, -(-self.max_rounds // 10))  # at most about ten round ticks
+        for rnd in range(step, self.max_rounds + 1, step):
+            painter.drawText(QRectF(x_of(rnd) - 15, area.bottom() + 1, 30, metrics.height()),
+                             int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop), str(rnd))
+        painter.drawText(QRectF(area.left(), area.bottom() + 2, area.width() / 2 - 20, bottom),
+                         int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), "round")
+        legend_y = area.top() + 2
+        for label, color, offset in (("accuracy", ACCURACY_COLOR, 6), ("loss", LOSS_COLOR, 90)):
+            painter.setPen(QPen(color, 2))
+            painter.drawLine(QPointF(area.left() + offset, legend_y + 8), QPointF(area.left() + offset + 14, legend_y + 8))
+            painter.drawText(QRectF(area.left() + offset + 18, legend_y, 80, 16),
+                             int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), label)
+        painter.setPen(text_pen)
         if self.stop_accuracy is not None:
             painter.setPen(QPen(ACCURACY_COLOR, 1, Qt.PenStyle.DashLine))
             painter.drawLine(QPointF(area.left(), y_of(self.stop_accuracy)), QPointF(area.right(), y_of(self.stop_accuracy)))
