@@ -24,5 +24,7 @@ def test_wheel_contains_the_code_and_the_sample_data(tmp_path: Path) -> None:
     wheel = next(tmp_path.glob("salm_desktop-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "salm_desktop/resources/breastmnist_sample16.npz" in names
+    # the Help menu's pages (resources/ links to docs/; the wheel holds copies)
+    assert {"salm_desktop/resources/user-guide.md", "salm_desktop/resources/troubleshooting.md"} <= names
     assert "salm_desktop/core/protect/engine.py" in names and "salm_desktop/gui/pages/load.py" in names
     assert not any(n.startswith("tests/") for n in names)

@@ -103,7 +103,7 @@ class MainWindow(QMainWindow):
 
     def _build_menu(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        add_folder = QAction("Add folder…", self)
+        add_folder = QAction("Add folder (DICOM folder, image folder)…", self)
         add_folder.triggered.connect(self.load_page._choose_folder)
         add_files = QAction("Add files…", self)
         add_files.triggered.connect(self.load_page._choose_files)

@@ -701,6 +701,7 @@ class BatchQueue:
     def build_config(self, out_root: Path, settings: WizardSettings) -> Any:
         from salm_desktop.core.batch import BatchConfig, BatchJob
 
+        settings = dataclasses.replace(settings, device=resolved_device(settings.device))  # reports name what ran
         protect_settings = build_protect_settings(settings)
         options = {**settings.engine_kwargs(), "labels_source": settings.loader_labels(),
                    "splits": [x.strip() for x in settings.splits.split(",") if x.strip()] or ["train"],

@@ -52,6 +52,7 @@ class ViewState(QObject):
     """Frame, zoom, pan and window shared by one or more viewers."""
 
     frame_changed = Signal(int)
+    hover_changed = Signal(int, int)  # image row, column under the mouse in any of the viewers
     view_changed = Signal()  # zoom or pan
     window_changed = Signal()
 
@@ -363,7 +364,8 @@ class SliceViewer(QWidget):
         self.width_box.valueChanged.connect(self._window_typed)
         self.view.wheel_steps.connect(lambda step: self.state.set_frame(self._clamp(self.state.frame + step)))
         self.view.jump_requested.connect(lambda end: self.state.set_frame(0 if end < 0 else self._clamp(10**9)))
-        self.view.hovered.connect(self.show_value_at)
+        self.view.hovered.connect(self.state.hover_changed)  # the other viewers show the same pixel's value
+        self.state.hover_changed.connect(self.show_value_at)
         self.view.window_drag.connect(self._window_dragged)
         self.view.user_view_changed.connect(self.state.set_view)
         self.view.fit_requested.connect(lambda: self.state.set_view(1.0, None))

@@ -184,3 +184,25 @@ def test_geometry_helpers_on_oblique_and_missing_geometry():
     assert imaging.slice_position_mm((10.0, 20.0, -30.0), (1, 0, 0, 0, 1, 0)) == -30.0
     assert imaging.scale_bar_mm(0.5, 100) == 50 and imaging.scale_bar_mm(0.33, 100) == 20
     assert imaging.value_text(-45.0, "HU") == "-45 HU" and imaging.value_text(0.5321) == "0.5321"
+
+
+def test_the_pixel_under_the_mouse_is_read_out_in_both_synchronized_viewers(qtbot, ct_series):
+    state = ViewState()
+    left, right = SliceViewer(state), SliceViewer(state)
+    for v in (left, right):
+        qtbot.addWidget(v)
+        v.resize(400, 400)
+        v.show()
+    left.set_frames(SeriesFrames(ct_series))
+    shifted = SeriesFrames(ct_series, reader=lambda i: ct_series.samples[i].read() + 12.0)  # a "protected" copy
+    right.reference = left.frames
+    right.set_frames(shifted, keep_window=True)
+    left.view.hovered.emit(100, 120)
+    hu = left.frames.frame(0)[100, 120]
+    assert left.cursor_label.text() == f"x 120, y 100: {hu:.0f} HU"
+    assert right.cursor_label.text() == f"x 120, y 100: {hu + 12:.0f} HU"
+    right.mode = "difference"
+    right.render()
+    assert right.cursor_label.text() == "x 120, y 100: change +12 HU"
+    left.view.hovered.emit(-1, -1)  # the mouse left the image
+    assert left.cursor_label.text() == "" and right.cursor_label.text() == ""

@@ -90,6 +90,7 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     with qtbot.waitSignal(protect.finished, timeout=180_000) as outcome:
         qtbot.mouseClick(protect.start_button, Qt.MouseButton.LeftButton)
         assert protect.running and not protect.start_button.isEnabled()
+        assert not w.load_page.clear_button.isEnabled()  # the study cannot be cleared under a running step
         protect.worker.progressed.connect(lambda _e: seen.append((len(protect.status.history), protect.status.eta_s)))
     assert outcome.args == ["done"], w.errors
     assert seen and all(eta is None for measured, eta in seen if measured == 0)  # no guess before a round ran

@@ -122,6 +122,7 @@ class LoadPage(QWidget, WorkerHost):
         self.cancel_button.clicked.connect(self.cancel)
         self.series_table.itemChanged.connect(self._item_changed)
         self.use_study_labels.clicked.connect(self._use_study_labels)
+        ctx.busy_changed.connect(self._busy_changed)
         ctx.settings_changed.connect(self.show_labels)
         ctx.selection_changed.connect(self.show_labels)
 
@@ -188,6 +189,9 @@ class LoadPage(QWidget, WorkerHost):
         paths = self.input_paths()
         if not paths:
             self.status.setText(load_summary(None))
+            return
+        if self.ctx.busy and not self.running:  # protecting or exporting this study right now
+            self.status.setText("Another step is working on the loaded study: wait for it or cancel it, then load.")
             return
         missing = [p for p in paths if not p.exists()]
         if missing:
@@ -263,6 +267,15 @@ class LoadPage(QWidget, WorkerHost):
             "Label maps found (regions for the report, not protected): " + ", ".join(m.files[0].name for m in maps)
             if maps else "")
         self.show_labels()
+
+    def _busy_changed(self, busy: bool) -> None:
+        """While another step works on this study (protecting, exporting), it cannot be replaced or
+        cleared under it; a load of its own is cancelled by Clear or a new Load."""
+        free = not busy or self.running
+        for button in (self.clear_button, self.add_files_button, self.add_folder_button):
+            button.setEnabled(free)
+        self.load_button.setEnabled(not busy)
+        self.setAcceptDrops(free)
 
     def show_labels(self) -> None:
         """What the protection will use as labels, and a warning when the setting does not fit."""
