@@ -117,6 +117,16 @@ class WorkerHost:
         worker.cancelled.connect(self._cancelled)
         # A retired worker's finished signal can arrive after the next run started (queued): it must not
         # reset the buttons of the run that is going on now.
-        worker.finished.connect(lambda: self._worker_done() if self.worker is worker else None)
+        worker.finished.connect(lambda: self._worker_finished(worker))
         retire(self.worker)
         self.worker = worker
+
+    def _worker_finished(self, worker: "Worker") -> None:
+        if self.worker is worker:
+            self._worker_done()
+            return
+        # A retired run whose thread ended after the next run started: its buttons are not touched,
+        # but the busy mark it set (every host sets one per run) is released, or it would never be.
+        ctx = getattr(self, "ctx", None)
+        if ctx is not None:
+            ctx.set_busy(False)

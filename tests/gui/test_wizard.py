@@ -228,6 +228,8 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
 
     # -- Clear: everything made from the study goes with it --------------------------------------
     w.go_to(4)
+    drive.wait_for(lambda: not w.ctx.busy, 30)  # the export worker's thread has ended
+    assert w.load_page.clear_button.isEnabled()
     qtbot.mouseClick(w.load_page.clear_button, Qt.MouseButton.LeftButton)
     assert state.protect_result is None and state.protected_ids == []
     assert w.stack.currentIndex() == 0  # the Review step lost its input: the window left it
