@@ -42,6 +42,7 @@ class JobResult:
     files: list[Path] = field(default_factory=list)  # data files written (final paths)
     uid_map: dict[str, str] = field(default_factory=dict)
     fidelity: dict[str, Any] = field(default_factory=dict)
+    steward_record: Path | None = None  # the private record (UID map, pseudonyms) of a de-identified release
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.summary)
@@ -51,6 +52,7 @@ class JobResult:
             "report": str(self.report_html) if self.report_html else None,
             "report_pdf": str(self.report_pdf) if self.report_pdf else None,
             "skipped": [s.as_dict() for s in self.skipped],
+            "steward_record": str(self.steward_record) if self.steward_record else None,
         })
         return out
 
@@ -337,10 +339,11 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
 
     try:
         written = _export(job.plan, job.result, tmp, settings, inputs, progress, report, job.skipped, roi, efficacy, deid)
+        steward_file = None
         if deid.enabled:  # the private record first: a release is never in place without it
             from salm_desktop.core.export.deid import write_steward_record
 
-            write_steward_record(deid.steward, release=out, options=deid.options, table=written["steward"],
+            steward_file = write_steward_record(deid.steward, release=out, options=deid.options, table=written["steward"],
                                  skipped=[_skipped_dict(s, inputs) for s in written["skipped"]])
         _move_into_place(tmp, out, job.overwrite)
     except BaseException as exc:
@@ -367,6 +370,7 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
         files=[final(p) for p in written["files"]],
         uid_map=written["uid_map"],
         fidelity=written["fidelity"],
+        steward_record=steward_file,
     )
 
 
@@ -453,6 +457,13 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
     except ExportError as exc:
         raise JobError(str(exc)) from None
     progress.update("export", total_files, total_files, "data written")
+    if deidentifier is not None:  # no output path may carry a name or ID the job's DICOM files held
+        from salm_desktop.core.export.deid import scrub_release_paths
+
+        written.files = scrub_release_paths(tmp, written.files, deidentifier)
+    if not written.files and written.skipped:  # e.g. every file refused by the burned-in guard
+        reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in written.skipped[:3])
+        raise JobError(f"nothing was written: {reasons}")
 
     skipped = skipped + written.skipped
     fid_dict = fidelity.as_dict()

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import sys
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -34,7 +35,7 @@ from typing import Any, Iterable
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID_dictionary, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID_dictionary
 
 from salm_desktop import __version__
 
@@ -172,7 +173,9 @@ class Pseudonyms:
         """A new UID under 2.25: instance UIDs (SOP, Series) fold in the settings, the others only the secret."""
         original = str(original).strip()
         kind = f"instance-uid\x1f{self._instance_salt}" if instance else "uid"
-        new = generate_uid(prefix=None, entropy_srcs=[self.digest(kind, original).hex()])
+        # PS3.5 B.2: 2.25 followed by the integer of a UUID; the UUID's bits come from the HMAC, so the
+        # same original and secret give the same UID (pydicom's generate_uid(prefix=None) is random).
+        new = "2.25." + str(uuid.UUID(bytes=self.digest(kind, original)[:16], version=4).int)
         self.uid_map[original] = new
         return new
 
@@ -307,6 +310,9 @@ def burned_in_reason(ds: Dataset) -> str | None:
     return None
 
 
+_TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "UC", "PN"}
+
+
 def _empty_value(elem) -> Any:
     return Sequence([]) if elem.VR == "SQ" else None
 
@@ -416,6 +422,9 @@ class DicomDeidentifier:
             if keyword in BASIC_REMOVE:
                 del dataset[elem.tag]
                 return
+            if elem.VR == "SQ" and (keyword in BASIC_EMPTY or keyword in BASIC_DUMMY):
+                del dataset[elem.tag]  # an emptied sequence is invalid where it is Type 3 (all of these in image IODs)
+                return
             if keyword in BASIC_EMPTY:
                 if elem.VR in ("DA", "DT", "TM") and dates is not None and keyword != "PatientBirthDate":
                     dates(dataset, elem)
@@ -443,8 +452,26 @@ class DicomDeidentifier:
                     return
 
         ds.walk(visit)
+        self._sweep(ds, {v for v in found.values if len(v) >= 4} - {pseudonym})
         self._mark(ds)
         return found
+
+    def _sweep(self, ds: Dataset, values: set[str]) -> None:
+        """Residual identifiers: text attributes the profile keeps (a sequence name, a protocol) may repeat the
+        patient's name or ID; such occurrences are replaced as well."""
+        if not values:
+            return
+
+        def visit(dataset: Dataset, elem) -> None:
+            if elem.VR not in _TEXT_VRS or not elem.value:
+                return
+            items = list(elem.value) if isinstance(elem.value, pydicom.multival.MultiValue) else [elem.value]
+            text = [str(v) for v in items]
+            cleaned = [self.scrub(t, values) if any(v.lower() in t.lower() for v in values) else t for t in text]
+            if cleaned != text:
+                elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
+
+        ds.walk(visit)
 
     def _kept(self, keyword: str) -> bool:
         o = self.options
@@ -614,3 +641,22 @@ def prepare(options: DeidOptions | None, out: Path, steward: Path | None = None,
     where = check_steward_location(Path(steward) if steward is not None else default_steward_dir(Path(out).expanduser().resolve()),
                                    out, inputs)
     return DeidContext(options, secret, where)
+
+
+def scrub_release_paths(root: Path, files: list[Path], deidentifier: DicomDeidentifier) -> list[Path]:
+    """Rename output files whose path (under ``root``) holds an identifier any DICOM file of the job held
+    (e.g. a NIfTI converted from the same study and named after the patient). Returns the new paths."""
+    out = []
+    for path in files:
+        rel = Path(path).relative_to(root)
+        clean = Path(*[deidentifier.scrub(part) for part in rel.parts])
+        if clean != rel:
+            target = root / clean
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            path = target
+        out.append(Path(path))
+    for folder in sorted({p.parent for p in files}, key=lambda p: len(p.parts), reverse=True):
+        if folder != root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a folder emptied by the renames
+    return out
