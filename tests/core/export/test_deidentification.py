@@ -96,18 +96,20 @@ def _leaks(out: Path, identifiers: set[str]) -> list[str]:
     number: a short ID such as 27018 occurs by chance among the digits of any new 2.25 UID."""
     numeric = sorted((v for v in identifiers if re.fullmatch(r"[0-9.]+", v)), key=len, reverse=True)
     text = sorted((v for v in identifiers if v not in numeric), key=len, reverse=True)
-    patterns = []
-    for encode in (lambda v: v.encode("utf-8"), lambda v: v.encode("utf-16-le")):
+    patterns: dict[str, list] = {"utf-8": [], "utf-16-le": []}
+    for encoding, group in patterns.items():
         if numeric:
-            patterns.append(re.compile(rb"(?<![0-9])(" + b"|".join(re.escape(encode(v)) for v in numeric) + rb")(?![0-9])"))
+            group.append(re.compile(rb"(?<![0-9])(" + b"|".join(re.escape(v.encode(encoding)) for v in numeric) + rb")(?![0-9])"))
         if text:
-            patterns.append(re.compile(b"(" + b"|".join(re.escape(encode(v)) for v in text) + b")", re.IGNORECASE))
+            group.append(re.compile(b"(" + b"|".join(re.escape(v.encode(encoding)) for v in text) + b")", re.IGNORECASE))
     found = []
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out).as_posix()
         found += [f"{rel}: file name holds {v!r}" for v in identifiers if v.lower() in rel.lower()]
+        # DICOM text is single-byte or UTF-8; UTF-16 only in the documents (JSON, HTML, PDF)
+        use = patterns["utf-8"] + (patterns["utf-16-le"] if path.suffix.lower() in (".json", ".html", ".pdf") else [])
         for form in _readable_forms(path):
-            for pattern in patterns:
+            for pattern in use:
                 found += [f"{rel}: holds {m!r}" for m in set(pattern.findall(form))]
     return sorted(set(found))
 
@@ -178,13 +180,13 @@ def test_dciodvfy_finds_no_new_error_and_dcmdump_reads_every_file(releases, dcio
     for name, (inp, out, _) in releases.items():
         pairs = _dicom_pairs(inp, out)
         assert pairs, name
-        for src, dst in pairs[:40]:  # the 150-file fMRI series: its first 40 files
+        for src, dst in pairs[:12]:  # long series are alike file to file: the first 12 of each
             new = dciodvfy(dst) - dciodvfy(src)
             assert not new, f"{name}/{dst.name}: new dciodvfy errors {new}"
             dump = subprocess.run(["dcmdump", "-q", str(dst)], capture_output=True, text=True)
             assert dump.returncode == 0, dump.stderr
             checked += 1
-    assert checked > 60
+    assert checked > 40
 
 
 def _geometry(folder: Path) -> dict[int, tuple]:
