@@ -354,3 +354,28 @@ def test_nifti_and_nrrd_headers_hold_no_identifiers(data_dir, tmp_path):
     np.testing.assert_allclose(back.affine, img.affine)
     label = sitk.ReadImage(str(tmp_path / "out" / "label.nrrd"))
     assert label.GetSpacing() == volume.GetSpacing() and label.GetOrigin() == volume.GetOrigin()
+
+
+def test_a_batch_job_is_released_the_same_way(dicom_dir, tmp_path):
+    from salm_desktop.core.batch import load_config, run_batch
+
+    cohort = tmp_path / "cohort"
+    (cohort / "ct").mkdir(parents=True)
+    for src in _source_dicoms(dicom_dir / "ct_3slice_dcmqi" / "dicom"):
+        (cohort / "ct" / src.name).write_bytes(src.read_bytes())
+    secret = _secret(tmp_path / "secret", "hospital-secret-0123456789abcdef")
+    config = tmp_path / "batch.toml"
+    config.write_text(f'output = "{tmp_path / "out"}"\ninputs = ["{cohort / "ct"}"]\n[settings]\nmethod = "random"\n'
+                      f'device = "cpu"\nreport = false\nsecret = "{secret}"\n', encoding="utf-8")
+    result = run_batch(load_config(config))
+    assert result.complete, [j.as_dict() for j in result.jobs]
+    release = tmp_path / "out" / "ct"
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert "uid_map" not in manifest and manifest["deidentification"]["deidentified"] is True
+    record = json.loads((tmp_path / "out" / "ct.steward" / STEWARD_FILE).read_text())
+    sources = _source_dicoms(cohort / "ct")
+    for src in sources:
+        a = pydicom.dcmread(src, stop_before_pixels=True)
+        b = pydicom.dcmread(release / src.name, stop_before_pixels=True)
+        assert record["uid_map"][a.SOPInstanceUID] == b.SOPInstanceUID
+    assert _leaks(release, _identifiers(sources)) == []
