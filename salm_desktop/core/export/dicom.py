@@ -128,7 +128,7 @@ def _swap_binary_values(ds: Dataset) -> None:
 
 def _drop_group_lengths(ds: Dataset) -> None:
     """Retired group-length elements would be wrong after our edits; pydicom writes the file meta's own."""
-    for tag in [elem.tag for elem in ds if elem.tag.element == 0 and elem.tag.group != 2]:
+    for tag in [tag for tag in ds.keys() if tag.element == 0 and tag.group != 2]:  # keys: no value decoding
         del ds[tag]
 
 

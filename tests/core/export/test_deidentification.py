@@ -92,25 +92,25 @@ def _readable_forms(path: Path) -> list[bytes]:
 
 def _leaks(out: Path, identifiers: set[str]) -> list[str]:
     """Every (file, identifier) where the identifier occurs in the file's name or in any of its bytes, as
-    UTF-8 or UTF-16 text. A number (an ID, a date, a UID) counts only where it is not part of a longer
-    number: a short ID such as 27018 occurs by chance among the digits of any new 2.25 UID."""
-    numeric = sorted((v for v in identifiers if re.fullmatch(r"[0-9.]+", v)), key=len, reverse=True)
-    text = sorted((v for v in identifiers if v not in numeric), key=len, reverse=True)
-    patterns: dict[str, list] = {"utf-8": [], "utf-16-le": []}
-    for encoding, group in patterns.items():
-        if numeric:
-            group.append(re.compile(rb"(?<![0-9])(" + b"|".join(re.escape(v.encode(encoding)) for v in numeric) + rb")(?![0-9])"))
-        if text:
-            group.append(re.compile(b"(" + b"|".join(re.escape(v.encode(encoding)) for v in text) + b")", re.IGNORECASE))
+    UTF-8 text and, in the documents (JSON, HTML, PDF), as UTF-16 too. A number (an ID, a date, a UID)
+    counts only as a whole number: a short ID such as 27018 occurs by chance among the digits of any
+    new 2.25 UID."""
+    numeric = {v for v in identifiers if re.fullmatch(r"[0-9.]+", v)}
+    text = {v for v in identifiers if v not in numeric}
+    wide = [(v, v.encode("utf-16-le").lower()) for v in identifiers]
+    numbers = re.compile(rb"[0-9][0-9.]*[0-9]|[0-9]")
     found = []
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out).as_posix()
         found += [f"{rel}: file name holds {v!r}" for v in identifiers if v.lower() in rel.lower()]
-        # DICOM text is single-byte or UTF-8; UTF-16 only in the documents (JSON, HTML, PDF)
-        use = patterns["utf-8"] + (patterns["utf-16-le"] if path.suffix.lower() in (".json", ".html", ".pdf") else [])
+        document = path.suffix.lower() in (".json", ".html", ".pdf")
         for form in _readable_forms(path):
-            for pattern in use:
-                found += [f"{rel}: holds {m!r}" for m in set(pattern.findall(form))]
+            lower = form.lower()
+            found += [f"{rel}: holds {v!r}" for v in text if v.lower().encode("utf-8") in lower]
+            tokens = {t.decode("ascii").strip(".") for t in numbers.findall(form)}
+            found += [f"{rel}: holds {v!r}" for v in numeric & tokens]
+            if document:
+                found += [f"{rel}: holds {v!r} (UTF-16)" for v, needle in wide if needle in lower]
     return sorted(set(found))
 
 
