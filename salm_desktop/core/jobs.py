@@ -461,6 +461,9 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
         from salm_desktop.core.export.deid import scrub_release_paths
 
         written.files = scrub_release_paths(tmp, written.files, deidentifier)
+        if deidentifier.private_dropped:
+            progress.log(f"de-identification: {deidentifier.private_dropped} private attributes removed "
+                         "(PS3.15 Basic Profile; the retain-safe-private option keeps those PS3.15 lists as safe)")
     if not written.files and written.skipped:  # e.g. every file refused by the burned-in guard
         reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in written.skipped[:3])
         raise JobError(f"nothing was written: {reasons}")
