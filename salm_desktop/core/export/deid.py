@@ -415,7 +415,10 @@ class DicomDeidentifier:
                 return
             if self._kept(keyword):
                 if keyword in DESCRIPTORS and elem.VR != "SQ" and elem.value:
-                    elem.value = self.scrub(str(elem.value), descriptors_scrub)
+                    if isinstance(elem.value, pydicom.multival.MultiValue):
+                        elem.value = [self.scrub(str(v), descriptors_scrub) for v in elem.value]
+                    else:
+                        elem.value = self.scrub(str(elem.value), descriptors_scrub)
                 elif elem.VR == "UI":
                     self._uid(elem)
                 return
@@ -477,7 +480,7 @@ class DicomDeidentifier:
         o = self.options
         return ((o.retain_patient_characteristics and keyword in PATIENT_CHARACTERISTICS)
                 or (o.retain_device_identity and keyword in DEVICE_IDENTITY)
-                or (o.clean_descriptors and keyword in DESCRIPTORS and keyword not in ("SourceImageSequence",)))
+                or (o.clean_descriptors and keyword in DESCRIPTORS))
 
     def _uid(self, elem) -> None:
         keyword = elem.keyword or ""
@@ -577,6 +580,13 @@ def check_steward_location(steward: Path, out: Path, inputs: Iterable[Path] = ()
             raise DeidError(f"the steward record {steward} would be inside the input {src}: choose a folder outside the inputs")
     if steward.exists() and not steward.is_dir():
         raise DeidError(f"the steward record {steward} exists and is not a folder")
+    try:  # one record per release: never overwrite the map of another one
+        other = json.loads((steward / STEWARD_FILE).read_text(encoding="utf-8")).get("release")
+    except (OSError, ValueError, AttributeError):
+        other = None
+    if other and Path(other) != out:
+        raise DeidError(f"the steward folder {steward} already holds the private record of another release ({other}): "
+                        "choose another folder")
     return steward
 
 

@@ -310,7 +310,12 @@ def write_dicom_series(
         old_sop = str(ds.SOPInstanceUID)
         relative = layout.relative(path, series.root)
         if deidentifier is not None:
-            found = deidentifier.deidentify(ds)
+            try:
+                found = deidentifier.deidentify(ds)
+            except Exception as exc:  # noqa: BLE001 - a value pydicom cannot decode: never write it half de-identified
+                result.skipped.append(Skipped(path, f"not written: could not be de-identified ({type(exc).__name__}: "
+                                                    f"{(str(exc).strip().splitlines() or [''])[-1][:120]})"))
+                continue
             new_sop = str(ds.SOPInstanceUID)
             mark_derived(ds, new_sop=new_sop, new_series=new_series_uid, derivation=derivation, source_reference=False)
             relative = Path(*[deidentifier.scrub(part, found.values) for part in relative.parts])

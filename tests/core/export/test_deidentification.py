@@ -379,3 +379,13 @@ def test_a_batch_job_is_released_the_same_way(dicom_dir, tmp_path):
         b = pydicom.dcmread(release / src.name, stop_before_pixels=True)
         assert record["uid_map"][a.SOPInstanceUID] == b.SOPInstanceUID
     assert _leaks(release, _identifiers(sources)) == []
+
+
+def test_a_steward_folder_of_another_release_is_not_overwritten(dicom_dir, tmp_path, capsys):
+    src = str(dicom_dir / "hitachi_shoulder_mr" / "dicom")
+    common = ["--method", "random", "--device", "cpu", "--no-report", "--steward-record", str(tmp_path / "private")]
+    assert cli_main(["protect", src, "--out", str(tmp_path / "first"), *common]) == 0
+    record = (tmp_path / "private" / STEWARD_FILE).read_bytes()
+    assert cli_main(["protect", src, "--out", str(tmp_path / "second"), *common]) == 2
+    assert "already holds the private record of another release" in capsys.readouterr().err
+    assert (tmp_path / "private" / STEWARD_FILE).read_bytes() == record and not (tmp_path / "second").exists()
