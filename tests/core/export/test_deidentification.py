@@ -344,6 +344,12 @@ def test_nifti_and_nrrd_headers_hold_no_identifiers(data_dir, tmp_path):
     header["aux_file"] = b"JANCT000"
     header["intent_name"] = b"99000"
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine, header), str(src / "scan.nii"))
+    from PIL import Image, PngImagePlugin
+
+    (src / "png").mkdir()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "JANCT000 99000")
+    Image.fromarray(np.asarray(img.dataobj)[:, :, 10].astype(np.uint8)).save(src / "png" / "slice.png", pnginfo=info)
     volume = sitk.ReadImage(str(data_dir / "nrrd" / "pyradiomics" / "brain1_label.nrrd"))
     volume.SetMetaData("patient", "JANCT000")
     sitk.WriteImage(volume, str(src / "label.nrrd"))
@@ -352,6 +358,7 @@ def test_nifti_and_nrrd_headers_hold_no_identifiers(data_dir, tmp_path):
     assert _leaks(tmp_path / "out", {"JANCT000", "99000", "19500101"}) == []
     back = nib.load(str(tmp_path / "out" / "scan.nii"))
     np.testing.assert_allclose(back.affine, img.affine)
+    assert (tmp_path / "out" / "png" / "slice.png").is_file()
     label = sitk.ReadImage(str(tmp_path / "out" / "label.nrrd"))
     assert label.GetSpacing() == volume.GetSpacing() and label.GetOrigin() == volume.GetOrigin()
 
