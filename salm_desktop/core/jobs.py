@@ -486,6 +486,9 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
     skipped_dicts = [_skipped_dict(s, inputs) for s in skipped]
     if deidentifier is not None:  # source names may carry identifiers the DICOM files held
         skipped_dicts = [{"path": deidentifier.scrub(d["path"]), "reason": deidentifier.scrub(d["reason"])} for d in skipped_dicts]
+        # a labels CSV path or a description in the settings or summary may hold a name as well
+        settings_dict = deidentifier.scrub_strings(settings_dict)
+        summary = deidentifier.scrub_strings(summary)
     series_info = [{"series": release_id(s.id), "kind": s.kind, "modality": s.modality, "samples": len(s.samples),
                     "protected": p, "split": s.meta.get("split"), "labels_used": _labels_used(result, s) if p else None}
                    for s, p in plan]

@@ -378,6 +378,14 @@ class DicomDeidentifier:
                 text = re.sub(re.escape(value), self.pseudonyms.code("text", value, 8), text, flags=re.IGNORECASE)
         return text
 
+    def scrub_strings(self, value: Any) -> Any:
+        """A copy of a JSON-like value with identifiers scrubbed from every string in it."""
+        if isinstance(value, dict):
+            return {k: self.scrub_strings(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.scrub_strings(v) for v in value]
+        return self.scrub(value) if isinstance(value, str) else value
+
     def deidentify(self, ds: Dataset) -> FileIdentifiers:
         """De-identify ``ds`` in place; returns the identifying values it held."""
         found = FileIdentifiers()
