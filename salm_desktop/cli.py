@@ -61,6 +61,24 @@ def _build_parser() -> argparse.ArgumentParser:
     protect.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     protect.add_argument("--no-report", action="store_true", help="skip report.html / report.pdf")
     protect.add_argument("--json", action="store_true", help="last line of stdout: one JSON object with the summary")
+    deid = protect.add_argument_group(
+        "de-identification", "DICOM outputs are de-identified by default (PS3.15 Basic Profile, see docs/deidentification.md)")
+    deid.add_argument("--secret", type=Path, default=None, metavar="FILE",
+                      help="the hospital's pseudonym secret (default: created on first use in the user's configuration folder)")
+    deid.add_argument("--steward-record", type=Path, default=None, metavar="DIR",
+                      help="private record of the UID map and pseudonyms, outside the release (default: OUT.steward next to it)")
+    deid.add_argument("--keep-identity", action="store_true",
+                      help="do NOT de-identify (internal use only: names, IDs and links to the originals stay)")
+    deid.add_argument("--allow-burned-in", action="store_true",
+                      help="also write files that may show burned-in annotations (after checking their pixels)")
+    deid.add_argument("--retain-dates", action="store_true", help="keep dates, shifted per patient (option 113107)")
+    deid.add_argument("--retain-patient-characteristics", action="store_true",
+                      help="keep sex, age, size, weight (option 113108)")
+    deid.add_argument("--retain-device-identity", action="store_true", help="keep device serial numbers, station name (option 113109)")
+    deid.add_argument("--clean-descriptions", action="store_true",
+                      help="keep descriptions with known identifiers removed, instead of dropping them (option 113105)")
+    deid.add_argument("--retain-safe-private", action="store_true",
+                      help="keep the private attributes PS3.15 lists as safe, drop the others (option 113111)")
     protect.set_defaults(handler=_cmd_protect)
 
     evaluate = sub.add_parser(
@@ -192,10 +210,14 @@ def _cmd_protect(args: argparse.Namespace) -> int:
             print(f"[{ev.stage}] {ev.done}/{ev.total} {ev.message}", file=sys.stderr)
 
     progress = Progress(show)
+    deid = _deid_options(args)
+    if deid.keep_identity:
+        print("salm-protect: WARNING: --keep-identity: the output keeps patient names, IDs and links to the originals; "
+              "IDENTITY KEPT: not for release outside the hospital", file=sys.stderr)
     try:
         result = run_protect_job(args.inputs, args.out, settings, labels=loader_labels, splits=splits,
                                  report=not args.no_report, progress=progress, overwrite=args.overwrite, roi=args.roi,
-                                 efficacy=efficacy)
+                                 efficacy=efficacy, deid=deid, steward_record=args.steward_record)
     except JobError as exc:
         raise UsageError(str(exc)) from None
     except Cancelled:
@@ -213,7 +235,18 @@ def _cmd_protect(args: argparse.Namespace) -> int:
               f"PSNR {'infinite' if s.get('psnr_db') is None else format(s.get('psnr_db'), '.2f') + ' dB'}")
         print(f"written to {result.out_dir} (manifest: {result.manifest.name if result.manifest else '-'}"
               f"{', report: report.html, report.pdf' if result.report_html else ''})")
+        print(s.get("deidentification", "") + ("" if deid.keep_identity else
+              f"; private steward record (keep it inside the hospital): {result.steward_record}"))
     return EXIT_PARTIAL if result.skipped else EXIT_OK
+
+
+def _deid_options(args: argparse.Namespace):
+    from salm_desktop.core.export.deid import DeidOptions
+
+    return DeidOptions(keep_identity=args.keep_identity, retain_dates=args.retain_dates,
+                       retain_patient_characteristics=args.retain_patient_characteristics,
+                       retain_device_identity=args.retain_device_identity, clean_descriptors=args.clean_descriptions,
+                       retain_safe_private=args.retain_safe_private, allow_burned_in=args.allow_burned_in, secret=args.secret)
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Qt must never try to open a real display in tests.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# The default de-identification secret is created in a test folder, never in the user's own configuration.
+os.environ.setdefault("SALM_DESKTOP_CONFIG_DIR", tempfile.mkdtemp(prefix="salm-test-config-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SALM_TEST_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()

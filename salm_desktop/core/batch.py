@@ -47,7 +47,10 @@ from salm_desktop.core.progress import Cancelled, Progress
 STATE_NAME = "state.json"
 SUMMARY_NAME = "batch-summary.json"
 PARTIAL_SUFFIX = ".salm-batch-partial"
-JOB_OPTIONS = {"splits", "report"}
+# De-identification options (see docs/deidentification.md); like splits/report they are not engine settings.
+DEID_OPTIONS = {"keep_identity", "secret", "allow_burned_in", "retain_dates", "retain_patient_characteristics",
+                "retain_device_identity", "clean_descriptions", "retain_safe_private"}
+JOB_OPTIONS = {"splits", "report"} | DEID_OPTIONS
 
 
 class ConfigError(ValueError):
@@ -69,6 +72,19 @@ class BatchJob:
     @property
     def report(self) -> bool:
         return bool(self.options.get("report", True))
+
+    def deid_options(self):
+        from salm_desktop.core.export.deid import DeidOptions
+
+        o = self.options
+        secret = o.get("secret")
+        return DeidOptions(keep_identity=bool(o.get("keep_identity", False)), retain_dates=bool(o.get("retain_dates", False)),
+                           retain_patient_characteristics=bool(o.get("retain_patient_characteristics", False)),
+                           retain_device_identity=bool(o.get("retain_device_identity", False)),
+                           clean_descriptors=bool(o.get("clean_descriptions", False)),
+                           retain_safe_private=bool(o.get("retain_safe_private", False)),
+                           allow_burned_in=bool(o.get("allow_burned_in", False)),
+                           secret=Path(secret) if secret else None)
 
     def fingerprint(self) -> str:
         """Same inputs + same settings + same software -> a rerun may reuse finished work."""
@@ -183,6 +199,8 @@ def load_config(path: str | Path) -> BatchConfig:
         options = {**defaults, **overrides}
         if isinstance(options.get("labels"), str) and options["labels"].startswith("csv:"):
             options["labels"] = "csv:" + str(resolve(options["labels"][4:], "labels csv"))
+        if isinstance(options.get("secret"), str) and options["secret"].strip():
+            options["secret"] = str(resolve(options["secret"], "secret"))
         if isinstance(options.get("splits"), str):
             options["splits"] = [s.strip() for s in options["splits"].split(",") if s.strip()]
         for folder in folders:
@@ -301,8 +319,16 @@ def run_batch(config: BatchConfig, progress: Progress | None = None,
 def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = True) -> JobOutcome:
     from salm_desktop.core.studies import load_paths
 
+    from salm_desktop.core.export.deid import DeidError, default_steward_dir, prepare
+
     final = output / job.name
+    try:  # the secret and the private record's place are checked before any work
+        deid = prepare(job.deid_options(), final, default_steward_dir(final), job.inputs)
+    except DeidError as exc:
+        return JobOutcome(job.name, "failed", None, str(exc))
     fingerprint = job.fingerprint()
+    if deid.secret is not None:  # another secret gives other pseudonyms: never mix units made with two secrets
+        fingerprint = hashlib.sha256((fingerprint + hashlib.sha256(b"salm-batch\x1f" + deid.secret).hexdigest()).encode()).hexdigest()[:20]
     if final.exists():
         manifest = _read_json(final / "manifest.json") or {}
         if manifest.get("batch", {}).get("fingerprint") == fingerprint:
@@ -335,10 +361,10 @@ def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = T
 
     reused = sum(1 for u in units if u.id in state["done"])
     todo = [(number, unit) for number, unit in enumerate(units, start=1) if unit.id not in state["done"]]
-    _run_units(job, todo, len(units), units_dir, partial, state, skipped, progress, pipeline)
+    _run_units(job, todo, len(units), units_dir, partial, state, skipped, progress, pipeline, deid)
 
     try:
-        summary = _assemble(job, units, units_dir, partial, final, fingerprint, skipped)
+        summary = _assemble(job, units, units_dir, partial, final, fingerprint, skipped, deid)
     except OSError as exc:
         return JobOutcome(job.name, "failed", None, f"could not assemble the job output: {exc.strerror or exc}")
     return JobOutcome(job.name, "done", final, "", len(units), len(units), reused, skipped, summary)
@@ -348,7 +374,8 @@ PREFETCH_BYTES = 256 * 2**20  # pixels of the next unit decoded ahead of its tur
 
 
 def _run_units(job: BatchJob, todo: list[tuple[int, Unit]], n_units: int, units_dir: Path, partial: Path,
-               state: dict[str, Any], skipped: list[dict[str, str]], progress: Progress, pipeline: bool) -> None:
+               state: dict[str, Any], skipped: list[dict[str, str]], progress: Progress, pipeline: bool,
+               deid: Any = None) -> None:
     """Protect and write ``todo`` in order; record each unit in the journal once its output is in place.
 
     With ``pipeline`` three things run at once: the main thread computes unit k, a writer thread
@@ -378,7 +405,14 @@ def _run_units(job: BatchJob, todo: list[tuple[int, Unit]], n_units: int, units_
     def write(unit: Unit, protected, writer_progress: Progress) -> None:
         """Writer thread: a unit is journalled as soon as its output is in place (a kill right after keeps it)."""
         try:
-            write_job(protected, report=job.report, progress=writer_progress)
+            unit_deid = None
+            if deid is not None and deid.enabled:  # each unit's private record waits in the partial folder
+                from dataclasses import replace
+
+                unit_deid = replace(deid, steward=partial / "steward" / unit.id)
+            elif deid is not None:
+                unit_deid = deid
+            write_job(protected, report=job.report, progress=writer_progress, deid=unit_deid)
         except JobError as exc:
             record(unit, exc)
         else:
@@ -437,9 +471,21 @@ def _run_units(job: BatchJob, todo: list[tuple[int, Unit]], n_units: int, units_
 
 
 def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, final: Path, fingerprint: str,
-              skipped: list[dict[str, str]]) -> dict[str, Any]:
-    """Merge finished units into one job folder with one manifest and report; rename it into place."""
+              skipped: list[dict[str, str]], deid: Any = None) -> dict[str, Any]:
+    """Merge finished units into one job folder with one manifest and report; rename it into place.
+
+    De-identified (the default): the unit names in the release are keyed pseudonyms (internal unit ids
+    are hashes of UIDs), skipped inputs are named by file name only, no UID map is in the manifest, and
+    the units' private records are merged into ``<job>.steward`` next to the job folder.
+    """
     from salm_desktop.core.export.common import sha256_file
+    from salm_desktop.core.export.deid import STEWARD_FILE, Pseudonyms, write_steward_record
+
+    private = deid is not None and deid.enabled
+    pseudonyms = Pseudonyms(deid.secret, "") if private else None
+
+    def unit_name(unit_id: str) -> str:
+        return "unit-" + pseudonyms.release_id(unit_id) if pseudonyms is not None else unit_id
 
     assembled = partial / "assembled"
     shutil.rmtree(assembled, ignore_errors=True)
@@ -455,7 +501,7 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
         for path in sorted(p for p in unit_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(unit_dir)
             if rel.parts[0] in ("manifest.json", "report.html", "report.pdf"):
-                target = assembled / "reports" / unit.id / rel
+                target = assembled / "reports" / unit_name(unit.id) / rel
             else:
                 target = assembled / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -464,9 +510,9 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
                           "sha256": sha256_file(target)})
         uid_map.update(manifest.get("uid_map", {}))
         skipped.extend(manifest.get("skipped", []))
-        unit_manifests.append({"unit": unit.id, "summary": manifest.get("summary", {}),
+        unit_manifests.append({"unit": unit_name(unit.id), "summary": manifest.get("summary", {}),
                                "series": manifest.get("series", []),
-                               "report": f"reports/{unit.id}/report.html" if (unit_dir / "report.html").exists() else None})
+                               "report": f"reports/{unit_name(unit.id)}/report.html" if (unit_dir / "report.html").exists() else None})
 
     summary = _job_summary(unit_manifests)
     document = {
@@ -481,12 +527,27 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
         "uid_map": uid_map,
         "skipped": skipped,
     }
+    steward_table: dict[str, Any] = {"uid_map": {}, "patients": {}, "series_ids": {}, "private_attributes_dropped": 0}
+    if private:
+        del document["uid_map"]  # the map back to the originals never goes into a release
+        document["deidentification"] = deid.options.release_facts()
+        unit_ids = {u.id for u in units}
+        document["skipped"] = [{"path": unit_name(s["path"]) if s["path"] in unit_ids else Path(s["path"]).name,
+                                "reason": s["reason"]} for s in skipped]
+        for unit in units:
+            record = _read_json(partial / "steward" / unit.id / STEWARD_FILE) or {}
+            for key in ("uid_map", "patients", "series_ids"):
+                steward_table[key].update(record.get(key, {}))
+            steward_table["private_attributes_dropped"] += int(record.get("private_attributes_dropped") or 0)
+        steward_table["units"] = {unit_name(u.id): u.id for u in units}
     if job.report:
         _write_job_report(assembled, job, document)
         for name in ("report.html", "report.pdf"):
             target = assembled / name
             files.append({"path": name, "bytes": target.stat().st_size, "sha256": sha256_file(target)})
     _write_json_atomic(assembled / "manifest.json", document)
+    if private:
+        write_steward_record(deid.steward, release=final, options=deid.options, table=steward_table, skipped=skipped)
     os.replace(assembled, final)
     shutil.rmtree(partial, ignore_errors=True)
     return summary

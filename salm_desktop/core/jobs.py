@@ -42,6 +42,7 @@ class JobResult:
     files: list[Path] = field(default_factory=list)  # data files written (final paths)
     uid_map: dict[str, str] = field(default_factory=dict)
     fidelity: dict[str, Any] = field(default_factory=dict)
+    steward_record: Path | None = None  # the private record (UID map, pseudonyms) of a de-identified release
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.summary)
@@ -51,6 +52,7 @@ class JobResult:
             "report": str(self.report_html) if self.report_html else None,
             "report_pdf": str(self.report_pdf) if self.report_pdf else None,
             "skipped": [s.as_dict() for s in self.skipped],
+            "steward_record": str(self.steward_record) if self.steward_record else None,
         })
         return out
 
@@ -184,6 +186,8 @@ def run_protect_job(
     efficacy: dict[str, Any] | None = None,
     loaded: LoadResult | None = None,
     result: Any = None,
+    deid: Any = None,
+    steward_record: str | Path | None = None,
 ) -> JobResult:
     """Load ``inputs``, protect them with ``settings`` (a ProtectSettings), write the protected copy in
     the inputs' own formats under ``out_dir`` with manifest.json and (``report=True``) report.html/.pdf.
@@ -194,11 +198,29 @@ def run_protect_job(
     series, e.g. the one the user reviewed) is written as it is instead of protecting again (the caller
     keeps ownership and closes it). Raises :class:`JobError` (one-line message) and :class:`Cancelled`;
     in both cases nothing is left under ``out_dir``.
+
+    ``deid`` (a DeidOptions; default: de-identify) and ``steward_record`` (the private record's folder;
+    default ``<out>.steward`` next to the release) are checked before anything is computed.
     """
     progress = progress or Progress()
+    deid = prepare_deid(deid, out_dir, steward_record, inputs)
     job = protect_job(inputs, out_dir, settings, labels=labels, splits=splits, formats=formats, progress=progress,
                       overwrite=overwrite, loaded=loaded, result=result)
-    return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy)
+    return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy, deid=deid)
+
+
+def prepare_deid(deid: Any, out_dir: str | Path, steward_record: str | Path | None = None,
+                 inputs: Sequence[str | Path] = ()) -> Any:
+    """A DeidContext for a job (secret loaded, steward folder checked); JobError with the reason."""
+    from salm_desktop.core.export.deid import DeidContext, DeidError, prepare
+
+    if isinstance(deid, DeidContext):
+        return deid
+    try:
+        return prepare(deid, Path(out_dir), Path(steward_record) if steward_record is not None else None,
+                       [Path(p) for p in inputs])
+    except DeidError as exc:
+        raise JobError(str(exc)) from None
 
 
 def protect_job(
@@ -292,7 +314,8 @@ def protect_job(
 
 
 def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | None = None,
-              roi: str | Path | None = None, efficacy: dict[str, Any] | None = None) -> JobResult:
+              roi: str | Path | None = None, efficacy: dict[str, Any] | None = None, deid: Any = None,
+              steward_record: str | Path | None = None) -> JobResult:
     """The second half of :func:`run_protect_job`: export, manifest, report, rename into place.
 
     Closes ``job``'s result when it owns it, whatever happens. Raises :class:`JobError` and
@@ -300,6 +323,11 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
     """
     progress = progress or Progress()
     out, settings, inputs = job.out, job.settings, job.inputs
+    try:
+        deid = prepare_deid(deid, out, steward_record, inputs)
+    except JobError:
+        job.close()
+        raise
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # made by us, removed on failure
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +339,13 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
         raise JobError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
 
     try:
-        written = _export(job.plan, job.result, tmp, settings, inputs, progress, report, job.skipped, roi, efficacy)
+        written = _export(job.plan, job.result, tmp, settings, inputs, progress, report, job.skipped, roi, efficacy, deid)
+        steward_file = None
+        if deid.enabled:  # the private record first: a release is never in place without it
+            from salm_desktop.core.export.deid import write_steward_record
+
+            steward_file = write_steward_record(deid.steward, release=out, options=deid.options, table=written["steward"],
+                                 skipped=[_skipped_dict(s, inputs) for s in written["skipped"]])
         _move_into_place(tmp, out, job.overwrite)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -337,11 +371,12 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
         files=[final(p) for p in written["files"]],
         uid_map=written["uid_map"],
         fidelity=written["fidelity"],
+        steward_record=steward_file,
     )
 
 
 def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, report: bool,
-            skipped: list[Skipped], roi, efficacy) -> dict[str, Any]:
+            skipped: list[Skipped], roi, efficacy, deid=None) -> dict[str, Any]:
     from salm_desktop.core.export.common import ExportError, OutputLayout, WriteResult
     from salm_desktop.core.export.dicom import write_dicom_series
     from salm_desktop.core.export.images import write_image_series
@@ -353,6 +388,17 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
 
     settings_dict = settings.as_dict() if hasattr(settings, "as_dict") else dict(vars(settings))
     salt = _settings_fingerprint(settings_dict)
+    deidentifier = None
+    if deid is not None and deid.enabled:
+        from salm_desktop.core.export.deid import DicomDeidentifier
+
+        # the options change the files, so they are part of what makes derived UIDs distinct
+        deidentifier = DicomDeidentifier(deid.options, deid.secret, _settings_fingerprint(
+            {"settings": settings_dict, "deid": deid.options.fingerprint_dict()}))
+
+    def release_id(series_id: str) -> str:  # internal series ids are plain hashes of UIDs: not in a release
+        return deidentifier.pseudonyms.release_id(series_id) if deidentifier is not None else series_id
+
     layout = OutputLayout(inputs)
     written = WriteResult()
     fidelity = JobFidelity()
@@ -384,10 +430,13 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
                 npz_files.setdefault(path, []).append((series, protected_fn(series) if protect else None))
                 continue
             fid = fidelity.add_series(SeriesFidelity.for_series(series, settings.epsilon, roi_fns.get(series.id)))
+            fid.series_id = release_id(series.id)
             kwargs = dict(observer=fid.add, progress=progress, done_offset=done, total=total_files)
+            if series.kind in ("nifti", "nrrd", "volume") and deidentifier is not None:
+                kwargs["deidentify"] = True
             if series.kind == "dicom":
                 part = write_dicom_series(series, protected_fn(series), tmp, layout, derivation=derivation_text(settings, series),
-                                          uid_salt=salt, **kwargs)
+                                          uid_salt=salt, deidentifier=deidentifier, **kwargs)
             elif series.kind == "nifti":
                 part = write_nifti_series(series, protected_fn(series), tmp, layout, **kwargs)
             elif series.kind == "images":
@@ -401,12 +450,24 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
         for path, parts in npz_files.items():
             progress.update("export", done, total_files, f"writing {path.name}")
             fids = {s.id: fidelity.add_series(SeriesFidelity.for_series(s, settings.epsilon)) for s, fn in parts if fn is not None}
+            for sid, fid in fids.items():
+                fid.series_id = release_id(sid)
             part = write_npz_file(path, parts, tmp, layout, observer=lambda s, i, o, w: fids[s.id].add(i, o, w), progress=progress)
             written.extend(part)
             done += 1
     except ExportError as exc:
         raise JobError(str(exc)) from None
     progress.update("export", total_files, total_files, "data written")
+    if deidentifier is not None:  # no output path may carry a name or ID the job's DICOM files held
+        from salm_desktop.core.export.deid import scrub_release_paths
+
+        written.files = scrub_release_paths(tmp, written.files, deidentifier)
+        if deidentifier.private_dropped:
+            progress.log(f"de-identification: {deidentifier.private_dropped} private attributes removed "
+                         "(PS3.15 Basic Profile; the retain-safe-private option keeps those PS3.15 lists as safe)")
+    if not written.files and written.skipped:  # e.g. every file refused by the burned-in guard
+        reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in written.skipped[:3])
+        raise JobError(f"nothing was written: {reasons}")
 
     skipped = skipped + written.skipped
     fid_dict = fidelity.as_dict()
@@ -419,8 +480,17 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
         "skipped_count": len(skipped),
         "software_version": __version__,
     })
+    if deid is not None:
+        summary["deidentification"] = deid.options.summary_line()
+    if deidentifier is not None and isinstance(summary.get("epsilon_native_per_series"), dict):
+        summary["epsilon_native_per_series"] = {release_id(k): v for k, v in summary["epsilon_native_per_series"].items()}
     skipped_dicts = [_skipped_dict(s, inputs) for s in skipped]
-    series_info = [{"series": s.id, "kind": s.kind, "modality": s.modality, "samples": len(s.samples),
+    if deidentifier is not None:  # source names may carry identifiers the DICOM files held
+        skipped_dicts = [{"path": deidentifier.scrub(d["path"]), "reason": deidentifier.scrub(d["reason"])} for d in skipped_dicts]
+        # a labels CSV path or a description in the settings or summary may hold a name as well
+        settings_dict = deidentifier.scrub_strings(settings_dict)
+        summary = deidentifier.scrub_strings(summary)
+    series_info = [{"series": release_id(s.id), "kind": s.kind, "modality": s.modality, "samples": len(s.samples),
                     "protected": p, "split": s.meta.get("split"), "labels_used": _labels_used(result, s) if p else None}
                    for s, p in plan]
     report_paths: dict[str, Path] = {}
@@ -431,13 +501,19 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
         report_paths = write_report(tmp, fidelity, settings=settings_dict, summary=summary, efficacy=efficacy,
                                     skipped=skipped_dicts)
         progress.update("report", 1, 1, "report written")
+    steward: dict[str, Any] = {}
+    if deidentifier is not None:
+        steward = deidentifier.steward_table()
+        steward["series_ids"] = {release_id(s.id): s.id for s, _ in plan}
     manifest = write_manifest(
-        tmp, files=written.files, settings=settings_dict, summary=summary, uid_map=written.uid_map,
+        tmp, files=written.files, settings=settings_dict, summary=summary,
+        uid_map=written.uid_map if deidentifier is None else None,
         skipped=skipped_dicts, series=series_info, fidelity=fid_dict, efficacy=efficacy,
         extra_files=list(report_paths.values()),
+        deidentification=deid.options.release_facts() if deid is not None else None,
     )
     return {"summary": summary, "skipped": skipped, "manifest": manifest, "report": report_paths,
-            "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict}
+            "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict, "steward": steward}
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -51,7 +51,7 @@ def test_success_writes_data_manifest_and_report(ct_copy, tmp_path):
         assert files[name] == hashlib.sha256((out / name).read_bytes()).hexdigest()
     assert manifest["settings"]["method"] == "random" and manifest["seed"] == 0 and manifest["device"] == "cpu"
     assert manifest["software"]["version"]
-    assert len(manifest["uid_map"]) == 4  # 3 instances + 1 series
+    assert "uid_map" not in manifest and len(result.uid_map) == 4  # 3 instances + 1 series; the map is in the steward record
     text = result.manifest.read_text() + (out / "report.html").read_text()
     for secret in ("JANCT000", "PatientName", "PatientID"):  # the CT's patient name; no patient attributes
         assert secret not in text

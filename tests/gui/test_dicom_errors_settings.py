@@ -66,13 +66,13 @@ def test_dicom_series_protected_and_exported_as_derived_dicom(qtbot, drive, wind
     assert outcome.args == ["done"], w.errors
     written = sorted(p for p in out.rglob("*.dcm"))
     assert len(written) == 4
-    by_uid = {s.meta["sop_instance_uid"]: (i, s) for i, s in enumerate(series.samples)}
+    # de-identified by default: no SourceImageSequence; the release mirrors the input file names
+    by_name = {Path(s.source.path).name: (i, s) for i, s in enumerate(series.samples)}
     for path in written:
         ds = pydicom.dcmread(path)
-        assert ds.ImageType[0] == "DERIVED"
-        source_uid = ds.SourceImageSequence[0].ReferencedSOPInstanceUID
-        i, sample = by_uid[source_uid]
-        assert ds.SOPInstanceUID != source_uid
+        assert ds.ImageType[0] == "DERIVED" and ds.PatientIdentityRemoved == "YES"
+        i, sample = by_name[path.name]
+        assert ds.SOPInstanceUID != sample.meta["sop_instance_uid"]
         native = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
         assert np.array_equal(native, result.protected(series.id, i))  # the reviewed pixels were written
     assert (out / "manifest.json").exists() and (out / "report.html").exists()

@@ -45,7 +45,8 @@ from salm_desktop.core.export.common import (
     reread_failure,
     stored_dtype_array,
 )
-from salm_desktop.core.model import Series
+from salm_desktop.core.export.deid import DicomDeidentifier, burned_in_reason
+from salm_desktop.core.model import Series, Skipped
 from salm_desktop.core.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def _swap_binary_values(ds: Dataset) -> None:
 
 def _drop_group_lengths(ds: Dataset) -> None:
     """Retired group-length elements would be wrong after our edits; pydicom writes the file meta's own."""
-    for tag in [elem.tag for elem in ds if elem.tag.element == 0 and elem.tag.group != 2]:
+    for tag in [tag for tag in ds.keys() if tag.element == 0 and tag.group != 2]:  # keys: no value decoding
         del ds[tag]
 
 
@@ -135,8 +136,12 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def mark_derived(ds: Dataset, *, new_sop: str, new_series: str, derivation: str) -> None:
-    """Set the derived-image attributes on ``ds`` (pixels are handled separately)."""
+def mark_derived(ds: Dataset, *, new_sop: str, new_series: str, derivation: str, source_reference: bool = True) -> None:
+    """Set the derived-image attributes on ``ds`` (pixels are handled separately).
+
+    ``source_reference=False`` (a de-identified release): no SourceImageSequence, which would point
+    back at the original instance.
+    """
     old_sop = str(ds.SOPInstanceUID)
     sop_class = str(ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID", "")))
 
@@ -159,10 +164,13 @@ def mark_derived(ds: Dataset, *, new_sop: str, new_series: str, derivation: str)
     text = derivation if not previous else f"{previous}; {derivation}"
     ds.DerivationDescription = _truncate(text, 1024)
 
-    item = Dataset()
-    item.ReferencedSOPClassUID = sop_class
-    item.ReferencedSOPInstanceUID = old_sop
-    ds.SourceImageSequence = Sequence([item])
+    if source_reference:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = old_sop
+        ds.SourceImageSequence = Sequence([item])
+    elif "SourceImageSequence" in ds:
+        del ds.SourceImageSequence
 
     description = str(ds.get("SeriesDescription", "") or "").strip()
     if PROTECTED_MARK.strip() not in description:
@@ -236,8 +244,14 @@ def write_dicom_series(
     progress: Progress | None = None,
     done_offset: int = 0,
     total: int = 0,
+    deidentifier: "DicomDeidentifier | None" = None,
 ) -> WriteResult:
     """Write every file of a DICOM ``series`` as a derived instance under ``out_root``.
+
+    With a ``deidentifier`` (the default of a job) each file is also de-identified (PS3.15 Basic
+    Profile, see deid.py): UIDs become keyed pseudonyms, no SourceImageSequence, and path components
+    that carry the file's identifiers are replaced. A file that may show burned-in annotations is
+    skipped with the reason unless the options allow it. Without one, identity is kept (internal use).
 
     ``protected(i)`` gives the protected native values of sample ``i`` (or ``None``: unchanged
     pixels, but still a derived instance). ``observer(i, original, written)`` sees each sample's
@@ -246,7 +260,10 @@ def write_dicom_series(
     """
     result = WriteResult()
     series_uid = str(series.meta.get("series_uid", "") or "")
-    new_series_uid = derive_uid(series_uid or series.id, uid_salt)
+    if deidentifier is not None:
+        new_series_uid = deidentifier.pseudonyms.uid(series_uid or series.id, instance=True)
+    else:
+        new_series_uid = derive_uid(series_uid or series.id, uid_salt)
     if series_uid:
         result.uid_map[series_uid] = new_series_uid
     for path, members in iter_source_files(series, progress, done_offset, total, "file"):
@@ -256,6 +273,12 @@ def write_dicom_series(
         except Exception as exc:  # noqa: BLE001 - a file that changed under us: skip it with the reason
             result.skipped.append(reread_failure(path, exc))
             continue
+        if deidentifier is not None and not deidentifier.options.allow_burned_in:
+            reason = burned_in_reason(ds)
+            if reason:
+                result.skipped.append(Skipped(path, f"not written: {reason}; check the pixels for names or dates and, "
+                                                    "if they are clean, allow burned-in annotations (--allow-burned-in)"))
+                continue
         source_syntax = UID(ds.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian))
         try:
             frames = _frame_array(ds)
@@ -285,8 +308,20 @@ def write_dicom_series(
         _drop_group_lengths(ds)
 
         old_sop = str(ds.SOPInstanceUID)
-        new_sop = derive_uid(old_sop, uid_salt)
-        mark_derived(ds, new_sop=new_sop, new_series=new_series_uid, derivation=derivation)
+        relative = layout.relative(path, series.root)
+        if deidentifier is not None:
+            try:
+                found = deidentifier.deidentify(ds)
+            except Exception as exc:  # noqa: BLE001 - a value pydicom cannot decode: never write it half de-identified
+                result.skipped.append(Skipped(path, f"not written: could not be de-identified ({type(exc).__name__}: "
+                                                    f"{(str(exc).strip().splitlines() or [''])[-1][:120]})"))
+                continue
+            new_sop = str(ds.SOPInstanceUID)
+            mark_derived(ds, new_sop=new_sop, new_series=new_series_uid, derivation=derivation, source_reference=False)
+            relative = Path(*[deidentifier.scrub(part, found.values) for part in relative.parts])
+        else:
+            new_sop = derive_uid(old_sop, uid_salt)
+            mark_derived(ds, new_sop=new_sop, new_series=new_series_uid, derivation=derivation)
         if lossy:
             ds.LossyImageCompression = "01"
         pixels = frames if int(ds.get("NumberOfFrames", 1) or 1) > 1 else frames[0]
@@ -297,8 +332,10 @@ def write_dicom_series(
         for name, fn in (("SmallestImagePixelValue", np.min), ("LargestImagePixelValue", np.max)):
             if name in ds and pixels.size:
                 setattr(ds, name, int(fn(pixels)))
+        if deidentifier is not None:
+            deidentifier.clean_file_meta(ds)
 
-        dest = out_root / layout.relative(path, series.root)
+        dest = out_root / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
         pydicom.dcmwrite(dest, ds, enforce_file_format=True)
         result.files.append(dest)

@@ -1,4 +1,4 @@
-"""manifest.json: what was written, how, and from what (no patient names or IDs)."""
+"""manifest.json: what was written, how, and from what (no patient names or IDs; no UID map in a de-identified release)."""
 
 from __future__ import annotations
 
@@ -40,14 +40,20 @@ def write_manifest(
     files: list[Path],
     settings: dict[str, Any],
     summary: dict[str, Any],
-    uid_map: dict[str, str],
+    uid_map: dict[str, str] | None,
     skipped: list[dict[str, str]],
     series: list[dict[str, Any]],
     fidelity: dict[str, Any] | None = None,
     efficacy: dict[str, Any] | None = None,
     extra_files: list[Path] = (),
+    deidentification: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``out_dir/manifest.json``. Output paths are relative to ``out_dir``."""
+    """Write ``out_dir/manifest.json``. Output paths are relative to ``out_dir``.
+
+    A de-identified release (``uid_map=None``) holds release-side facts only: no map back to the
+    original UIDs (that goes to the private steward record). ``deidentification`` says how it was
+    de-identified, or that identity was kept.
+    """
     out_dir = Path(out_dir)
     entries = []
     for path in list(files) + list(extra_files):
@@ -63,9 +69,12 @@ def write_manifest(
         "summary": summary,
         "series": series,
         "files": entries,
-        "uid_map": uid_map,
         "skipped": skipped,
     }
+    if uid_map is not None:  # identity kept (internal use): today's map, in the release itself
+        document["uid_map"] = uid_map
+    if deidentification is not None:
+        document["deidentification"] = deidentification
     if fidelity is not None:
         document["fidelity"] = fidelity
     if efficacy is not None:

@@ -63,6 +63,18 @@ def _place(raw: np.ndarray, sample: Sample, stored: np.ndarray) -> None:
         raise ExportError(f"sample shape {stored.shape} does not fit the volume slice {target.shape}")
 
 
+TEXT_FIELDS = ("descrip", "aux_file", "intent_name", "db_name")
+
+
+def _clear_text_fields(header) -> None:
+    for name in TEXT_FIELDS:
+        if name in header:
+            header[name] = b""
+    extensions = getattr(header, "extensions", None)
+    if extensions is not None:
+        extensions.clear()
+
+
 def write_nifti_series(
     series: Series,
     protected: ProtectedFn,
@@ -73,7 +85,10 @@ def write_nifti_series(
     progress: Progress | None = None,
     done_offset: int = 0,
     total: int = 0,
+    deidentify: bool = False,
 ) -> WriteResult:
+    """``deidentify``: the free-text header fields (descrip, aux_file, intent_name, db_name) are emptied
+    and header extensions (which may hold a whole DICOM header) are dropped; geometry stays."""
     result = WriteResult()
     for path, members in iter_source_files(series, progress, done_offset, total, "volume"):
         try:
@@ -102,6 +117,8 @@ def write_nifti_series(
             raise ExportError(f"{path}: {exc}") from None
 
         header = img.header.copy()
+        if deidentify:
+            _clear_text_fields(header)
         new = type(img)(raw, None, header=header)
         if not (slope == 1.0 and inter == 0.0):
             new.header.set_slope_inter(slope, inter)

@@ -23,6 +23,16 @@ from salm_desktop.core.model import Series
 from salm_desktop.core.progress import Progress
 
 
+# Metadata keys that describe the grid and the encoding only (what a de-identified copy keeps).
+GEOMETRY_KEYS = {"ITK_InputFilterName", "NRRD_space", "NRRD_kinds", "NRRD_encoding", "NRRD_centerings", "NRRD_thicknesses",
+                 "NRRD_measurement frame", "ITK_original_direction", "ITK_original_spacing",
+                 "ElementSpacing", "AnatomicalOrientation"}
+
+
+def _is_geometry_key(key: str) -> bool:
+    return key in GEOMETRY_KEYS or key.startswith(("NRRD_space", "NRRD_kinds", "NRRD_thicknesses", "NRRD_centerings"))
+
+
 def write_volume_series(
     series: Series,
     protected: ProtectedFn,
@@ -33,7 +43,10 @@ def write_volume_series(
     progress: Progress | None = None,
     done_offset: int = 0,
     total: int = 0,
+    deidentify: bool = False,
 ) -> WriteResult:
+    """``deidentify``: only the geometry and encoding keys of the source metadata are copied (free-text
+    keys such as NRRD "content" or vendor keys may carry names)."""
     result = WriteResult()
     for path, members in iter_source_files(series, progress, done_offset, total, "volume"):
         try:
@@ -58,6 +71,8 @@ def write_volume_series(
         new = sitk.GetImageFromArray(array)
         new.CopyInformation(image)
         for key in image.GetMetaDataKeys():
+            if deidentify and not _is_geometry_key(key):
+                continue
             new.SetMetaData(key, image.GetMetaData(key))
         dest = out_root / layout.relative(path, series.root)
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -191,6 +191,7 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], image
         "<h1>Clinical-fidelity report</h1>",
         f"<p>Created {html.escape(context['created'])} by SALM Desktop. Series are named by a short hash; "
         "no patient names or IDs appear in this report.</p>",
+        f"<p id='deidentification'><b>{html.escape(str((context.get('summary') or {}).get('deidentification') or ''))}</b></p>",
         "<h2>Whole job</h2><table id='job-summary'>",
         _rows(_summary_pairs(job)),
         f"<tr><th>native units</th><td>{html.escape(', '.join(job.get('native_units', [])))}</td></tr>",
@@ -267,6 +268,7 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images
     """Writes the PDF; when ``images`` is a dict, also fills it with each series' figures as base64 PNG."""
     job = context["fidelity"]["job"]
     lines = [f"Created {context['created']} by SALM Desktop (series named by short hash; no patient data)", "", "WHOLE JOB"]
+    lines[1:1] = [str((context.get("summary") or {}).get("deidentification") or "")]  # whether and how it was de-identified
     lines += [f"  {k:<40} {_fmt(v)}" for k, v in _summary_pairs(job)]
     lines += ["", "SETTINGS"] + [f"  {k:<40} {_fmt(v)}" for k, v in sorted(context["settings"].items())]
     if context.get("efficacy"):

@@ -21,3 +21,20 @@ def tree_hashes(*roots: Path) -> dict[str, str]:
 def hashes():
     """``hashes(*roots)`` -> {path: sha256} of every file under the roots."""
     return tree_hashes
+
+
+def dciodvfy_errors(path: Path) -> set[str]:
+    """dciodvfy's error lines for one file (the values it quotes are dropped: a de-identified copy has others)."""
+    import re
+    import subprocess
+
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    return {re.sub(r"\[[^\]]*\]|= <[^>]*>|<[0-9.]+>", "", line).strip() for line in lines if line.startswith("Error")}
+
+
+
+@pytest.fixture(scope="session")
+def dciodvfy():
+    """``dciodvfy(path)`` -> the set of dciodvfy error lines of one file."""
+    return dciodvfy_errors

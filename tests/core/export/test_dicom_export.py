@@ -11,6 +11,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from salm_desktop.core.export.deid import DeidOptions
 from salm_desktop.core.jobs import run_protect_job
 from salm_desktop.core.protect import ProtectSettings, protect_series
 from salm_desktop.core.studies import load_paths
@@ -49,6 +50,11 @@ def _pairs(inp: Path, out: Path) -> list[tuple[Path, Path]]:
     return [(p, out / p.relative_to(inp)) for p in sorted(inp.rglob("*")) if p.is_file() and not p.name.endswith(".txt")]
 
 
+# These tests check the derived-image bookkeeping with identity kept (links to the originals);
+# the de-identified release (the default) is tested in test_deidentification.py.
+KEEP_IDENTITY = DeidOptions(keep_identity=True)
+
+
 @pytest.fixture(scope="module")
 def series_job(dicom_dir: Path, tmp_path_factory, hashes):
     """One job over all multi-file series folders, one job per single-file encoding."""
@@ -58,7 +64,7 @@ def series_job(dicom_dir: Path, tmp_path_factory, hashes):
     for rel in SERIES_DIRS + SINGLE_FILES:
         inp = dicom_dir / rel
         out = base / rel.replace("/", "__")
-        result = run_protect_job([inp], out, ProtectSettings(**SETTINGS), report=False)
+        result = run_protect_job([inp], out, ProtectSettings(**SETTINGS), report=False, deid=KEEP_IDENTITY)
         jobs[rel] = (inp, out, result)
     yield jobs
     assert hashes(dicom_dir) == before, "the inputs were modified"
@@ -202,9 +208,10 @@ def test_round_trip_reloaded_export_equals_protected(series_job, rel):
 
 def test_rerun_gives_the_same_uids_and_pixels(series_job, dicom_dir, tmp_path):
     inp, out, first = series_job["hitachi_shoulder_mr/dicom"]
-    again = run_protect_job([inp], tmp_path / "again", ProtectSettings(**SETTINGS), report=False)
+    again = run_protect_job([inp], tmp_path / "again", ProtectSettings(**SETTINGS), report=False, deid=KEEP_IDENTITY)
     assert again.uid_map == first.uid_map
     for src, dst in _pairs(inp, out):
         assert (tmp_path / "again" / dst.name).read_bytes() == dst.read_bytes()
-    other = run_protect_job([inp], tmp_path / "other", ProtectSettings(**{**SETTINGS, "seed": 4}), report=False)
+    other = run_protect_job([inp], tmp_path / "other", ProtectSettings(**{**SETTINGS, "seed": 4}), report=False,
+                            deid=KEEP_IDENTITY)
     assert set(other.uid_map.values()).isdisjoint(first.uid_map.values())
