@@ -61,7 +61,25 @@ def _build_parser() -> argparse.ArgumentParser:
     protect.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     protect.add_argument("--no-report", action="store_true", help="skip report.html / report.pdf")
     protect.add_argument("--json", action="store_true", help="last line of stdout: one JSON object with the summary")
+    protect.add_argument("--keys", type=Path, default=None, metavar="KEYDIR",
+                         help="also mark the release with secret ownership keys and write them to KEYDIR, a new folder "
+                              "outside the release that you keep private (see 'salm-protect verify', docs/ownership.md)")
     protect.set_defaults(handler=_cmd_protect)
+
+    verify = sub.add_parser("verify", help="test whether a suspect model was trained on a release carrying ownership keys",
+                            description="Exact test of a suspect model's answers to the key queries of KEYDIR. "
+                                        "Exit codes: 0 the test ran, 2 bad input.")
+    verify.add_argument("--keys", required=True, type=Path, metavar="KEYDIR", help="the key folder written by protect --keys")
+    verify.add_argument("--predictions", type=Path, default=None, metavar="PRED.csv",
+                        help="the suspect's answers: columns query,label and optionally p0,p1,... (one score per class)")
+    verify.add_argument("--model", type=Path, default=None, metavar="FILE",
+                        help="a TorchScript model you hold (input N x 1 x H x W in [0, 1], output N x C)")
+    verify.add_argument("--release", type=Path, default=None, metavar="DIR",
+                        help="the release folder, to check that the keys belong to it (manifest fingerprint)")
+    verify.add_argument("--test", default="auto", choices=["auto", "labels", "scores"],
+                        help="auto: the score test when scores are given, else the label test (fixed before querying)")
+    verify.add_argument("--json", action="store_true", help="print one JSON document to stdout")
+    verify.set_defaults(handler=_cmd_verify)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -192,7 +210,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     try:
         result = run_protect_job(args.inputs, args.out, settings, labels=loader_labels, splits=splits,
                                  report=not args.no_report, progress=progress, overwrite=args.overwrite, roi=args.roi,
-                                 efficacy=efficacy)
+                                 efficacy=efficacy, keys=args.keys)
     except JobError as exc:
         raise UsageError(str(exc)) from None
     except Cancelled:
@@ -210,7 +228,34 @@ def _cmd_protect(args: argparse.Namespace) -> int:
               f"PSNR {'infinite' if s.get('psnr_db') is None else format(s.get('psnr_db'), '.2f') + ' dB'}")
         print(f"written to {result.out_dir} (manifest: {result.manifest.name if result.manifest else '-'}"
               f"{', report: report.html, report.pdf' if result.report_html else ''})")
+        if args.keys is not None:
+            print(f"ownership keys written to {args.keys}: keep this folder private and outside the release")
     return EXIT_PARTIAL if result.skipped else EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from salm_desktop.core.ownership.verify import verify
+
+    if (args.predictions is None) == (args.model is None):
+        raise UsageError("verify needs exactly one of --predictions PRED.csv or --model FILE")
+    try:
+        out = verify(args.keys, predictions=args.predictions, model=args.model, release=args.release, test=args.test)
+    except ValueError as exc:  # VerifyError, KeyDirError: one line naming the file and the reason
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(out))
+        return EXIT_OK
+    print(out["verdict"])
+    print(f"  {out['test']}")
+    print(f"  hits {out['hits']} of {out['keys']} informative keys ({out['keys_total']} keys), chance {out['chance_per_key']} "
+          f"per key; label-test p = {out['p_value_labels']:.3g}"
+          + (f"; score-test p = {out['p_value_scores']:.3g}" if "p_value_scores" in out else ""))
+    if not out["release_checked"]:
+        print("  (the release fingerprint was not checked; pass --release DIR to check it)")
+    print("Cautions:")
+    for line in out["cautions"]:
+        print(f"  - {line}")
+    return EXIT_OK
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
