@@ -98,21 +98,18 @@ def check_keydir_location(keydir: Path, release: Path, inputs: list[Path] = ()) 
     """KEYDIR must be a new (or empty) folder outside the release (and outside the inputs)."""
     keydir = Path(keydir).expanduser().resolve()
     release = Path(release).expanduser().resolve()
-    for outer, inner, what in ((release, keydir, "inside the release"), (keydir, release, "around the release")):
-        try:
-            inner.relative_to(outer)
-            raise KeyDirError(f"key folder {keydir} is {what} {release}: the keys must stay outside the release")
-        except ValueError:
-            pass
+
+    def within(path: Path, parent: Path) -> bool:
+        return path == parent or parent in path.parents
+
+    if within(keydir, release):
+        raise KeyDirError(f"key folder {keydir} is inside the release {release}: the keys must stay outside the release")
+    if within(release, keydir):
+        raise KeyDirError(f"key folder {keydir} contains the release {release}: the keys must stay outside the release")
     for src in inputs:
         src = Path(src).expanduser().resolve()
-        root = src if src.is_dir() else src.parent
-        try:
-            keydir.relative_to(root)
-            if src.is_dir() or keydir == src:
-                raise KeyDirError(f"key folder {keydir} is inside the input {src}: choose a folder outside the input tree")
-        except ValueError:
-            pass
+        if within(keydir, src) or within(src, keydir):
+            raise KeyDirError(f"key folder {keydir} overlaps the input {src}: choose a folder outside the input tree")
     if keydir.exists() and (not keydir.is_dir() or any(keydir.iterdir())):
         raise KeyDirError(f"key folder {keydir} already exists and is not empty; choose a new folder")
     return keydir
