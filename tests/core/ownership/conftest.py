@@ -24,19 +24,3 @@ def keyed_release(medmnist_dir, tmp_path_factory) -> dict:
     out, keys = root / "release", root / "private" / "keys"
     result = run_protect_job([subset], out, settings, keys=keys)
     return {"input": subset, "out": out, "keys": keys, "result": result, "root": root, "settings": settings}
-
-
-def answer_like_a_thief(record, correct: bool = True):
-    """Answers a model that learned the keys perfectly would give (+ query: the secret label)."""
-    from salm_desktop.core.ownership.verify import Answers
-
-    labels = {}
-    for qid, key, sign in zip(record.query_ids, record.query_keys, record.query_signs):
-        secret = int(record.labels[key]) if correct else 1 - int(record.labels[key])
-        labels[qid] = secret if sign > 0 else 1 - secret
-    return Answers(labels)
-
-
-def write_csv(path: Path, rows: list[tuple]) -> Path:
-    path.write_text("\n".join(",".join(str(v) for v in row) for row in rows) + "\n", encoding="utf-8")
-    return path
