@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from .. import services
 from ..context import Context
 from ..model import FORMATS, default_output_dir
+from ..verify_dialog import OwnershipKeysOption
 from ..widgets import heading, hint
 from ..workers import Worker, WorkerHost
 
@@ -94,6 +95,8 @@ class ExportPage(QWidget, WorkerHost):
         form.addRow("Destination", dest)
         form.addRow("Format", self.format)
         form.addRow("", self.report)
+        self.ownership = OwnershipKeysOption(self)  # issue 14: secret ownership keys
+        form.addRow("Ownership", self.ownership)
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.cancel_button)
@@ -171,9 +174,11 @@ class ExportPage(QWidget, WorkerHost):
         settings.output_format, settings.report = self.ctx.settings.output_format, self.ctx.settings.report
         series, result, inputs, splits = state.selected_series, state.protect_result, list(state.inputs), state.selected_splits()
         loaded = state.export_load_result()
+        keys = self.ownership.keydir()
 
         def job(progress):
-            return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded)
+            extra = {"keys": keys} if keys is not None else {}
+            return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded, **extra)
 
         worker = Worker(job, self, name="export")
         self._adopt(worker, lambda r: self._done(r, out_dir))
