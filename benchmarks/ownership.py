@@ -80,7 +80,7 @@ def save_model(model: torch.nn.Module, path: Path, shape: tuple[int, int]) -> Pa
 
 
 def run_dataset(name: str, subset: int | None, epochs: int, seed: int, thieves: list[tuple[str, str]], n_clean: int,
-                n_cost: int) -> dict:
+                n_cost: int, tag: str = "") -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     models_dir = OUT / "models"
     models_dir.mkdir(exist_ok=True)
@@ -113,7 +113,7 @@ def run_dataset(name: str, subset: int | None, epochs: int, seed: int, thieves: 
         return classification_metrics(predict(model, x_te).astype(np.float64), y_test)
 
     for i, (arch, defense) in enumerate(thieves):
-        key_seed = 10_000 * (seed + 1) + i  # reproducible here; the product draws a fresh OS seed
+        key_seed = 10_000 * (seed + 1) + i + (500 if tag else 0)  # reproducible here; the product draws a fresh OS seed
         t1 = time.perf_counter()
         keys = make_keys(shape, 2, seed=key_seed)
         marked_result = MarkedResult(result, keys, [series], settings.epsilon)
@@ -126,7 +126,7 @@ def run_dataset(name: str, subset: int | None, epochs: int, seed: int, thieves: 
             t2 = time.perf_counter()
             model = train_model(marked, y, arch=arch, epochs=epochs, seed=seed + i, defense=defense)
             train_s = time.perf_counter() - t2
-            path = save_model(model, models_dir / f"{name}_thief{i}.pt", shape)
+            path = save_model(model, models_dir / f"{name}_thief{tag}{i}.pt", shape)
             record = read_keydir(keydir)
             res = evaluate(record, answers_from_model(path, record), test="labels")
             res_scores = evaluate(record, answers_from_model(path, record), test="scores")
@@ -136,22 +136,23 @@ def run_dataset(name: str, subset: int | None, epochs: int, seed: int, thieves: 
                "fraction_changed_marked": float(np.mean(marked != x_clean)), **{f"test_{k}": v for k, v in test_metrics(model).items()}}
         out["thieves"].append(row)
         print(json.dumps(row), flush=True)
-        _save(out, name)
+        _save(out, name + tag)
     for i in range(n_cost):  # the same thieves on the release without keys: the accuracy cost of the mark
         arch, defense = thieves[i]
         model = train_model(unmarked, y, arch=arch, epochs=epochs, seed=seed + i, defense=defense)
         row = {"i": i, "arch": arch, "defense": defense, **{f"test_{k}": v for k, v in test_metrics(model).items()}}
         out["cost"].append(row)
         print(json.dumps({"cost": row}), flush=True)
-        _save(out, name)
+        _save(out, name + tag)
     for i in range(n_clean):  # innocent: clean data, augmentation on
         model = train_model(x_clean, y, arch="cnn", epochs=epochs, seed=seed + 100 + i, defense="augment")
-        save_model(model, models_dir / f"{name}_clean{i}.pt", shape)
+        save_model(model, models_dir / f"{name}_clean{tag}{i}.pt", shape)
         row = {"i": i, **{f"test_{k}": v for k, v in test_metrics(model).items()}}
         out["clean"].append(row)
         print(json.dumps({"clean": row}), flush=True)
-        _save(out, name)
+        _save(out, name + tag)
     result.close()
+    _save(out, name + tag)
     return out
 
 
@@ -164,7 +165,11 @@ def collect(datasets: list[str], subset: dict[str, int | None]) -> dict:
     fresh key set of this dataset (queries built on this dataset's images)."""
     summary = {}
     for name in datasets:
+        if not (OUT / f"{name}.json").is_file():
+            continue
         res = json.loads((OUT / f"{name}.json").read_text())
+        extra = OUT / f"{name}_nodefense.json"
+        res["nodefense"] = json.loads(extra.read_text())["thieves"] if extra.is_file() else []
         series = medmnist_series(DATA / f"{name}.npz", "train", subset.get(name))
         shape = tuple(series.samples[0].shape)
         innocent = sorted(p for p in (OUT / "models").glob("*.pt")
@@ -199,6 +204,12 @@ def _summarize(res: dict) -> dict:
             groups[label] = {"labels p<=0.01": rate(rows, "p_labels", 0.01), "scores p<=0.01": rate(rows, "p_scores", 0.01),
                              "median p_labels": float(np.median([r["p_labels"] for r in rows])),
                              "mean hits/keys": f"{np.mean([r['hits'] for r in rows]):.1f}/{np.mean([r['keys'] for r in rows]):.1f}"}
+    if res.get("nodefense"):
+        rows = res["nodefense"]
+        groups["no defence (extra run)"] = {"labels p<=0.01": rate(rows, "p_labels", 0.01),
+                                            "scores p<=0.01": rate(rows, "p_scores", 0.01),
+                                            "median p_labels": float(np.median([r["p_labels"] for r in rows])),
+                                            "mean hits/keys": f"{np.mean([r['hits'] for r in rows]):.1f}/{np.mean([r['keys'] for r in rows]):.1f}"}
     out = {"thieves": groups, "protect_seconds": res["protect_seconds"],
            "key_seconds_max": max(r["key_seconds"] for r in res["thieves"]),
            "psnr_protected": res["psnr_protected"], "psnr_marked_mean": float(np.mean([r["psnr_marked"] for r in res["thieves"]])),
@@ -227,6 +238,8 @@ def main() -> None:
     ap.add_argument("--thieves", type=int, default=len(THIEVES), help=f"how many of the {len(THIEVES)} thief recipes")
     ap.add_argument("--clean", type=int, default=6, help="innocent models trained on clean data")
     ap.add_argument("--cost", type=int, default=2, help="thieves also trained on the release without keys")
+    ap.add_argument("--recipes", default=None, help="thieves as arch:defense,... instead of the default list (e.g. cnn:none)")
+    ap.add_argument("--tag", default="", help="suffix of the result file and model names (runs with other recipes)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--collect", action="store_true", help="innocent tests and the summary over the finished runs")
     ap.add_argument("--subsets", default="pneumoniamnist=800", help="with --collect: the subsets the runs used")
@@ -238,7 +251,8 @@ def main() -> None:
         return
     if not args.dataset:
         ap.error("--dataset or --collect")
-    run_dataset(args.dataset, args.subset, args.epochs, args.seed, THIEVES[: args.thieves], args.clean, args.cost)
+    thieves = THIEVES if not args.recipes else [tuple(r.split(":")) for r in args.recipes.split(",")]
+    run_dataset(args.dataset, args.subset, args.epochs, args.seed, thieves[: args.thieves], args.clean, args.cost, args.tag)
 
 
 if __name__ == "__main__":
