@@ -80,7 +80,7 @@ def save_model(model: torch.nn.Module, path: Path, shape: tuple[int, int]) -> Pa
 
 
 def run_dataset(name: str, subset: int | None, epochs: int, seed: int, thieves: list[tuple[str, str]], n_clean: int,
-                n_cost: int, tag: str = "") -> dict:
+                n_cost: int, tag: str = "", train_thieves: bool = True) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     models_dir = OUT / "models"
     models_dir.mkdir(exist_ok=True)
@@ -112,7 +112,7 @@ def run_dataset(name: str, subset: int | None, epochs: int, seed: int, thieves: 
     def test_metrics(model) -> dict:
         return classification_metrics(predict(model, x_te).astype(np.float64), y_test)
 
-    for i, (arch, defense) in enumerate(thieves):
+    for i, (arch, defense) in enumerate(thieves if train_thieves else []):
         key_seed = 10_000 * (seed + 1) + i + (500 if tag else 0)  # reproducible here; the product draws a fresh OS seed
         t1 = time.perf_counter()
         keys = make_keys(shape, 2, seed=key_seed)
@@ -170,6 +170,11 @@ def collect(datasets: list[str], subset: dict[str, int | None]) -> dict:
         res = json.loads((OUT / f"{name}.json").read_text())
         extra = OUT / f"{name}_nodefense.json"
         res["nodefense"] = json.loads(extra.read_text())["thieves"] if extra.is_file() else []
+        second = OUT / f"{name}_clean.json"  # cost and clean models from a second process (--no-thieves --tag _clean)
+        if second.is_file():
+            more = json.loads(second.read_text())
+            res["cost"] = res.get("cost", []) + more["cost"]
+            res["clean"] = res.get("clean", []) + more["clean"]
         series = medmnist_series(DATA / f"{name}.npz", "train", subset.get(name))
         shape = tuple(series.samples[0].shape)
         innocent = sorted(p for p in (OUT / "models").glob("*.pt")
@@ -240,6 +245,7 @@ def main() -> None:
     ap.add_argument("--cost", type=int, default=2, help="thieves also trained on the release without keys")
     ap.add_argument("--recipes", default=None, help="thieves as arch:defense,... instead of the default list (e.g. cnn:none)")
     ap.add_argument("--tag", default="", help="suffix of the result file and model names (runs with other recipes)")
+    ap.add_argument("--no-thieves", action="store_true", help="only the cost and clean models (a second process)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--collect", action="store_true", help="innocent tests and the summary over the finished runs")
     ap.add_argument("--subsets", default="pneumoniamnist=800", help="with --collect: the subsets the runs used")
@@ -252,7 +258,8 @@ def main() -> None:
     if not args.dataset:
         ap.error("--dataset or --collect")
     thieves = THIEVES if not args.recipes else [tuple(r.split(":")) for r in args.recipes.split(",")]
-    run_dataset(args.dataset, args.subset, args.epochs, args.seed, thieves[: args.thieves], args.clean, args.cost, args.tag)
+    run_dataset(args.dataset, args.subset, args.epochs, args.seed, thieves[: args.thieves], args.clean, args.cost, args.tag,
+                not args.no_thieves)
 
 
 if __name__ == "__main__":
