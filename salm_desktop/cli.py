@@ -63,7 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
     protect.add_argument("--json", action="store_true", help="last line of stdout: one JSON object with the summary")
     protect.add_argument("--keys", type=Path, default=None, metavar="KEYDIR",
                          help="also mark the release with secret ownership keys and write them to KEYDIR, a new folder "
-                              "outside the release that you keep private (see 'salm-protect verify', docs/ownership.md)")
+                              "outside the release that you keep private (see 'salm-protect verify'); experimental: the mark is "
+                              "not yet learned by the thieves measured in docs/ownership.md")
     protect.set_defaults(handler=_cmd_protect)
 
     verify = sub.add_parser("verify", help="test whether a suspect model was trained on a release carrying ownership keys",

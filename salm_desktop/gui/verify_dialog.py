@@ -46,7 +46,8 @@ class OwnershipKeysOption(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.enabled = QCheckBox("Add secret ownership keys (to prove later that a model was trained on this release)")
+        self.enabled = QCheckBox("Add secret ownership keys (experimental; to test later whether a model was trained "
+                                 "on this release)")
         self.folder = QLineEdit()
         self.folder.setObjectName("ownership_keydir")
         self.folder.setPlaceholderText("A new private folder OUTSIDE the destination, e.g. on an encrypted drive")
