@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from salm_desktop.core.jobs import run_protect_job
 from salm_desktop.core.protect import ProtectSettings
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def keyed_release(medmnist_dir, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("keyed")
     with np.load(medmnist_dir / "breastmnist.npz") as z:
