@@ -79,7 +79,26 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="keep descriptions with known identifiers removed, instead of dropping them (option 113105)")
     deid.add_argument("--retain-safe-private", action="store_true",
                       help="keep the private attributes PS3.15 lists as safe, drop the others (option 113111)")
+    protect.add_argument("--keys", type=Path, default=None, metavar="KEYDIR",
+                         help="also mark the release with secret ownership keys and write them to KEYDIR, a new folder "
+                              "outside the release that you keep private (see 'salm-protect verify'); experimental: the mark is "
+                              "not yet learned by the thieves measured in docs/ownership.md")
     protect.set_defaults(handler=_cmd_protect)
+
+    verify = sub.add_parser("verify", help="test whether a suspect model was trained on a release carrying ownership keys",
+                            description="Exact test of a suspect model's answers to the key queries of KEYDIR. "
+                                        "Exit codes: 0 the test ran, 2 bad input.")
+    verify.add_argument("--keys", required=True, type=Path, metavar="KEYDIR", help="the key folder written by protect --keys")
+    verify.add_argument("--predictions", type=Path, default=None, metavar="PRED.csv",
+                        help="the suspect's answers: columns query,label and optionally p0,p1,... (one score per class)")
+    verify.add_argument("--model", type=Path, default=None, metavar="FILE",
+                        help="a TorchScript model you hold (input N x 1 x H x W in [0, 1], output N x C)")
+    verify.add_argument("--release", type=Path, default=None, metavar="DIR",
+                        help="the release folder, to check that the keys belong to it (manifest fingerprint)")
+    verify.add_argument("--test", default="auto", choices=["auto", "labels", "scores"],
+                        help="auto: the score test when scores are given, else the label test (fixed before querying)")
+    verify.add_argument("--json", action="store_true", help="print one JSON document to stdout")
+    verify.set_defaults(handler=_cmd_verify)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -217,7 +236,8 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     try:
         result = run_protect_job(args.inputs, args.out, settings, labels=loader_labels, splits=splits,
                                  report=not args.no_report, progress=progress, overwrite=args.overwrite, roi=args.roi,
-                                 efficacy=efficacy, deid=deid, steward_record=args.steward_record)
+                                 efficacy=efficacy, deid=deid, steward_record=args.steward_record,
+                                 keys=args.keys)
     except JobError as exc:
         raise UsageError(str(exc)) from None
     except Cancelled:
@@ -237,6 +257,8 @@ def _cmd_protect(args: argparse.Namespace) -> int:
               f"{', report: report.html, report.pdf' if result.report_html else ''})")
         print(s.get("deidentification", "") + ("" if deid.keep_identity else
               f"; private steward record (keep it inside the hospital): {result.steward_record}"))
+        if args.keys is not None:
+            print(f"ownership keys written to {args.keys}: keep this folder private and outside the release")
     return EXIT_PARTIAL if result.skipped else EXIT_OK
 
 
@@ -247,6 +269,31 @@ def _deid_options(args: argparse.Namespace):
                        retain_patient_characteristics=args.retain_patient_characteristics,
                        retain_device_identity=args.retain_device_identity, clean_descriptors=args.clean_descriptions,
                        retain_safe_private=args.retain_safe_private, allow_burned_in=args.allow_burned_in, secret=args.secret)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from salm_desktop.core.ownership.verify import verify
+
+    if (args.predictions is None) == (args.model is None):
+        raise UsageError("verify needs exactly one of --predictions PRED.csv or --model FILE")
+    try:
+        out = verify(args.keys, predictions=args.predictions, model=args.model, release=args.release, test=args.test)
+    except ValueError as exc:  # VerifyError, KeyDirError: one line naming the file and the reason
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(out))
+        return EXIT_OK
+    print(out["verdict"])
+    print(f"  {out['test']}")
+    print(f"  hits {out['hits']} of {out['keys']} informative keys ({out['keys_total']} keys), chance {out['chance_per_key']} "
+          f"per key; label-test p = {out['p_value_labels']:.3g}"
+          + (f"; score-test p = {out['p_value_scores']:.3g}" if "p_value_scores" in out else ""))
+    if not out["release_checked"]:
+        print("  (the release fingerprint was not checked; pass --release DIR to check it)")
+    print("Cautions:")
+    for line in out["cautions"]:
+        print(f"  - {line}")
+    return EXIT_OK
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:

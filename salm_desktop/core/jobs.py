@@ -165,6 +165,7 @@ class ProtectedJob:
     skipped: list[Skipped]
     overwrite: bool = False
     owns_result: bool = True
+    keys: Path | None = None  # ownership keys: mark the release and write this (private) KEYDIR
 
     def close(self) -> None:
         if self.owns_result and self.result is not None:
@@ -188,6 +189,7 @@ def run_protect_job(
     result: Any = None,
     deid: Any = None,
     steward_record: str | Path | None = None,
+    keys: str | Path | None = None,
 ) -> JobResult:
     """Load ``inputs``, protect them with ``settings`` (a ProtectSettings), write the protected copy in
     the inputs' own formats under ``out_dir`` with manifest.json and (``report=True``) report.html/.pdf.
@@ -196,7 +198,8 @@ def run_protect_job(
     an optional label map (e.g. NRRD) whose ROI statistics go into the report. ``loaded`` lets a caller
     (the GUI) pass an already loaded :class:`LoadResult`; with it, ``result`` (a ProtectResult of those
     series, e.g. the one the user reviewed) is written as it is instead of protecting again (the caller
-    keeps ownership and closes it). Raises :class:`JobError` (one-line message) and :class:`Cancelled`;
+    keeps ownership and closes it). ``keys``: a new folder outside the release for the ownership keys
+    (core/ownership; the release gets their mark). Raises :class:`JobError` (one-line message) and :class:`Cancelled`;
     in both cases nothing is left under ``out_dir``.
 
     ``deid`` (a DeidOptions; default: de-identify) and ``steward_record`` (the private record's folder;
@@ -205,7 +208,7 @@ def run_protect_job(
     progress = progress or Progress()
     deid = prepare_deid(deid, out_dir, steward_record, inputs)
     job = protect_job(inputs, out_dir, settings, labels=labels, splits=splits, formats=formats, progress=progress,
-                      overwrite=overwrite, loaded=loaded, result=result)
+                      overwrite=overwrite, loaded=loaded, result=result, keys=keys)
     return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy, deid=deid)
 
 
@@ -235,6 +238,7 @@ def protect_job(
     overwrite: bool = False,
     loaded: LoadResult | None = None,
     result: Any = None,
+    keys: str | Path | None = None,
 ) -> ProtectedJob:
     """The first half of :func:`run_protect_job`: checks, load and protect; nothing is written.
 
@@ -252,6 +256,13 @@ def protect_job(
         if not p.exists():
             raise JobError(f"{p}: input not found")
     out = check_output_location(inputs, Path(out_dir), overwrite)
+    if keys is not None:
+        from salm_desktop.core.ownership.keydir import KeyDirError, check_keydir_location
+
+        try:
+            keys = check_keydir_location(Path(keys), out, inputs)
+        except KeyDirError as exc:
+            raise JobError(str(exc)) from None
 
     if result is not None and loaded is None:
         raise JobError("a protection result can only be written together with the LoadResult it was made from")
@@ -310,7 +321,7 @@ def protect_job(
     except OSError as exc:
         raise JobError(f"could not read the inputs: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}") from None
 
-    return ProtectedJob(inputs, out, settings, plan, result, skipped, overwrite, owns_result)
+    return ProtectedJob(inputs, out, settings, plan, result, skipped, overwrite, owns_result, keys)
 
 
 def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | None = None,
@@ -338,15 +349,33 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
         _remove_empty(created)
         raise JobError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
 
+    keyset = None
     try:
-        written = _export(job.plan, job.result, tmp, settings, inputs, progress, report, job.skipped, roi, efficacy, deid)
+        release_result = job.result
+        if job.keys is not None:  # ownership keys: the mark goes into the written values, inside the same budget
+            from salm_desktop.core.ownership.release import MarkedResult, plan_keys
+
+            marked_series = [s for s, p in job.plan if p]
+            keyset = plan_keys(marked_series, job.result)
+            release_result = MarkedResult(job.result, keyset, marked_series, settings.epsilon)
+        written = _export(job.plan, release_result, tmp, settings, inputs, progress, report, job.skipped, roi, efficacy,
+                          deid)
         steward_file = None
         if deid.enabled:  # the private record first: a release is never in place without it
             from salm_desktop.core.export.deid import write_steward_record
 
             steward_file = write_steward_record(deid.steward, release=out, options=deid.options, table=written["steward"],
                                  skipped=[_skipped_dict(s, inputs) for s in written["skipped"]])
-        _move_into_place(tmp, out, job.overwrite)
+        if keyset is not None:
+            from salm_desktop.core.ownership.release import write_release_keys
+
+            write_release_keys(job.keys, keyset, marked_series, written["manifest"])
+        try:
+            _move_into_place(tmp, out, job.overwrite)
+        except BaseException:
+            if keyset is not None:
+                shutil.rmtree(job.keys, ignore_errors=True)  # keys of a release that was never written
+            raise
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_empty(created)

@@ -27,6 +27,7 @@ from .pages.protect import ProtectPage
 from .pages.review import ReviewPage
 from .pages.settings import SettingsPage
 from .store import SettingsStore
+from .verify_dialog import VerifyDialog
 from .widgets import error_dialog
 
 STEPS = ["1  Load", "2  Labels & settings", "3  Preview", "4  Protect", "5  Review", "6  Export"]
@@ -116,6 +117,9 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Recent inputs")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         file_menu.addAction(batch)
+        verify = QAction("Verify a suspect model…", self)  # ownership keys (issue 14)
+        verify.triggered.connect(self.open_verify)
+        file_menu.addAction(verify)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
         help_menu = self.menuBar().addMenu("&Help")
@@ -210,6 +214,11 @@ class MainWindow(QMainWindow):
                     "failed": "Protection failed."}
         self.statusBar().showMessage(messages.get(outcome, outcome), 8000)
         self._update_nav()
+
+    def open_verify(self) -> VerifyDialog:
+        self.verify_dialog = getattr(self, "verify_dialog", None) or VerifyDialog(self)
+        self.verify_dialog.show()
+        return self.verify_dialog
 
     def open_batch(self) -> BatchDialog:
         if self.batch_dialog is None:

@@ -207,6 +207,8 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], image
         parts += ["<h2>Efficacy</h2><pre id='efficacy'>", html.escape(json.dumps(context["efficacy"], indent=2, default=str)), "</pre>"]
     else:
         parts += ["<h2>Efficacy</h2><p>No evaluation was run with this job (see <code>salm-protect evaluate</code>).</p>"]
+    if context.get("summary", {}).get("ownership_keys"):  # a statement only; the keys never enter the release
+        parts += ["<h2>Ownership keys</h2><p id='ownership'>", html.escape(str(context["summary"]["ownership_keys"])), "</p>"]
     parts += ["<h2>What the protection does and does not promise</h2><ul id='limits'>"]
     parts += [f"<li>{html.escape(line)}</li>" for line in PROTECTION_LIMITS] + ["</ul>"]
     parts += ["<h2>Series</h2><table id='series-table'><tr><th>series</th><th>kind</th><th>modality</th><th>samples</th>"
@@ -275,6 +277,8 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images
         lines += ["", "EFFICACY"] + ["  " + line for line in json.dumps(context["efficacy"], indent=1, default=str).splitlines()]
     else:
         lines += ["", "EFFICACY: no evaluation was run with this job"]
+    if context.get("summary", {}).get("ownership_keys"):
+        lines += ["", "OWNERSHIP KEYS"] + textwrap.wrap(str(context["summary"]["ownership_keys"]), 100, initial_indent="  ", subsequent_indent="  ")
     lines += ["", "WHAT THE PROTECTION DOES AND DOES NOT PROMISE"]
     for line in PROTECTION_LIMITS:
         lines += textwrap.wrap(line, 100, initial_indent="  - ", subsequent_indent="    ")

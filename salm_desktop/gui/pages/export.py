@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from .. import services
 from ..context import Context
 from ..model import FORMATS, default_output_dir, run_summary_lines
+from ..verify_dialog import OwnershipKeysOption
 from ..widgets import heading, hint
 from ..workers import Worker, WorkerHost
 
@@ -115,6 +116,8 @@ class ExportPage(QWidget, WorkerHost):
         form.addRow("Format", self.format)
         form.addRow("", self.report)
         form.addRow("", self.overwrite)
+        self.ownership = OwnershipKeysOption(self)  # issue 14: secret ownership keys
+        form.addRow("Ownership", self.ownership)
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.cancel_button)
@@ -206,11 +209,12 @@ class ExportPage(QWidget, WorkerHost):
         series, result, inputs, splits = state.selected_series, state.protect_result, list(state.inputs), state.selected_splits()
         loaded = state.export_load_result()
         overwrite = self.overwrite.isChecked()
+        keys = self.ownership.keydir()
         self.unit = _common_unit(series)
 
         def job(progress):
             return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded,
-                                   overwrite=overwrite)
+                                   overwrite=overwrite, keys=keys)
 
         worker = Worker(job, self, name="export")
         self._adopt(worker, lambda r: self._done(r, out_dir))
