@@ -170,7 +170,7 @@ def _dimse_find(assoc, endpoint: Endpoint, level: str, **keys: str) -> list:
         setattr(query, key, value)
     found = []
     for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-        if status is None:
+        if status is None or "Status" not in status:  # an empty status: the association was aborted
             raise PacsError(f"{endpoint.display}: the connection was lost during C-FIND")
         if status.Status in (0xFF00, 0xFF01) and ident is not None:
             found.append(ident)
@@ -238,7 +238,7 @@ def _retrieve_dimse(endpoint: Endpoint, sel: Selection, dest: Path, creds: Crede
             query.QueryRetrieveLevel = "SERIES"
             query.StudyInstanceUID, query.SeriesInstanceUID = st, se
             for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
-                if status is None:
+                if status is None or "Status" not in status:
                     raise PacsError(f"{endpoint.display}: the connection was lost during C-GET")
                 if status.Status not in (0x0000, 0xFF00, 0xFF01, 0xB000):
                     raise PacsError(f"{endpoint.display}: C-GET of series {se} failed (status 0x{status.Status:04X})")

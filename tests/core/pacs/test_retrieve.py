@@ -1,0 +1,102 @@
+"""Retrieval from a real Orthanc over DICOMweb (QIDO-RS/WADO-RS) and DIMSE (C-FIND/C-GET)."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import tempfile
+
+import pydicom
+import pytest
+from conftest import start_orthanc
+
+from salm_desktop.core.pacs import Credentials, PacsError, Selection, private_retrieval, retrieve
+from salm_desktop.core.pacs.endpoints import parse_endpoint
+from salm_desktop.core.progress import Progress
+
+
+def _pixels_hash(folder):  # noqa: ANN001
+    return sorted(hashlib.sha256(pydicom.dcmread(f).PixelData).hexdigest() for f in folder.rglob("*.dcm"))
+
+
+def test_dicomweb_study_url_retrieves_the_three_slices(orthanc, credentials, ct_files, ct_uids, tmp_path):
+    result = retrieve(f"dicomweb:{orthanc.dicomweb}/studies/{ct_uids['study']}", tmp_path / "a", credentials=credentials)
+    assert result.instances == 3 and result.sop_uids == ct_uids["sops"] and result.series == [ct_uids["series"]]
+    assert _pixels_hash(tmp_path / "a") == sorted(hashlib.sha256(pydicom.dcmread(f).PixelData).hexdigest() for f in ct_files)
+    # neutral local names: no original UID appears in a path
+    assert all(ct_uids["study"] not in str(p) and ct_uids["series"] not in str(p) for p in (tmp_path / "a").rglob("*"))
+
+
+def test_dicomweb_series_and_accession_selection(orthanc, credentials, ct_uids, tmp_path):
+    by_series = retrieve(f"dicomweb:{orthanc.dicomweb}", tmp_path / "s",
+                         Selection(study=ct_uids["study"], series=[ct_uids["series"]]), credentials=credentials)
+    by_accession = retrieve(f"dicomweb:{orthanc.dicomweb}", tmp_path / "acc", Selection(accession=ct_uids["accession"]),
+                            credentials=credentials)
+    assert by_series.sop_uids == by_accession.sop_uids == ct_uids["sops"]
+    with pytest.raises(PacsError, match="series 1.2.3.4 not found"):
+        retrieve(f"dicomweb:{orthanc.dicomweb}", tmp_path / "x", Selection(study=ct_uids["study"], series=["1.2.3.4"]),
+                 credentials=credentials)
+    with pytest.raises(PacsError, match="no study with accession number 000000"):
+        retrieve(f"dicomweb:{orthanc.dicomweb}", tmp_path / "y", Selection(accession="000000"), credentials=credentials)
+
+
+def test_dimse_c_find_and_c_get(orthanc, ct_uids, tmp_path):
+    by_study = retrieve(orthanc.dimse, tmp_path / "a", Selection(study=ct_uids["study"]))
+    by_accession = retrieve(orthanc.dimse, tmp_path / "b", Selection(accession=ct_uids["accession"]))
+    assert by_study.sop_uids == by_accession.sop_uids == ct_uids["sops"]
+    assert _pixels_hash(tmp_path / "a") == _pixels_hash(tmp_path / "b")
+
+
+def test_missing_study_wrong_aet_closed_port_and_bad_password_are_clear(orthanc, credentials, ct_uids, tmp_path):
+    with pytest.raises(PacsError, match=r"study 1\.2\.999 not found"):
+        retrieve(f"dicomweb:{orthanc.dicomweb}/studies/1.2.999", tmp_path / "a", credentials=credentials)
+    with pytest.raises(PacsError, match=r"study 1\.2\.999 not found"):
+        retrieve(orthanc.dimse, tmp_path / "b", Selection(study="1.2.999"))
+    with pytest.raises(PacsError, match="association rejected.*'WRONGAET'"):
+        retrieve(f"dimse:WRONGAET@127.0.0.1:{orthanc.dicom_port}", tmp_path / "c", Selection(study=ct_uids["study"]))
+    from orthanc_server import free_port
+
+    closed = free_port()
+    with pytest.raises(PacsError, match="cannot reach the server"):
+        retrieve(f"dimse:ORTHANC@127.0.0.1:{closed}", tmp_path / "d", Selection(study=ct_uids["study"]))
+    with pytest.raises(PacsError, match="cannot reach the server"):
+        retrieve(f"dicomweb:http://127.0.0.1:{closed}/dicom-web/studies/{ct_uids['study']}", tmp_path / "e")
+    with pytest.raises(PacsError, match="HTTP 401 .authentication failed") as info:
+        retrieve(f"dicomweb:{orthanc.dicomweb}/studies/{ct_uids['study']}", tmp_path / "f",
+                 credentials=Credentials(user="steward", password="wrong-password-xyz"))
+    assert "wrong-password-xyz" not in str(info.value)
+
+
+def test_private_folder_is_0700_and_removed_after_success_and_failure(orthanc, credentials, ct_uids, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    source = (parse_endpoint(f"dicomweb:{orthanc.dicomweb}/studies/{ct_uids['study']}"), None)
+    with private_retrieval([source], credentials=credentials) as (folders, results):
+        root = folders[0].parent
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        assert results[0].instances == 3
+    assert not root.exists()
+    with pytest.raises(RuntimeError):
+        with private_retrieval([source], credentials=credentials) as (folders, _):
+            root = folders[0].parent
+            raise RuntimeError("the job failed")
+    assert not root.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_server_killed_mid_c_get_gives_a_clear_message_and_no_leftovers(tmp_path, ct_files, ct_uids, monkeypatch):
+    server = start_orthanc(tmp_path / "orthanc", ct_files, auth=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+
+    def crash_after_first(ev) -> None:  # noqa: ANN001
+        if ev.stage == "retrieve" and ev.done >= 1:
+            server.kill()
+
+    try:
+        with pytest.raises(PacsError, match="connection was lost|cannot reach"):
+            with private_retrieval([(parse_endpoint(server.dimse), Selection(study=ct_uids["study"]))],
+                                   progress=Progress(crash_after_first)):
+                pass
+    finally:
+        server.stop()
+    assert list(work.iterdir()) == []
