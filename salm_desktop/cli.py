@@ -171,8 +171,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_protect(args: argparse.Namespace) -> int:
-    if getattr(args, "_pacs_done", False) is False and (args.send or any(str(i).startswith(("dicomweb:", "dimse:"))
-                                                                         for i in args.inputs)):
+    pacs_wanted = args.send or args.study or args.series or args.accession or any(
+        str(i).startswith(("dicomweb:", "dimse:")) for i in args.inputs)
+    if pacs_wanted and not getattr(args, "_pacs_done", False):
         return _cmd_protect_pacs(args)
     args.inputs = [Path(p) for p in args.inputs]
     from salm_desktop.core.jobs import JobError, run_protect_job

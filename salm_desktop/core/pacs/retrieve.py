@@ -19,6 +19,13 @@ from salm_desktop.core.pacs.endpoints import Credentials, Endpoint, PacsError, c
 from salm_desktop.core.progress import Progress
 
 HTTP_TIMEOUT_S = 30
+# The export marks protected series so; a study pulled back after a send holds them next to the
+# originals, and protecting a protected copy again is never what a study-level pull means.
+PROTECTED_MARK = "(protected)"
+
+
+def _is_protected_series(description: str | None) -> bool:
+    return PROTECTED_MARK in str(description or "")
 
 
 @dataclass
@@ -91,11 +98,11 @@ def _dicomweb_find(client, endpoint: Endpoint, sel: Selection) -> list[tuple[str
         raise PacsError(f"{endpoint.display}: give a study (…/studies/UID or --study) or --accession")
     pairs: list[tuple[str, str]] = []
     for st in studies:
-        rows = client.search_for_series(study_instance_uid=st, get_remaining=True)
-        uids = [u for u in (_attr(r, "0020000E") for r in rows) if u]
+        rows = client.search_for_series(study_instance_uid=st, fields=["0008103E"], get_remaining=True)
+        uids = [(u, _attr(r, "0008103E")) for r in rows if (u := _attr(r, "0020000E"))]
         if not uids:
             raise PacsError(f"{endpoint.display}: study {st} not found")
-        pairs += [(st, u) for u in uids if not series or u in series]
+        pairs += [(st, u) for u, desc in uids if ((u in series) if series else not _is_protected_series(desc))]
     missing = [s for s in series if s not in {p[1] for p in pairs}]
     if missing:
         raise PacsError(f"{endpoint.display}: series {missing[0]} not found in study {studies[0]}")
@@ -221,11 +228,13 @@ def _retrieve_dimse(endpoint: Endpoint, sel: Selection, dest: Path, creds: Crede
         pairs = []
         for st in studies:
             rows = _dimse_find(assoc, endpoint, "SERIES", StudyInstanceUID=st, SeriesInstanceUID="",
-                               NumberOfSeriesRelatedInstances="")
+                               NumberOfSeriesRelatedInstances="", SeriesDescription="")
             if not rows:
                 raise PacsError(f"{endpoint.display}: study {st} not found")
             for r in rows:
-                if not sel.series or str(r.SeriesInstanceUID) in sel.series:
+                wanted = (str(r.SeriesInstanceUID) in sel.series if sel.series
+                          else not _is_protected_series(r.get("SeriesDescription")))
+                if wanted:
                     pairs.append((st, str(r.SeriesInstanceUID)))
                     expected["n"] += int(r.get("NumberOfSeriesRelatedInstances") or 0)
         missing = [s for s in sel.series if s not in {p[1] for p in pairs}]
