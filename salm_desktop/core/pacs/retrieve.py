@@ -114,6 +114,7 @@ def _retrieve_dicomweb(endpoint: Endpoint, sel: Selection, dest: Path, creds: Cr
     import requests
 
     client = dicomweb_client(endpoint, creds)
+    session = creds.http_session()
     what = "query"
     try:
         pairs = _dicomweb_find(client, endpoint, sel)
@@ -122,14 +123,67 @@ def _retrieve_dicomweb(endpoint: Endpoint, sel: Selection, dest: Path, creds: Cr
         for i, (study, series) in enumerate(pairs):
             progress.check()
             folder = _series_folder(dest, result, series)
-            for ds in client.iter_series(study, series):
-                progress.check()
-                _save(ds, folder, result)
+            for body in _wado_series(session, endpoint, study, series, progress):
+                _save_bytes(body, folder, result)
                 progress.update("retrieve", i, len(pairs), f"{result.instances} instances")
         progress.update("retrieve", len(pairs), len(pairs), f"{result.instances} instances")
         return result
     except requests.exceptions.RequestException as exc:
         raise PacsError(http_message(exc, endpoint, what)) from None
+
+
+WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'  # as stored, no transcoding
+CHUNK = 1 << 20
+
+
+def _wado_series(session, endpoint: Endpoint, study: str, series: str, progress: Progress) -> Iterator[bytes]:
+    """WADO-RS retrieve of one series, yielding each instance's Part-10 bytes as they stream in.
+
+    Parsed here rather than through dicomweb-client so that instances are written as the server sent
+    them (no decode/re-encode, which is 3-5x slower) and a large series never sits in memory whole.
+    """
+    import re
+
+    url = f"{endpoint.url}/studies/{study}/series/{series}"
+    with session.get(url, headers={"Accept": WADO_ACCEPT}, stream=True, timeout=HTTP_TIMEOUT_S) as response:
+        response.raise_for_status()
+        m = re.search(r'boundary="?([^";]+)"?', response.headers.get("Content-Type", ""))
+        if not m:
+            raise PacsError(f"{endpoint.display}: retrieve: the server's answer is not multipart")
+        delimiter = b"--" + m.group(1).encode()
+        buf = bytearray()
+        for chunk in response.iter_content(CHUNK):
+            progress.check()
+            buf += chunk
+            while True:
+                start = buf.find(delimiter)
+                end = buf.find(b"\r\n" + delimiter, start + len(delimiter)) if start >= 0 else -1
+                if end < 0:
+                    break
+                part = bytes(buf[start + len(delimiter):end])
+                del buf[:end + 2]
+                head, sep, body = part.partition(b"\r\n\r\n")
+                if sep and body:
+                    yield body
+        if buf.strip() and not buf.strip().startswith(delimiter + b"--"):
+            raise PacsError(f"{endpoint.display}: retrieve: the transfer ended in the middle of an instance")
+
+
+def _save_bytes(body: bytes, folder: Path, result: RetrieveResult) -> None:
+    import io
+
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        uid = str(ds.SOPInstanceUID)
+    except Exception as exc:  # noqa: BLE001
+        raise PacsError(f"the server sent something that is not a DICOM instance ({exc.__class__.__name__})") from None
+    path = folder / f"{result.instances + 1:05d}.dcm"
+    path.write_bytes(body)
+    result.instances += 1
+    result.bytes += len(body)
+    result.sop_uids.add(uid)
 
 
 def _save(ds, folder: Path, result: RetrieveResult) -> None:  # noqa: ANN001
@@ -139,6 +193,20 @@ def _save(ds, folder: Path, result: RetrieveResult) -> None:  # noqa: ANN001
     result.instances += 1
     result.bytes += path.stat().st_size
     result.sop_uids.add(uid)
+
+
+def _save_raw(event, folder: Path, result: RetrieveResult) -> None:  # noqa: ANN001
+    """A received C-STORE dataset written as it came (no decode/re-encode), behind its file meta."""
+    from pydicom.filewriter import write_file_meta_info
+
+    path = folder / f"{result.instances + 1:05d}.dcm"
+    with open(path, "wb") as fh:
+        fh.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(fh, event.file_meta, enforce_standard=True)
+        fh.write(event.request.DataSet.getvalue())
+    result.instances += 1
+    result.bytes += path.stat().st_size
+    result.sop_uids.add(str(event.file_meta.MediaStorageSOPInstanceUID))
 
 
 # -- DIMSE ------------------------------------------------------------------------------------------
@@ -198,10 +266,8 @@ def _retrieve_dimse(endpoint: Endpoint, sel: Selection, dest: Path, creds: Crede
 
     def on_store(event) -> int:  # noqa: ANN001
         try:
-            ds = event.dataset
-            ds.file_meta = event.file_meta
-            folder = _series_folder(dest, result, str(ds.SeriesInstanceUID))
-            _save(ds, folder, result)
+            folder = _series_folder(dest, result, str(event.dataset.SeriesInstanceUID))
+            _save_raw(event, folder, result)
             progress.update("retrieve", result.instances, max(result.instances, expected["n"]),
                             f"{result.instances} instances")
             return 0x0000
