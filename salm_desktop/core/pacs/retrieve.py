@@ -217,6 +217,7 @@ def dimse_association(endpoint: Endpoint, creds: Credentials, contexts: list, *,
 
     ae = AE(ae_title=creds.local_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = HTTP_TIMEOUT_S
+    ae.maximum_pdu_size = 0  # accept PDUs of any size: the 16 kB default makes C-GET 2-3x slower
     for ctx in contexts:
         ae.add_requested_context(*ctx) if isinstance(ctx, tuple) else ae.add_requested_context(ctx)
     context = creds.ssl_context()
