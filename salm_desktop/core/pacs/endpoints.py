@@ -53,7 +53,9 @@ class Credentials:
         elif self.user:
             session.auth = (self.user, self.password or "")
         if self.ca_bundle:
-            session.verify = self.ca_bundle
+            # Not session.verify: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the
+            # environment override it (psf/requests#3829), so the hospital CA would be ignored.
+            session.mount("https://", _TrustOnly(self.ca_bundle))
         return session
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -63,6 +65,27 @@ class Credentials:
         if self.tls_cert:
             context.load_cert_chain(self.tls_cert, self.tls_key)
         return context
+
+
+def _trust_only_adapter():  # noqa: ANN202
+    from requests.adapters import HTTPAdapter
+
+    class TrustOnly(HTTPAdapter):
+        """Verifies the server against this CA bundle, whatever the environment says."""
+
+        def __init__(self, ca_bundle: str) -> None:
+            super().__init__()
+            self.ca_bundle = ca_bundle
+
+        def send(self, request, **kwargs):  # noqa: ANN001, ANN003, ANN201
+            kwargs["verify"] = self.ca_bundle
+            return super().send(request, **kwargs)
+
+    return TrustOnly
+
+
+def _TrustOnly(ca_bundle: str):  # noqa: ANN202, N802
+    return _trust_only_adapter()(ca_bundle)
 
 
 def _read_secret_file(path: str, what: str) -> str:

@@ -23,6 +23,19 @@ def dicomweb_plugin() -> Path | None:
     return next((p for p in DICOMWEB_PLUGIN_CANDIDATES if p.exists()), None)
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """(a PEM with key and certificate for the server, the certificate alone for the client), for 127.0.0.1."""
+    import subprocess as sp
+
+    key, cert = folder / "key.pem", folder / "ca.pem"
+    sp.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+           check=True, capture_output=True)
+    both = folder / "orthanc-tls.pem"
+    both.write_bytes(key.read_bytes() + cert.read_bytes())
+    return both, cert
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import shutil
 import stat
 import tempfile
 
@@ -115,3 +117,44 @@ def test_both_protocols_deliver_the_stored_bytes_unchanged(orthanc, credentials,
             assert sorted(hashlib.sha256(pydicom.dcmread(p).PixelData).hexdigest()
                           for p in (tmp_path / folder).rglob("*.dcm")) == sorted(
                 hashlib.sha256(pydicom.dcmread(f).PixelData).hexdigest() for f in ct_files)
+
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = b"[]"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:  # noqa: ANN002
+        pass
+
+
+def test_https_trusts_the_given_ca_even_when_the_environment_names_another(tmp_path, monkeypatch):
+    """A real TLS server with a self-signed certificate (Debian's Orthanc 1.10.1 crashes on TLS
+    connections here, so Python's own server stands in for the handshake)."""
+    import ssl
+    import threading
+
+    from orthanc_server import self_signed_certificate
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make the test certificate)")
+    pem, ca = self_signed_certificate(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")  # does not know our CA
+    url = f"dicomweb:https://127.0.0.1:{server.server_port}/dicom-web/studies/1.2.3"
+    try:
+        with pytest.raises(PacsError, match="study 1.2.3 not found"):  # the TLS handshake and QIDO went through
+            retrieve(url, tmp_path / "a", credentials=Credentials(ca_bundle=str(ca)))
+        with pytest.raises(PacsError, match="TLS error"):
+            retrieve(url, tmp_path / "b", credentials=Credentials())
+    finally:
+        server.shutdown()
