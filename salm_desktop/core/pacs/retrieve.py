@@ -360,3 +360,77 @@ def private_retrieval(sources: list[tuple[Endpoint, Selection]], *, credentials:
         yield folders, results
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- study search (for the "Load from PACS" dialog and scripts) ------------------------------------
+@dataclass
+class StudyQuery:
+    patient_id: str = ""
+    accession: str = ""
+    date_from: str = ""  # YYYYMMDD
+    date_to: str = ""  # YYYYMMDD
+    modality: str = ""
+
+    def filters(self) -> dict[str, str]:
+        out = {}
+        if self.patient_id:
+            out["PatientID"] = self.patient_id
+        if self.accession:
+            out["AccessionNumber"] = self.accession
+        if self.date_from or self.date_to:
+            for d in (self.date_from, self.date_to):
+                if d and not (len(d) == 8 and d.isdigit()):
+                    raise PacsError(f"date {d!r}: expected YYYYMMDD")
+            out["StudyDate"] = f"{self.date_from}-{self.date_to}"
+        if self.modality:
+            out["ModalitiesInStudy"] = self.modality
+        return out
+
+
+STUDY_FIELDS = {"StudyInstanceUID": "0020000D", "PatientID": "00100020", "PatientName": "00100010",
+                "StudyDate": "00080020", "AccessionNumber": "00080050", "ModalitiesInStudy": "00080061",
+                "StudyDescription": "00081030", "NumberOfStudyRelatedInstances": "00201208"}
+
+
+def _person_name(value) -> str:  # noqa: ANN001
+    if isinstance(value, dict):
+        return str(value.get("Alphabetic", ""))
+    return str(value or "")
+
+
+def find_studies(endpoint: Endpoint | str, query: StudyQuery, *, credentials: Credentials | None = None,
+                 limit: int = 500) -> list[dict[str, str]]:
+    """Studies matching ``query`` (QIDO-RS or C-FIND at STUDY level), one dict per study with the
+    keys of :data:`STUDY_FIELDS`. Raises :class:`PacsError`."""
+    import requests
+
+    from salm_desktop.core.pacs.endpoints import parse_endpoint
+
+    endpoint = parse_endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+    creds = credentials or credentials_from_env()
+    filters = query.filters()
+    rows: list[dict[str, str]] = []
+    if endpoint.kind == "dicomweb":
+        try:
+            found = dicomweb_client(endpoint, creds).search_for_studies(
+                search_filters=filters, fields=list(STUDY_FIELDS.values()), limit=limit)
+        except requests.exceptions.RequestException as exc:
+            raise PacsError(http_message(exc, endpoint, "query")) from None
+        for item in found:
+            row = {}
+            for name, tag in STUDY_FIELDS.items():
+                values = (item.get(tag) or {}).get("Value") or []
+                row[name] = "\\".join(_person_name(v) if name == "PatientName" else str(v) for v in values)
+            rows.append(row)
+    else:
+        from pydicom.multival import MultiValue
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+        keys = {name: "" for name in STUDY_FIELDS}
+        keys.update(filters)
+        with dimse_association(endpoint, creds, [StudyRootQueryRetrieveInformationModelFind]) as assoc:
+            for ds in _dimse_find(assoc, endpoint, "STUDY", **keys)[:limit]:
+                values = {name: ds.get(name, "") for name in STUDY_FIELDS}
+                rows.append({name: "\\".join(map(str, v)) if isinstance(v, MultiValue) else str(v)
+                             for name, v in values.items()})
+    return sorted(rows, key=lambda r: (r["StudyDate"], r["StudyInstanceUID"]), reverse=True)

@@ -158,3 +158,20 @@ def test_https_trusts_the_given_ca_even_when_the_environment_names_another(tmp_p
             retrieve(url, tmp_path / "b", credentials=Credentials())
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_find_studies_by_patient_accession_date_and_modality(orthanc, credentials, ct_files, ct_uids, protocol):
+    from salm_desktop.core.pacs import StudyQuery, find_studies
+
+    ds = pydicom.dcmread(ct_files[0], stop_before_pixels=True)
+    spec = f"dicomweb:{orthanc.dicomweb}" if protocol == "dicomweb" else orthanc.dimse
+    date = str(ds.StudyDate)
+    hits = find_studies(spec, StudyQuery(patient_id=str(ds.PatientID), accession=ct_uids["accession"],
+                                         date_from=date, date_to=date, modality="CT"), credentials=credentials)
+    assert [h["StudyInstanceUID"] for h in hits] == [ct_uids["study"]]
+    assert hits[0]["PatientID"] == str(ds.PatientID) and hits[0]["StudyDate"] == date and "CT" in hits[0]["ModalitiesInStudy"]
+    assert find_studies(spec, StudyQuery(modality="MR"), credentials=credentials) == []
+    assert find_studies(spec, StudyQuery(date_to="19000101"), credentials=credentials) == []
+    with pytest.raises(PacsError, match="expected YYYYMMDD"):
+        find_studies(spec, StudyQuery(date_from="2020-01-01"), credentials=credentials)
