@@ -5,7 +5,7 @@ with fresh Study/Series/SOP Instance UIDs (pixels untouched), into one Orthanc s
 3 x copies instances; salm_desktop.core.pacs.retrieve pulls it into a temporary folder, --repeats
 times per protocol. MB/s = bytes written locally / wall seconds (median of the repeats).
 
-    python benchmarks/pacs_transfer.py --copies 40 --repeats 3
+    python benchmarks/pacs_transfer.py --copies 40 --repeats 3 [--compare-getscu]
 
 Needs the Debian packages orthanc and orthanc-dicomweb.
 """
@@ -36,6 +36,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-getscu", action="store_true",
+                        help="also time dcmtk's getscu (C) pulling the same study over C-GET, as a reference")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dicom" / "ct_3slice_dcmqi" / "dicom")
     args = parser.parse_args()
 
@@ -76,6 +78,22 @@ def main() -> int:
                              # our process's CPU seconds: what the client costs, whatever else loads the machine
                              "client_cpu_s_median": round(statistics.median(cpus), 2),
                              "MB_per_client_cpu_s": round(sizes[0] / 1e6 / statistics.median(cpus), 1)}
+        if args.compare_getscu:
+            import subprocess
+
+            rates = []
+            for i in range(args.repeats):
+                dest = work / f"getscu{i}"
+                dest.mkdir()
+                t0 = time.perf_counter()
+                subprocess.run(["getscu", "-aec", "ORTHANC", "-od", str(dest), "127.0.0.1", str(server.dicom_port),
+                                "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"],
+                               check=True, capture_output=True)
+                seconds = time.perf_counter() - t0
+                rates.append(sum(p.stat().st_size for p in dest.iterdir()) / 1e6 / seconds)
+                shutil.rmtree(dest)
+            results["dcmtk_getscu"] = {"MB_per_s_median": round(statistics.median(rates), 1),
+                                       "MB_per_s_all": [round(x, 1) for x in rates]}
         print(json.dumps({"copies": args.copies, "repeats": args.repeats, "results": results}, indent=2))
     finally:
         server.stop()
