@@ -167,7 +167,11 @@ class _CStore:
 
         ds = pydicom.dcmread(path)
         self._connect(ds)
-        status = self.assoc.send_c_store(ds)
+        try:
+            status = self.assoc.send_c_store(ds)
+        except ValueError:  # pynetdicom: no accepted presentation context for this SOP class/transfer syntax
+            raise PacsError(f"{self.endpoint.display}: C-STORE refused: the server does not accept SOP class "
+                            f"{ds.SOPClassUID} in transfer syntax {ds.file_meta.TransferSyntaxUID}") from None
         if status is None or "Status" not in status:
             self.close()
             raise PacsError(f"{self.endpoint.display}: the connection was lost during C-STORE")
@@ -225,8 +229,8 @@ def send_release(release: str | Path, destination: Endpoint | str, *, original_u
                 outcome.attempts = attempt
                 try:
                     transport.send(path)
-                except PacsError as exc:
-                    outcome.message = str(exc)
+                except (PacsError, OSError, ValueError, RuntimeError) as exc:  # unreadable file, lost socket …
+                    outcome.message = str(exc) if isinstance(exc, PacsError) else f"{rel}: {exc.__class__.__name__}: {exc}"
                     if "refused" in outcome.message or "rejected" in outcome.message or "HTTP 4" in outcome.message:
                         break  # the server said no: retrying would not change its mind
                     if attempt < retries:
