@@ -8,17 +8,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "pacs"))
-from orthanc_server import ORTHANC_BINARY, PASSWORD, USER, Orthanc, dicomweb_plugin  # noqa: E402
+from orthanc_server import PASSWORD, USER, start_orthanc  # noqa: E402
 
 pytest.importorskip("dicomweb_client")
 
 
 @pytest.fixture
 def orthanc_with_ct(tmp_path, dicom_dir):  # noqa: ANN001
-    if ORTHANC_BINARY is None or dicomweb_plugin() is None:
-        pytest.skip("Orthanc with its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)")
-    server = Orthanc(tmp_path / "orthanc").start()
-    server.upload(sorted((dicom_dir / "ct_3slice_dcmqi" / "dicom").glob("*.dcm")))
+    server = start_orthanc(tmp_path / "orthanc", sorted((dicom_dir / "ct_3slice_dcmqi" / "dicom").glob("*.dcm")))
     yield server
     server.stop()
 

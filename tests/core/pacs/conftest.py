@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from orthanc_server import ORTHANC_BINARY, PASSWORD, USER, Orthanc, dicomweb_plugin
+from orthanc_server import PASSWORD, USER, start_orthanc
 
 pytest.importorskip("dicomweb_client")
 pytest.importorskip("pynetdicom")
-
-
-def _require_orthanc() -> None:
-    if ORTHANC_BINARY is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
-    if dicomweb_plugin() is None:
-        pytest.skip("the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +34,6 @@ def ct_uids(ct_files):  # noqa: ANN001
 @pytest.fixture(scope="session")
 def original_hashes(ct_files) -> dict[str, str]:  # noqa: ANN001
     return {hashlib.sha256(f.read_bytes()).hexdigest(): f.name for f in ct_files}
-
-
-def start_orthanc(workdir: Path, ct_files, auth: bool = True) -> Orthanc:  # noqa: ANN001
-    _require_orthanc()
-    server = Orthanc(workdir, auth=auth).start()
-    server.upload(ct_files)
-    return server
 
 
 @pytest.fixture(scope="module")

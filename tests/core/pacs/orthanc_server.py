@@ -125,3 +125,24 @@ class Orthanc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def require_orthanc() -> None:
+    import pytest
+
+    if ORTHANC_BINARY is None:
+        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
+    if dicomweb_plugin() is None:
+        pytest.skip("the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
+
+
+def start_orthanc(workdir: Path, files, auth: bool = True) -> Orthanc:  # noqa: ANN001
+    """A started Orthanc holding ``files``; skips the calling test when Orthanc is not installed."""
+    require_orthanc()
+    server = Orthanc(workdir, auth=auth).start()
+    try:
+        server.upload(files)
+    except BaseException:
+        server.stop()
+        raise
+    return server

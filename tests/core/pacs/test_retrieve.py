@@ -10,7 +10,8 @@ import tempfile
 
 import pydicom
 import pytest
-from conftest import start_orthanc
+
+from orthanc_server import start_orthanc
 
 from salm_desktop.core.pacs import Credentials, PacsError, Selection, private_retrieval, retrieve
 from salm_desktop.core.pacs.endpoints import parse_endpoint

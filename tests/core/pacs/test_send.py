@@ -11,8 +11,7 @@ import threading
 
 import pydicom
 import pytest
-from conftest import start_orthanc
-from orthanc_server import PASSWORD
+from orthanc_server import PASSWORD, start_orthanc
 
 from salm_desktop.cli import main
 from salm_desktop.core.jobs import run_protect_job
