@@ -43,7 +43,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "protect",
         help="protect INPUTs and write the protected copy (same formats), manifest.json and the fidelity report to --out",
     )
-    protect.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    protect.add_argument("inputs", nargs="+", type=str, metavar="INPUT",
+                         help="a file or folder, or a PACS source: dicomweb:URL[/studies/UID] or dimse:AET@HOST:PORT")
     protect.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder outside the inputs")
     protect.add_argument("--method", default="salm", choices=["salm", "em", "random"])
     protect.add_argument("--epsilon", default="8/255", help="budget in the normalized scale, e.g. 8/255 or 0.03")
@@ -83,6 +84,13 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="also mark the release with secret ownership keys and write them to KEYDIR, a new folder "
                               "outside the release that you keep private (see 'salm-protect verify'); experimental: the mark is "
                               "not yet learned by the thieves measured in docs/ownership.md")
+    protect.add_argument("--study", default=None, metavar="UID", help="PACS sources: the study to retrieve")
+    protect.add_argument("--series", action="append", default=[], metavar="UID",
+                         help="PACS sources: retrieve only this series (repeatable)")
+    protect.add_argument("--accession", default=None, metavar="N", help="PACS sources: the study with this accession number")
+    protect.add_argument("--send", action="append", default=[], metavar="DEST",
+                         help="after the release is complete, send its DICOM instances to dicomweb:URL or "
+                              "dimse:AET@HOST:PORT (repeatable; credentials: docs/pacs.md)")
     protect.set_defaults(handler=_cmd_protect)
 
     verify = sub.add_parser("verify", help="test whether a suspect model was trained on a release carrying ownership keys",
@@ -99,6 +107,12 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="auto: the score test when scores are given, else the label test (fixed before querying)")
     verify.add_argument("--json", action="store_true", help="print one JSON document to stdout")
     verify.set_defaults(handler=_cmd_verify)
+
+    send = sub.add_parser("send", help="send a finished release's DICOM instances to a PACS; a rerun sends only what is missing")
+    send.add_argument("release", type=Path, metavar="DIR", help="a release folder written by 'protect'")
+    send.add_argument("--to", required=True, action="append", metavar="DEST", help="dicomweb:URL or dimse:AET@HOST:PORT")
+    send.add_argument("--json", action="store_true", help="print one JSON document per destination to stdout")
+    send.set_defaults(handler=_cmd_send)
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -197,6 +211,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_protect(args: argparse.Namespace) -> int:
+    pacs_wanted = args.send or args.study or args.series or args.accession or any(
+        str(i).startswith(("dicomweb:", "dimse:")) for i in args.inputs)
+    if pacs_wanted and not getattr(args, "_pacs_done", False):
+        return _cmd_protect_pacs(args)
+    args.inputs = [Path(p) for p in args.inputs]
     from salm_desktop.core.jobs import JobError, run_protect_job
     from salm_desktop.core.progress import Cancelled, Progress
     from salm_desktop.core.options import OptionError, build_settings
@@ -297,6 +316,93 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for line in out["cautions"]:
         print(f"  - {line}")
     return EXIT_OK
+
+
+def _cmd_protect_pacs(args: argparse.Namespace) -> int:
+    """protect with PACS sources and/or --send: retrieve into a private temporary folder (removed
+    afterwards, whatever happens), run the normal job, then send the finished release."""
+    from salm_desktop.core.pacs import PacsError, Selection, is_pacs_spec, parse_endpoint, private_retrieval
+    from salm_desktop.core.progress import Cancelled, Progress
+
+    try:
+        destinations = [parse_endpoint(d) for d in args.send]
+        specs = [parse_endpoint(i) for i in args.inputs if is_pacs_spec(i)]
+    except PacsError as exc:
+        raise UsageError(str(exc)) from None
+    local = [i for i in args.inputs if not is_pacs_spec(i)]
+    if not specs and (args.study or args.series or args.accession):
+        raise UsageError("--study/--series/--accession need a dicomweb: or dimse: source")
+    selection = Selection(study=args.study, series=list(args.series), accession=args.accession)
+    args._pacs_done = True
+    original_uids: set[str] = set()
+
+    def show(ev) -> None:  # noqa: ANN001
+        if ev.stage != "log" and ev.done >= ev.total:
+            print(f"[{ev.stage}] {ev.done}/{ev.total} {ev.message}", file=sys.stderr)
+
+    try:
+        if specs:
+            with private_retrieval([(e, selection) for e in specs], progress=Progress(show)) as (folders, results):
+                for e, r in zip(specs, results):
+                    original_uids |= r.sop_uids
+                    print(f"retrieved {r.instances} instances ({r.bytes / 1e6:.1f} MB) in {len(r.series)} series "
+                          f"from {e.display}", file=sys.stderr)
+                args.inputs = local + [str(f) for f in folders]
+                code = _cmd_protect(args)
+        else:
+            code = _cmd_protect(args)
+    except PacsError as exc:
+        raise UsageError(str(exc)) from None
+    except Cancelled:
+        print("salm-protect: cancelled; nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    if code not in (EXIT_OK, EXIT_PARTIAL) or not destinations:
+        return code
+    return max(code, _send_all(Path(args.out), destinations, original_uids, as_json=False))
+
+
+def _send_all(release: Path, destinations, original_uids: set[str], as_json: bool) -> int:  # noqa: ANN001
+    from salm_desktop.core.pacs import PacsError, send_release
+    from salm_desktop.core.progress import Progress
+
+    try:  # the originals' UIDs as the job recorded them: never send one of those back
+        original_uids = original_uids | set(json.loads((release / "manifest.json").read_text(encoding="utf-8"))
+                                            .get("uid_map", {}))
+    except (OSError, ValueError, AttributeError):
+        pass
+    code = EXIT_OK
+    for dest in destinations:
+        try:
+            report = send_release(release, dest, original_uids=original_uids, progress=Progress())
+        except PacsError as exc:
+            raise UsageError(str(exc)) from None
+        data = report.as_dict()
+        (report.journal.parent / report.journal.name.replace(".jsonl", "-report.json")).write_text(
+            json.dumps(data, indent=2), encoding="utf-8")
+        if as_json:
+            print(json.dumps(data))
+        for item in report.instances:
+            if item.status in ("failed", "refused"):
+                print(f"not sent: {item.path}: {item.message}", file=sys.stderr)
+        print(f"{dest.display}: {data['sent']} sent, {data['already_sent']} already sent earlier, "
+              f"{data['failed']} failed, {data['refused']} refused", file=sys.stderr)
+        if not report.complete:
+            print(f"salm-protect: rerun 'salm-protect send {release} --to {dest.display}' to send the rest",
+                  file=sys.stderr)
+            code = EXIT_PARTIAL
+    return code
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from salm_desktop.core.pacs import PacsError, parse_endpoint
+
+    try:
+        destinations = [parse_endpoint(d) for d in args.to]
+    except PacsError as exc:
+        raise UsageError(str(exc)) from None
+    if not (args.release / "manifest.json").is_file():
+        raise UsageError(f"{args.release}: not a finished release (no manifest.json)")
+    return _send_all(args.release, destinations, set(), as_json=args.json)
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
