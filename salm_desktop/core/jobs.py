@@ -110,7 +110,39 @@ def _drop_missing(series: Series) -> tuple[Series | None, list[Skipped]]:
     kept = [s for s in series.samples if Path(s.source.path) not in missing]
     if not kept:
         return None, skipped
-    return dataclasses.replace(series, samples=kept), skipped
+    from salm_desktop.core.studies.lazy import with_samples
+
+    return with_samples(series, kept), skipped
+
+
+def _unreadable_input(exc: BaseException):
+    """The PixelReadError (file + reason) behind a failed protection, if one input file caused it."""
+    from salm_desktop.core.studies.limits import PixelReadError
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, PixelReadError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def _drop_file_from_plan(plan: list[tuple[Series, bool]], bad) -> tuple[list[tuple[Series, bool]], list[Skipped]]:
+    """Every sample read from ``bad.path`` leaves the plan (also unprotected npz splits of that file)."""
+    from salm_desktop.core.studies.lazy import with_samples
+
+    target = Path(bad.path).absolute()
+    kept: list[tuple[Series, bool]] = []
+    found = False
+    for series, protect in plan:
+        samples = [s for s in series.samples if Path(s.source.path).absolute() != target]
+        if len(samples) != len(series.samples):
+            found = True
+            if not samples:
+                continue
+            series = with_samples(series, samples)
+        kept.append((series, protect))
+    return kept, ([Skipped(Path(bad.path), bad.reason)] if found else [])
 
 
 def _drop_missing_from_plan(plan: list[tuple[Series, bool]]) -> tuple[list[tuple[Series, bool]], list[Skipped]]:
@@ -263,13 +295,27 @@ def protect_job(
     owns_result = result is None
     try:
         if owns_result:
-            for attempt in range(3):
+            unreadable = 0
+            for attempt in range(3 + len({p for s, _ in plan for p in s.files})):
                 try:
                     result = protect_series(to_protect, settings, progress)
                     break
-                except (ValueError, OSError):
+                except (ValueError, OSError) as exc:
+                    bad = _unreadable_input(exc)
+                    if bad is not None:  # one file's pixels cannot be read: skip it, protect the others
+                        plan, lost = _drop_file_from_plan(plan, bad)
+                        if not lost:
+                            raise
+                        skipped.extend(lost)
+                        unreadable += 1
+                        to_protect = [s for s, p in plan if p]
+                        if not to_protect:
+                            raise JobError(f"nothing left to protect: every input was skipped (last: {bad.path.name}: "
+                                           f"{bad.reason})") from None
+                        progress.log(f"skipped {bad.path}: {bad.reason}; protecting the other files again")
+                        continue
                     # an input file vanished while the engine read it: skip it and protect the rest
-                    if attempt == 2 or not any(not Path(p).exists() for s in to_protect for p in s.files):
+                    if attempt >= 2 + unreadable or not any(not Path(p).exists() for s in to_protect for p in s.files):
                         raise
                     plan, gone = _drop_missing_from_plan(plan)
                     skipped.extend(gone)
@@ -472,9 +518,13 @@ def _skipped_dict(item: Skipped, inputs: Sequence[Path]) -> dict[str, str]:
     for root in inputs:
         root = Path(root).expanduser()
         base = root if root.is_dir() else root.parent
+        try:  # a skipped symlink loop cannot be resolved: try the plain path first
+            return {"path": path.absolute().relative_to(base.absolute()).as_posix(), "reason": item.reason}
+        except ValueError:
+            pass
         try:
             return {"path": path.resolve().relative_to(base.resolve()).as_posix(), "reason": item.reason}
-        except (ValueError, OSError):
+        except (ValueError, OSError, RuntimeError):
             continue
     return {"path": path.name, "reason": item.reason}
 

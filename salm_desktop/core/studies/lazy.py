@@ -40,3 +40,25 @@ class LazyIntensitySeries(Series):
     @property
     def intensity_is_computed(self) -> bool:
         return self.__dict__.get("_intensity") is not None
+
+
+def with_samples(series: Series, samples: list) -> Series:
+    """A copy of ``series`` holding only ``samples`` (e.g. after a file was skipped).
+
+    ``dataclasses.replace`` would compute a lazy window on the old samples (and fail on the file being
+    dropped); here a window that is not computed yet is computed later from the kept samples.
+    """
+    import copy
+    import dataclasses
+
+    if not isinstance(series, LazyIntensitySeries):
+        return dataclasses.replace(series, samples=samples)
+    clone = copy.copy(series)
+    clone.__dict__ = dict(series.__dict__)
+    clone.samples = samples
+    clone.__dict__["_intensity_lock"] = threading.Lock()
+    if not series.intensity_is_computed:
+        from salm_desktop.core.studies.dicom import _sample_values
+
+        clone.set_intensity_factory(lambda s: IntensityMap.robust(_sample_values(s.samples)))
+    return clone
