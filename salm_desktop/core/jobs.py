@@ -142,7 +142,8 @@ def _drop_file_from_plan(plan: list[tuple[Series, bool]], bad) -> tuple[list[tup
                 continue
             series = with_samples(series, samples)
         kept.append((series, protect))
-    return kept, ([Skipped(Path(bad.path), bad.reason)] if found else [])
+    reason = bad.reason if Path(bad.path).exists() else "input file disappeared after loading"
+    return kept, ([Skipped(Path(bad.path), reason)] if found else [])
 
 
 def _drop_missing_from_plan(plan: list[tuple[Series, bool]]) -> tuple[list[tuple[Series, bool]], list[Skipped]]:
@@ -178,6 +179,96 @@ def _load(inputs: list[Path], labels: str | None, progress: Progress) -> LoadRes
         raise JobError(str(exc)) from None
 
 
+# -- one job per output folder ------------------------------------------------------------------------
+class OutputLock:
+    """An exclusive ``flock`` on a lock file for one output folder, held from the checks to the rename.
+
+    The kernel drops the lock when the process dies (kill -9 included), so a crash never leaves a
+    stale lock. The lock files live in the temporary folder, keyed by the resolved output path, so a
+    read-only or not yet existing output parent can still be locked.
+    """
+
+    def __init__(self, out: Path, fd: int, path: Path) -> None:
+        self.out, self._fd, self.path = out, fd, path
+
+    @classmethod
+    def acquire(cls, out: Path) -> "OutputLock | None":
+        import fcntl
+
+        folder = Path(tempfile.gettempdir()) / f"salm-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            return None  # no lock possible: the rename-time check still refuses a folder that appeared
+        path = folder / (hashlib.sha256(str(out).encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".lock")
+        for _attempt in range(5):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise JobError(f"another SALM job is writing to {out}; wait for it to finish or choose another output folder") from None
+            except OSError:
+                os.close(fd)
+                return None
+            try:  # the holder before us may have unlinked the file after we opened it: lock the live one
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()} {out}\n".encode("utf-8", "surrogateescape"))
+                    return cls(out, fd, path)
+            except OSError:
+                pass
+            os.close(fd)
+        return None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def recover_interrupted(out: Path, progress: Progress | None = None) -> None:
+    """Clean up after a job on ``out`` that was killed (call with the output lock held).
+
+    A temporary folder of a killed job is removed. A kill during an overwrite, between moving the old
+    output aside and moving the new one in, leaves the old output in a backup folder: it is put back.
+    """
+    import re
+
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    partial = re.compile(rf"^{re.escape(PARTIAL_PREFIX)}{re.escape(out.name)}-[a-z0-9_]{{8}}$")
+    backup = re.compile(rf"^{re.escape(PARTIAL_PREFIX)}old-{re.escape(out.name)}-[a-z0-9_]{{8}}$")
+    try:
+        entries = sorted(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if backup.match(entry.name) and entry.is_dir():
+                old = entry / "old"
+                if old.is_dir() and not out.exists():
+                    os.replace(old, out)
+                    if progress is not None:
+                        progress.log(f"restored the previous output {out} (an overwrite was interrupted)")
+                shutil.rmtree(entry, ignore_errors=True)
+            elif partial.match(entry.name) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                if progress is not None:
+                    progress.log(f"removed {entry.name}, left by an interrupted job")
+        except OSError:
+            continue
+
+
 # -- the job -----------------------------------------------------------------------------------------
 @dataclass
 class ProtectedJob:
@@ -195,10 +286,16 @@ class ProtectedJob:
     skipped: list[Skipped]
     overwrite: bool = False
     owns_result: bool = True
+    lock: Any = None  # the OutputLock on ``out``, released by close()
 
     def close(self) -> None:
-        if self.owns_result and self.result is not None:
-            self.result.close()
+        try:
+            if self.owns_result and self.result is not None:
+                self.result.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
 
 def run_protect_job(
@@ -262,6 +359,22 @@ def protect_job(
         if not p.exists():
             raise JobError(f"{p}: input not found")
     out = check_output_location(inputs, Path(out_dir), overwrite)
+    lock = OutputLock.acquire(out)  # two jobs on one output folder: the second stops here
+    try:
+        recover_interrupted(out, progress)
+        out = check_output_location(inputs, out, overwrite)  # a restored output counts as existing
+        job = _protect_locked(inputs, out, settings, labels, splits, progress, overwrite, loaded, result)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    job.lock = lock
+    return job
+
+
+def _protect_locked(inputs: list[Path], out: Path, settings: Any, labels: str | None, splits: Sequence[str],
+                    progress: Progress, overwrite: bool, loaded: LoadResult | None, result: Any) -> ProtectedJob:
+    from salm_desktop.core.protect import protect_series
 
     if result is not None and loaded is None:
         raise JobError("a protection result can only be written together with the LoadResult it was made from")
