@@ -128,22 +128,23 @@ def _unreadable_input(exc: BaseException):
 
 
 def _drop_file_from_plan(plan: list[tuple[Series, bool]], bad) -> tuple[list[tuple[Series, bool]], list[Skipped]]:
-    """Every sample read from ``bad.path`` leaves the plan (also unprotected npz splits of that file)."""
+    """Every sample read from ``bad.paths`` leaves the plan (also unprotected npz splits of those files)."""
     from salm_desktop.core.studies.lazy import with_samples
 
-    target = Path(bad.path).absolute()
+    targets = {Path(p).absolute() for p in getattr(bad, "paths", [bad.path])}
     kept: list[tuple[Series, bool]] = []
-    found = False
+    found: list[Path] = []
     for series, protect in plan:
-        samples = [s for s in series.samples if Path(s.source.path).absolute() != target]
+        samples = [s for s in series.samples if Path(s.source.path).absolute() not in targets]
+        found.extend(Path(s.source.path) for s in series.samples if Path(s.source.path).absolute() in targets)
         if len(samples) != len(series.samples):
-            found = True
             if not samples:
                 continue
             series = with_samples(series, samples)
         kept.append((series, protect))
-    reason = bad.reason if Path(bad.path).exists() else "input file disappeared after loading"
-    return kept, ([Skipped(Path(bad.path), reason)] if found else [])
+    skipped = [Skipped(path, bad.reason if path.exists() else "input file disappeared after loading")
+               for path in dict.fromkeys(found)]
+    return kept, skipped
 
 
 def _drop_missing_from_plan(plan: list[tuple[Series, bool]]) -> tuple[list[tuple[Series, bool]], list[Skipped]]:

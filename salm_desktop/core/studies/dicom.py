@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from salm_desktop.core.model import Geometry, IntensityMap, Series, Skipped, Sample, SourceRef, StoredFormat, short_hash
-from salm_desktop.core.studies.limits import PixelReadError, over_memory_limit
+from salm_desktop.core.studies.limits import MAX_NATIVE_MAGNITUDE, PixelReadError, over_memory_limit
 
 # --------------------------------------------------------------------------------------------
 # Non-image objects
@@ -265,9 +265,12 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
     if not ts:
         implicit, little_endian = getattr(ds, "original_encoding", (True, True))
         ts = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little_endian else "1.2.840.10008.1.2.2")
-    bits_allocated = _int(ds.get("BitsAllocated")) or 16
-    bits_stored = _int(ds.get("BitsStored")) or bits_allocated
-    spp = _int(ds.get("SamplesPerPixel")) or 1
+    bits_allocated = _int(ds.get("BitsAllocated"))
+    bits_allocated = 16 if bits_allocated is None else bits_allocated  # present but 0 is impossible, not absent
+    bits_stored = _int(ds.get("BitsStored"))
+    bits_stored = bits_allocated if bits_stored is None else bits_stored
+    spp = _int(ds.get("SamplesPerPixel"))
+    spp = 1 if spp is None else spp
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     # Absurd sizes from corrupt headers must not turn into huge allocations (one header per frame,
     # or a decoder buffer): every frame needs at least one byte of the file, and no frame is > 2 GiB.
@@ -356,6 +359,10 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
         return (slope if slope not in (None, 0.0) else 1.0), (intercept or 0.0), has
 
     top_slope, top_intercept, top_has = rescale(ds)
+    largest = 2.0 ** min(bits_stored, 32)
+    if abs(top_slope) * largest + abs(top_intercept) > MAX_NATIVE_MAGNITUDE:
+        return Skipped(path, f"implausible rescale: RescaleSlope {top_slope:g} and RescaleIntercept {top_intercept:g} "
+                             f"give values beyond +/-{MAX_NATIVE_MAGNITUDE:g}")
     top_spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
     top_ipp = _floats(ds.get("ImagePositionPatient"), 3)
     top_iop = _floats(ds.get("ImageOrientationPatient"), 6)

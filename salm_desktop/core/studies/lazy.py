@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from salm_desktop.core.model import IntensityMap, Series
+from salm_desktop.core.studies.limits import PixelReadError
 
 
 class LazyIntensitySeries(Series):
@@ -26,7 +27,15 @@ class LazyIntensitySeries(Series):
                 value = self.__dict__.get("_intensity")
                 if value is None:
                     factory = self.__dict__.get("_intensity_factory")
-                    value = factory(self) if factory is not None else IntensityMap(0.0, 1.0, "", "identity")
+                    try:
+                        value = factory(self) if factory is not None else IntensityMap(0.0, 1.0, "", "identity")
+                    except PixelReadError:
+                        raise
+                    except ValueError as exc:  # no usable window: every file of this series is skipped
+                        files = self.files
+                        if not files:
+                            raise
+                        raise PixelReadError(files[0], f"no usable intensity window for this series ({exc})", files) from None
                     self.__dict__["_intensity"] = value
         return value
 

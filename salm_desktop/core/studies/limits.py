@@ -17,14 +17,17 @@ FALLBACK_LIMIT = 2 * 2**30  # when the RAM size cannot be read
 # deflate (gzip, zlib, PNG, zip) cannot expand more than ~1032:1; a header that claims more data than
 # that from the bytes present is lying. Some slack for headers and padding.
 DEFLATE_MAX_RATIO = 1100
+# Native values beyond this cannot get an intensity window (float precision) and are no real measurement.
+MAX_NATIVE_MAGNITUDE = 1e20
 
 
 class PixelReadError(ValueError):
     """A sample's pixels could not be read; ``path`` is the file to skip, ``reason`` one line for the user."""
 
-    def __init__(self, path: Path | str, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str, others: list[Path] | None = None) -> None:
         self.path = Path(path)
         self.reason = reason
+        self.paths = [self.path] + [Path(p) for p in (others or []) if Path(p) != self.path]  # all files to skip
         super().__init__(f"{path}: {reason}")
 
 

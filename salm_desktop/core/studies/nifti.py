@@ -6,6 +6,7 @@ scl_slope/scl_inter, so readers return native values.
 
 from __future__ import annotations
 
+import logging
 import warnings as _warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from salm_desktop.core.model import Geometry, IntensityMap, Series, Skipped, Sample, SourceRef, StoredFormat, short_hash
-from salm_desktop.core.studies.limits import DEFLATE_MAX_RATIO, PixelReadError, human_bytes, one_line, over_memory_limit
+from salm_desktop.core.studies.limits import DEFLATE_MAX_RATIO, MAX_NATIVE_MAGNITUDE, PixelReadError, human_bytes, one_line, over_memory_limit
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -64,8 +65,8 @@ def _implausible(path: Path, img: Any, shape: tuple[int, ...]) -> str | None:
     slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
     if dtype.kind in "ui" and slope is not None and inter is not None and np.isfinite(slope) and np.isfinite(inter):
         info = np.iinfo(dtype)
-        if max(abs(float(info.min)), abs(float(info.max))) * abs(float(slope)) + abs(float(inter)) > np.finfo(np.float32).max:
-            return f"NIfTI scl_slope {float(slope):g} / scl_inter {float(inter):g} overflow 32-bit floats"
+        if max(abs(float(info.min)), abs(float(info.max))) * abs(float(slope)) + abs(float(inter)) > MAX_NATIVE_MAGNITUDE:
+            return f"implausible scaling: NIfTI scl_slope {float(slope):g} / scl_inter {float(inter):g} give values beyond +/-{MAX_NATIVE_MAGNITUDE:g}"
     return None
 
 
@@ -74,6 +75,9 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
 
     from salm_desktop.core.studies.lazy import LazyIntensitySeries
 
+    nib_log = logging.getLogger("nibabel.global")  # header repairs are logged there: not the user's business
+    log_level = nib_log.level
+    nib_log.setLevel(logging.CRITICAL)
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
@@ -84,6 +88,8 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
     except Exception as exc:
         text = str(exc).strip().splitlines()
         return Skipped(path, f"unreadable NIfTI file ({text[0][:200] if text else type(exc).__name__})")
+    finally:
+        nib_log.setLevel(log_level)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         return Skipped(path, f"not a NIfTI image ({type(img).__name__})")
 

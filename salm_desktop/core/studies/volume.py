@@ -36,6 +36,7 @@ class _VolumeCache:
                 if self._array is None:
                     import SimpleITK as sitk
 
+                    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK prints C++ warnings to stderr
                     try:
                         self._array = sitk.GetArrayFromImage(sitk.ReadImage(str(self.path)))  # (z, y, x)
                     except MemoryError:
