@@ -110,7 +110,7 @@ def _implausible(path: Path, voxels: int, itemsize: int) -> str | None:
             return None  # several data files: not checked here
         data = (path.parent / detached)
         if not data.is_file():
-            return f"the header's data file {detached} is missing"
+            return f"the header's data file {detached} is missing or not a regular file"
         available = data.stat().st_size
     else:
         available = path.stat().st_size - offset
