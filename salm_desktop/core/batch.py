@@ -325,6 +325,7 @@ def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = T
     if final.exists():
         manifest = _read_json(final / "manifest.json") or {}
         if manifest.get("batch", {}).get("fingerprint") == fingerprint:
+            shutil.rmtree(output / (job.name + PARTIAL_SUFFIX), ignore_errors=True)  # killed after the rename
             return JobOutcome(job.name, "already done", final, "finished in an earlier run",
                               skipped=manifest.get("skipped", []), summary=manifest.get("summary", {}))
         return JobOutcome(job.name, "failed", final, f"output folder {final} exists from another run or other settings; "
