@@ -362,7 +362,8 @@ def protect_job(
     out = check_output_location(inputs, Path(out_dir), overwrite)
     lock = OutputLock.acquire(out)  # two jobs on one output folder: the second stops here
     try:
-        recover_interrupted(out, progress)
+        if lock is not None:  # only the lock holder may tell a dead job's leftovers from a live one's
+            recover_interrupted(out, progress)
         out = check_output_location(inputs, out, overwrite)  # a restored output counts as existing
         job = _protect_locked(inputs, out, settings, labels, splits, progress, overwrite, loaded, result)
     except BaseException:
