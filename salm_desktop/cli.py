@@ -435,6 +435,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
     try:
         result = run_batch(config, Progress(show), on_job=on_job)
+    except ConfigError as exc:  # e.g. another batch is writing to the same output root
+        raise UsageError(str(exc)) from None
     except (Cancelled, KeyboardInterrupt):
         bar.line(f"salm-protect: batch cancelled; rerun the same command to resume (summary: {config.output / 'batch-summary.json'})")
         return EXIT_CANCELLED

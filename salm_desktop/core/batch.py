@@ -57,6 +57,10 @@ class ConfigError(ValueError):
     """A batch config that cannot be used; the message names the file and the problem."""
 
 
+class BatchBusy(ConfigError):
+    """Another batch holds the lock on the same output root."""
+
+
 @dataclass
 class BatchJob:
     name: str
@@ -288,9 +292,24 @@ def run_batch(config: BatchConfig, progress: Progress | None = None,
     the previous unit (see :func:`_run_units`); ``pipeline=False`` runs the steps one after the other
     (the benchmark's baseline).
     """
+    from salm_desktop.core.jobs import JobError, OutputLock
+
     progress = progress or Progress()
     output = config.output.expanduser()
     output.mkdir(parents=True, exist_ok=True)
+    try:  # one batch per output root: a second one started at once refuses instead of sharing the journal
+        lock = OutputLock.acquire(output.resolve())
+    except JobError:
+        raise BatchBusy(f"another batch is writing to {output}; wait for it to finish or choose another output root") from None
+    try:
+        return _run_batch_locked(config, output, progress, on_job, pipeline)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_batch_locked(config: BatchConfig, output: Path, progress: Progress,
+                      on_job: Callable[[int, BatchJob], None] | None, pipeline: bool) -> BatchResult:
     outcomes: list[JobOutcome] = []
     cancelled = False
     for index, job in enumerate(config.jobs):
@@ -332,6 +351,7 @@ def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = T
     if final.exists():
         manifest = _read_json(final / "manifest.json") or {}
         if manifest.get("batch", {}).get("fingerprint") == fingerprint:
+            shutil.rmtree(output / (job.name + PARTIAL_SUFFIX), ignore_errors=True)  # killed after the rename
             return JobOutcome(job.name, "already done", final, "finished in an earlier run",
                               skipped=manifest.get("skipped", []), summary=manifest.get("summary", {}))
         return JobOutcome(job.name, "failed", final, f"output folder {final} exists from another run or other settings; "

@@ -112,7 +112,41 @@ def _drop_missing(series: Series) -> tuple[Series | None, list[Skipped]]:
     kept = [s for s in series.samples if Path(s.source.path) not in missing]
     if not kept:
         return None, skipped
-    return dataclasses.replace(series, samples=kept), skipped
+    from salm_desktop.core.studies.lazy import with_samples
+
+    return with_samples(series, kept), skipped
+
+
+def _unreadable_input(exc: BaseException):
+    """The PixelReadError (file + reason) behind a failed protection, if one input file caused it."""
+    from salm_desktop.core.studies.limits import PixelReadError
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, PixelReadError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def _drop_file_from_plan(plan: list[tuple[Series, bool]], bad) -> tuple[list[tuple[Series, bool]], list[Skipped]]:
+    """Every sample read from ``bad.paths`` leaves the plan (also unprotected npz splits of those files)."""
+    from salm_desktop.core.studies.lazy import with_samples
+
+    targets = {Path(p).absolute() for p in getattr(bad, "paths", [bad.path])}
+    kept: list[tuple[Series, bool]] = []
+    found: list[Path] = []
+    for series, protect in plan:
+        samples = [s for s in series.samples if Path(s.source.path).absolute() not in targets]
+        found.extend(Path(s.source.path) for s in series.samples if Path(s.source.path).absolute() in targets)
+        if len(samples) != len(series.samples):
+            if not samples:
+                continue
+            series = with_samples(series, samples)
+        kept.append((series, protect))
+    skipped = [Skipped(path, bad.reason if path.exists() else "input file disappeared after loading")
+               for path in dict.fromkeys(found)]
+    return kept, skipped
 
 
 def _drop_missing_from_plan(plan: list[tuple[Series, bool]]) -> tuple[list[tuple[Series, bool]], list[Skipped]]:
@@ -148,6 +182,96 @@ def _load(inputs: list[Path], labels: str | None, progress: Progress) -> LoadRes
         raise JobError(str(exc)) from None
 
 
+# -- one job per output folder ------------------------------------------------------------------------
+class OutputLock:
+    """An exclusive ``flock`` on a lock file for one output folder, held from the checks to the rename.
+
+    The kernel drops the lock when the process dies (kill -9 included), so a crash never leaves a
+    stale lock. The lock files live in the temporary folder, keyed by the resolved output path, so a
+    read-only or not yet existing output parent can still be locked.
+    """
+
+    def __init__(self, out: Path, fd: int, path: Path) -> None:
+        self.out, self._fd, self.path = out, fd, path
+
+    @classmethod
+    def acquire(cls, out: Path) -> "OutputLock | None":
+        import fcntl
+
+        folder = Path(tempfile.gettempdir()) / f"salm-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            return None  # no lock possible: the rename-time check still refuses a folder that appeared
+        path = folder / (hashlib.sha256(str(out).encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".lock")
+        for _attempt in range(5):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise JobError(f"another SALM job is writing to {out}; wait for it to finish or choose another output folder") from None
+            except OSError:
+                os.close(fd)
+                return None
+            try:  # the holder before us may have unlinked the file after we opened it: lock the live one
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()} {out}\n".encode("utf-8", "surrogateescape"))
+                    return cls(out, fd, path)
+            except OSError:
+                pass
+            os.close(fd)
+        return None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def recover_interrupted(out: Path, progress: Progress | None = None) -> None:
+    """Clean up after a job on ``out`` that was killed (call with the output lock held).
+
+    A temporary folder of a killed job is removed. A kill during an overwrite, between moving the old
+    output aside and moving the new one in, leaves the old output in a backup folder: it is put back.
+    """
+    import re
+
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    partial = re.compile(rf"^{re.escape(PARTIAL_PREFIX)}{re.escape(out.name)}-[a-z0-9_]{{8}}$")
+    backup = re.compile(rf"^{re.escape(PARTIAL_PREFIX)}old-{re.escape(out.name)}-[a-z0-9_]{{8}}$")
+    try:
+        entries = sorted(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if backup.match(entry.name) and entry.is_dir():
+                old = entry / "old"
+                if old.is_dir() and not out.exists():
+                    os.replace(old, out)
+                    if progress is not None:
+                        progress.log(f"restored the previous output {out} (an overwrite was interrupted)")
+                shutil.rmtree(entry, ignore_errors=True)
+            elif partial.match(entry.name) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                if progress is not None:
+                    progress.log(f"removed {entry.name}, left by an interrupted job")
+        except OSError:
+            continue
+
+
 # -- the job -----------------------------------------------------------------------------------------
 @dataclass
 class ProtectedJob:
@@ -166,10 +290,16 @@ class ProtectedJob:
     overwrite: bool = False
     owns_result: bool = True
     keys: Path | None = None  # ownership keys: mark the release and write this (private) KEYDIR
+    lock: Any = None  # the OutputLock on ``out``, released by close()
 
     def close(self) -> None:
-        if self.owns_result and self.result is not None:
-            self.result.close()
+        try:
+            if self.owns_result and self.result is not None:
+                self.result.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
 
 def run_protect_job(
@@ -263,6 +393,24 @@ def protect_job(
             keys = check_keydir_location(Path(keys), out, inputs)
         except KeyDirError as exc:
             raise JobError(str(exc)) from None
+    lock = OutputLock.acquire(out)  # two jobs on one output folder: the second stops here
+    try:
+        if lock is not None:  # only the lock holder may tell a dead job's leftovers from a live one's
+            recover_interrupted(out, progress)
+        out = check_output_location(inputs, out, overwrite)  # a restored output counts as existing
+        job = _protect_locked(inputs, out, settings, labels, splits, progress, overwrite, loaded, result, keys)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    job.lock = lock
+    return job
+
+
+def _protect_locked(inputs: list[Path], out: Path, settings: Any, labels: str | None, splits: Sequence[str],
+                    progress: Progress, overwrite: bool, loaded: LoadResult | None, result: Any,
+                    keys: Path | None = None) -> ProtectedJob:
+    from salm_desktop.core.protect import protect_series
 
     if result is not None and loaded is None:
         raise JobError("a protection result can only be written together with the LoadResult it was made from")
@@ -296,13 +444,27 @@ def protect_job(
     owns_result = result is None
     try:
         if owns_result:
-            for attempt in range(3):
+            unreadable = 0
+            for attempt in range(3 + len({p for s, _ in plan for p in s.files})):
                 try:
                     result = protect_series(to_protect, settings, progress)
                     break
-                except (ValueError, OSError):
+                except (ValueError, OSError) as exc:
+                    bad = _unreadable_input(exc)
+                    if bad is not None:  # one file's pixels cannot be read: skip it, protect the others
+                        plan, lost = _drop_file_from_plan(plan, bad)
+                        if not lost:
+                            raise
+                        skipped.extend(lost)
+                        unreadable += 1
+                        to_protect = [s for s, p in plan if p]
+                        if not to_protect:
+                            raise JobError(f"nothing left to protect: every input was skipped (last: {bad.path.name}: "
+                                           f"{bad.reason})") from None
+                        progress.log(f"skipped {bad.path}: {bad.reason}; protecting the other files again")
+                        continue
                     # an input file vanished while the engine read it: skip it and protect the rest
-                    if attempt == 2 or not any(not Path(p).exists() for s in to_protect for p in s.files):
+                    if attempt >= 2 + unreadable or not any(not Path(p).exists() for s in to_protect for p in s.files):
                         raise
                     plan, gone = _drop_missing_from_plan(plan)
                     skipped.extend(gone)
@@ -578,9 +740,13 @@ def _skipped_dict(item: Skipped, inputs: Sequence[Path]) -> dict[str, str]:
     for root in inputs:
         root = Path(root).expanduser()
         base = root if root.is_dir() else root.parent
+        try:  # a skipped symlink loop cannot be resolved: try the plain path first
+            return {"path": path.absolute().relative_to(base.absolute()).as_posix(), "reason": item.reason}
+        except ValueError:
+            pass
         try:
             return {"path": path.resolve().relative_to(base.resolve()).as_posix(), "reason": item.reason}
-        except (ValueError, OSError):
+        except (ValueError, OSError, RuntimeError):
             continue
     return {"path": path.name, "reason": item.reason}
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from salm_desktop.core.model import Geometry, IntensityMap, Series, Skipped, Sample, SourceRef, StoredFormat, short_hash
+from salm_desktop.core.studies.limits import MAX_NATIVE_MAGNITUDE, PixelReadError, over_memory_limit
 
 # --------------------------------------------------------------------------------------------
 # Non-image objects
@@ -264,16 +265,25 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
     if not ts:
         implicit, little_endian = getattr(ds, "original_encoding", (True, True))
         ts = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little_endian else "1.2.840.10008.1.2.2")
-    bits_allocated = _int(ds.get("BitsAllocated")) or 16
-    bits_stored = _int(ds.get("BitsStored")) or bits_allocated
-    spp = _int(ds.get("SamplesPerPixel")) or 1
+    bits_allocated = _int(ds.get("BitsAllocated"))
+    bits_allocated = 16 if bits_allocated is None else bits_allocated  # present but 0 is impossible, not absent
+    bits_stored = _int(ds.get("BitsStored"))
+    bits_stored = bits_allocated if bits_stored is None else bits_stored
+    spp = _int(ds.get("SamplesPerPixel"))
+    spp = 1 if spp is None else spp
     n_frames = _int(ds.get("NumberOfFrames")) or 1
     # Absurd sizes from corrupt headers must not turn into huge allocations (one header per frame,
     # or a decoder buffer): every frame needs at least one byte of the file, and no frame is > 2 GiB.
     if n_frames < 1 or n_frames > size:
         return Skipped(path, f"implausible NumberOfFrames {n_frames} for a file of {size} bytes")
-    if rows * cols * spp * max(bits_allocated, 1) // 8 > 2**31:
+    if rows < 0 or cols < 0 or rows * cols * spp * max(bits_allocated, 1) // 8 > 2**31:
         return Skipped(path, f"implausible image size {rows}x{cols}x{spp} at {bits_allocated} bits (over 2 GiB per frame)")
+    impossible = _impossible_pixel_description(ds, bits_allocated, bits_stored, spp)
+    if impossible:
+        return Skipped(path, f"impossible pixel description: {impossible}")
+    too_big = over_memory_limit(rows * cols * spp * n_frames, max(bits_allocated // 8, 1) + 8)
+    if too_big:
+        return Skipped(path, f"image of {n_frames} frame(s) of {rows}x{cols}x{spp} {too_big}")
 
     # Pixel data present in full? Encapsulated (undefined length) data is checked when decoding.
     explicit = len(tail) >= 6 and tail[4] in _VR_CHARS and tail[5] in _VR_CHARS
@@ -300,6 +310,9 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
                 return Skipped(path, f"cannot decode {_uid_name(ts)}: missing decoder plugin ({'; '.join(decoder.missing_dependencies)})")
         except NotImplementedError:
             return Skipped(path, f"unsupported transfer syntax {_uid_name(ts)}")
+        problem = _check_fragments(path, pixel_pos + header_len, size, little, n_frames)
+        if problem:
+            return Skipped(path, problem)
 
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     per_frame_seq = ds.get("PerFrameFunctionalGroupsSequence")
@@ -346,6 +359,10 @@ def read_headers(path: Path, root: Path) -> list[FrameHeader] | Skipped:
         return (slope if slope not in (None, 0.0) else 1.0), (intercept or 0.0), has
 
     top_slope, top_intercept, top_has = rescale(ds)
+    largest = 2.0 ** min(bits_stored, 32)
+    if abs(top_slope) * largest + abs(top_intercept) > MAX_NATIVE_MAGNITUDE:
+        return Skipped(path, f"implausible rescale: RescaleSlope {top_slope:g} and RescaleIntercept {top_intercept:g} "
+                             f"give values beyond +/-{MAX_NATIVE_MAGNITUDE:g}")
     top_spacing = _floats(ds.get("PixelSpacing"), 2) or _floats(ds.get("ImagerPixelSpacing"), 2)
     top_ipp = _floats(ds.get("ImagePositionPatient"), 3)
     top_iop = _floats(ds.get("ImageOrientationPatient"), 6)
@@ -444,6 +461,66 @@ def _mosaic_layout(ds: Any, rows: int, cols: int):
     return n, tiles, tile_rows, tile_cols, tuple(first), tuple(normal), step
 
 
+_VALID_BITS_ALLOCATED = (1, 8, 16, 32)
+_MONO = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
+_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK")
+
+
+def _impossible_pixel_description(ds: Any, bits_allocated: int, bits_stored: int, spp: int) -> str | None:
+    """Why the Image Pixel module cannot describe real pixels, or None (checked before any decode)."""
+    if bits_allocated not in _VALID_BITS_ALLOCATED:
+        return f"BitsAllocated {bits_allocated} (must be 1, 8, 16 or 32)"
+    if not 1 <= bits_stored <= bits_allocated:
+        return f"BitsStored {bits_stored} with BitsAllocated {bits_allocated} (must be 1..{bits_allocated})"
+    high_bit = _int(ds.get("HighBit"))
+    if high_bit is not None and not bits_stored - 1 <= high_bit < bits_allocated:
+        return f"HighBit {high_bit} with BitsStored {bits_stored} and BitsAllocated {bits_allocated}"
+    representation = _int(ds.get("PixelRepresentation"))
+    if representation not in (None, 0, 1):
+        return f"PixelRepresentation {representation} (must be 0 or 1)"
+    if spp not in (1, 3):
+        return f"SamplesPerPixel {spp} (must be 1 or 3)"
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if (spp == 1 and photometric in _COLOUR) or (spp == 3 and photometric in _MONO):
+        return f"SamplesPerPixel {spp} with PhotometricInterpretation {photometric}"
+    planar = _int(ds.get("PlanarConfiguration"))
+    if spp == 3 and planar not in (None, 0, 1):
+        return f"PlanarConfiguration {planar} (must be 0 or 1)"
+    return None
+
+
+def _check_fragments(path: Path, start: int, size: int, little: bool, n_frames: int) -> str | None:
+    """Walk the item headers of encapsulated pixel data (no pixel bytes are read): every item must fit
+    in the file and there must be at least one fragment per frame."""
+    fmt = "<HHI" if little else ">HHI"
+    fragments = 0
+    position = start
+    try:
+        with open(path, "rb") as fp:
+            first = True
+            while True:
+                fp.seek(position)
+                head = fp.read(8)
+                if len(head) < 8:
+                    return "truncated file: encapsulated pixel data ends without its sequence delimiter"
+                group, element, length = struct.unpack(fmt, head)
+                if (group, element) == (0xFFFE, 0xE0DD):
+                    break
+                if (group, element) != (0xFFFE, 0xE000):
+                    return f"corrupt encapsulated pixel data (item tag ({group:04X},{element:04X}) at byte {position})"
+                position += 8 + length
+                if position > size:
+                    return f"truncated file: an encapsulated pixel data item needs {length} bytes, the file ends first"
+                if not first:
+                    fragments += 1
+                first = False  # the first item is the basic offset table
+    except OSError as exc:
+        return f"unreadable DICOM file ({_one_line(exc)})"
+    if fragments < n_frames:
+        return f"encapsulated pixel data has {fragments} fragment(s) for {n_frames} frame(s)"
+    return None
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
@@ -465,11 +542,16 @@ def make_reader(h: FrameHeader) -> Callable[[], np.ndarray]:
     path, frame, slope, intercept, mosaic, tile = h.path, h.frame, h.slope, h.intercept, h.mosaic, h.tile
 
     def read() -> np.ndarray:
+        where = f" frame {frame}" if frame is not None else ""
         try:
             stored = _decode(path, frame)
+        except MemoryError:
+            raise PixelReadError(path, f"not enough memory to decode pixel data{where}") from None
         except Exception as exc:  # decoder plugins raise many types; name the file instead
-            where = f" frame {frame}" if frame is not None else ""
-            raise ValueError(f"{path}{where}: cannot decode pixel data ({_one_line(exc)})") from None
+            raise PixelReadError(path, f"cannot decode pixel data{where} ({_one_line(exc)})") from None
+        if stored.shape[:2] != (h.rows * (mosaic[0] if mosaic is not None and tile is not None else 1),
+                                h.cols * (mosaic[0] if mosaic is not None and tile is not None else 1)):
+            raise PixelReadError(path, f"decoded pixel data{where} has shape {stored.shape}, the header says {h.rows}x{h.cols}")
         if mosaic is not None and tile is not None:
             tiles, tr, tc = mosaic
             r0, c0 = (tile // tiles) * tr, (tile % tiles) * tc
@@ -477,7 +559,11 @@ def make_reader(h: FrameHeader) -> Callable[[], np.ndarray]:
         native = stored.astype(np.float64)
         if slope != 1.0 or intercept != 0.0:
             native = native * slope + intercept
-        return native.astype(np.float32)
+        native = native.astype(np.float32)
+        if not np.isfinite(native).all():
+            raise PixelReadError(path, f"pixel values{where} are not finite after rescale (RescaleSlope {slope:g}, RescaleIntercept {intercept:g})")
+        return native
+
 
     return read
 

@@ -7,6 +7,7 @@ CMYK) are converted to 8-bit grayscale (Pillow "L") with a warning, so every sam
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -14,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from salm_desktop.core.model import Geometry, IntensityMap, Series, Skipped, Sample, SourceRef, StoredFormat, short_hash
+from salm_desktop.core.studies.limits import DEFLATE_MAX_RATIO, PixelReadError, one_line, over_memory_limit
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _MODE_DTYPE = {"L": "uint8", "I;16": "uint16", "I;16L": "uint16", "I;16B": "uint16", "I": "int32", "F": "float32"}
@@ -27,11 +29,19 @@ def _reader(path: Path, convert: bool, dtype: str) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
         from PIL import Image
 
-        with Image.open(path) as img:
-            if convert:
-                img = img.convert("L")
-            array = np.asarray(img)
-        return array.astype(np.float32)
+        try:
+            with Image.open(path) as img:
+                if convert:
+                    img = img.convert("L")
+                array = np.asarray(img)
+        except MemoryError:
+            raise PixelReadError(path, "not enough memory to decode the image") from None
+        except Exception as exc:  # Pillow raises many types on corrupt data; name the file instead
+            raise PixelReadError(path, f"cannot decode the image ({one_line(exc)})") from None
+        out = array.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise PixelReadError(path, "image contains NaN or infinite values")
+        return out
 
     return read
 
@@ -44,10 +54,21 @@ def probe_image(path: Path) -> tuple[tuple[int, int], str] | Skipped:
         with Image.open(path) as img:
             width, height = img.size
             mode = img.mode
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        return Skipped(path, f"unreadable image file ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
+            fmt = img.format
+            bands = len(img.getbands())
+    except Image.DecompressionBombError as exc:
+        return Skipped(path, f"image too large (decompression bomb limit: {one_line(exc)})")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error, TypeError) as exc:
+        return Skipped(path, f"unreadable image file ({one_line(exc)})")
     if width <= 0 or height <= 0:
         return Skipped(path, "empty image")
+    too_big = over_memory_limit(width * height * bands, 4)
+    if too_big:
+        return Skipped(path, f"image of {width}x{height} pixels {too_big}")
+    if fmt == "PNG":  # deflate-compressed: the claimed size cannot exceed what the bytes present can expand to
+        size = path.stat().st_size
+        if width * height // 8 > DEFLATE_MAX_RATIO * size:
+            return Skipped(path, f"PNG header claims {width}x{height} pixels, impossible for a file of {size} bytes")
     return (height, width), mode
 
 

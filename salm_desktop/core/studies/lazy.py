@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from salm_desktop.core.model import IntensityMap, Series
+from salm_desktop.core.studies.limits import PixelReadError
 
 
 class LazyIntensitySeries(Series):
@@ -26,7 +27,15 @@ class LazyIntensitySeries(Series):
                 value = self.__dict__.get("_intensity")
                 if value is None:
                     factory = self.__dict__.get("_intensity_factory")
-                    value = factory(self) if factory is not None else IntensityMap(0.0, 1.0, "", "identity")
+                    try:
+                        value = factory(self) if factory is not None else IntensityMap(0.0, 1.0, "", "identity")
+                    except PixelReadError:
+                        raise
+                    except ValueError as exc:  # no usable window: every file of this series is skipped
+                        files = self.files
+                        if not files:
+                            raise
+                        raise PixelReadError(files[0], f"no usable intensity window for this series ({exc})", files) from None
                     self.__dict__["_intensity"] = value
         return value
 
@@ -40,3 +49,25 @@ class LazyIntensitySeries(Series):
     @property
     def intensity_is_computed(self) -> bool:
         return self.__dict__.get("_intensity") is not None
+
+
+def with_samples(series: Series, samples: list) -> Series:
+    """A copy of ``series`` holding only ``samples`` (e.g. after a file was skipped).
+
+    ``dataclasses.replace`` would compute a lazy window on the old samples (and fail on the file being
+    dropped); here a window that is not computed yet is computed later from the kept samples.
+    """
+    import copy
+    import dataclasses
+
+    if not isinstance(series, LazyIntensitySeries):
+        return dataclasses.replace(series, samples=samples)
+    clone = copy.copy(series)
+    clone.__dict__ = dict(series.__dict__)
+    clone.samples = samples
+    clone.__dict__["_intensity_lock"] = threading.Lock()
+    if not series.intensity_is_computed:
+        from salm_desktop.core.studies.dicom import _sample_values
+
+        clone.set_intensity_factory(lambda s: IntensityMap.robust(_sample_values(s.samples)))
+    return clone

@@ -8,7 +8,9 @@ tried as DICOM (with or without the .dcm suffix) after a cheap check of its firs
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -42,25 +44,101 @@ def is_ignored(path: Path) -> bool:
     return stem in IGNORED_NAMES or stem.startswith("readme") or stem.startswith("license")
 
 
-def find_files(paths: Sequence[Path | str]) -> list[tuple[Path, Path]]:
-    """(file, input root) for every file under ``paths``, sorted, each file once."""
+def _display_path(path: Path) -> Path:
+    """A printable stand-in for a path whose name is not valid UTF-8 (for messages only)."""
+    return Path(os.fsencode(path).decode("utf-8", "replace"))
+
+
+def _not_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def special_file_reason(path: Path) -> str | None:
+    """Why ``path`` is not read as an input file (never opened to find out), or None for a regular file."""
+    try:
+        st = os.stat(path)  # follows symlinks; lstat alone would not see a loop
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop: not followed"
+        if os.path.islink(path):
+            return "broken symbolic link (its target does not exist)"
+        return f"cannot be examined ({exc.strerror or exc})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        if not os.access(path, os.R_OK):
+            return "not readable (permission denied)"
+        return None
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO), not a regular file: not opened"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device file, not a regular file: not opened"
+    if stat.S_ISSOCK(mode):
+        return "socket, not a regular file: not opened"
+    if stat.S_ISDIR(mode):
+        return None
+    return "not a regular file: not opened"
+
+
+def find_files(paths: Sequence[Path | str], skipped: list[Skipped] | None = None) -> list[tuple[Path, Path]]:
+    """(file, input root) for every file under ``paths``, sorted, each file once.
+
+    FIFOs, devices, sockets, symlink loops, unreadable files and folders and names that are not valid
+    UTF-8 are never opened; with ``skipped`` given, each is listed there with its reason.
+    """
     out: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
+
+    def skip(path: Path, reason: str) -> None:
+        if skipped is not None:
+            skipped.append(Skipped(_display_path(path), reason))
+
     for raw in paths:
         root = Path(raw).expanduser()
-        if not root.exists():
+        if not root.exists() and not root.is_symlink():
             raise FileNotFoundError(f"{root}: no such file or folder")
         root = root.absolute()
+        reason = special_file_reason(root)
+        if reason is not None:
+            skip(root, reason)
+            continue
         if root.is_file():
+            if _not_utf8(root.name):
+                skip(root, "file name is not valid UTF-8: rename it to read it")
+                continue
             key = root.resolve()
             if key not in seen:
                 seen.add(key)
                 out.append((root, root))
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+
+        def unreadable_folder(exc: OSError) -> None:
+            skip(Path(exc.filename or root), f"unreadable folder ({exc.strerror or exc})")
+
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_folder):
+            kept_dirs = []
+            for d in sorted(dirnames):
+                if d.startswith("."):
+                    continue
+                if _not_utf8(d):
+                    skip(Path(dirpath) / d, "folder name is not valid UTF-8: rename it to read its files")
+                    continue
+                kept_dirs.append(d)
+            dirnames[:] = kept_dirs
             for name in sorted(filenames):
                 path = Path(dirpath) / name
+                if name.startswith("."):
+                    continue
+                reason = special_file_reason(path)
+                if reason is not None:
+                    skip(path, reason)
+                    continue
+                if _not_utf8(name):
+                    skip(path, "file name is not valid UTF-8: rename it to read it")
+                    continue
                 if not path.is_file():
                     continue
                 key = path.resolve()
@@ -82,9 +160,9 @@ def load_paths(
     source. Unreadable or non-image files never abort the scan: they are listed in ``skipped``.
     """
     parse_spec(labels)  # a bad spec fails before any work
-    files = find_files(paths)
-    total = len(files)
     result = LoadResult()
+    files = find_files(paths, result.skipped)
+    total = len(files)
     dicom_headers: list[_dicom.FrameHeader] = []
     images: dict[Path, list] = defaultdict(list)
     if progress is not None:

@@ -6,6 +6,7 @@ scl_slope/scl_inter, so readers return native values.
 
 from __future__ import annotations
 
+import logging
 import warnings as _warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from salm_desktop.core.model import Geometry, IntensityMap, Series, Skipped, Sample, SourceRef, StoredFormat, short_hash
+from salm_desktop.core.studies.limits import DEFLATE_MAX_RATIO, MAX_NATIVE_MAGNITUDE, PixelReadError, human_bytes, one_line, over_memory_limit
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -22,11 +24,50 @@ def is_nifti(path: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def _reader(dataobj: Any, index: tuple) -> Callable[[], np.ndarray]:
+def _reader(dataobj: Any, index: tuple, path: Path) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
-        return np.array(dataobj[index], dtype=np.float32)  # a copy, never a view of a memory map
+        try:
+            with _warnings.catch_warnings():
+                _warnings.simplefilter("ignore")
+                out = np.array(dataobj[index], dtype=np.float32)  # a copy, never a view of a memory map
+        except MemoryError:
+            raise PixelReadError(path, "not enough memory to read the NIfTI data") from None
+        except Exception as exc:  # nibabel, gzip and numpy raise many types; name the file instead
+            raise PixelReadError(path, f"cannot read NIfTI data ({one_line(exc)})") from None
+        if not np.isfinite(out).all():
+            raise PixelReadError(path, "NIfTI data contain NaN or infinite values (after scl_slope/scl_inter)")
+        return out
 
     return read
+
+
+def _implausible(path: Path, img: Any, shape: tuple[int, ...]) -> str | None:
+    """Why the header cannot describe the data in this file (checked before any pixel is read)."""
+    header = img.header
+    dtype = np.dtype(header.get_data_dtype())
+    voxels = int(np.prod([int(v) for v in shape], dtype=object))
+    claimed = voxels * dtype.itemsize
+    size = path.stat().st_size
+    offset = float(getattr(img.dataobj, "offset", None) or header.get_data_offset() or 0)  # nibabel's effective offset
+    compressed = path.name.lower().endswith(".gz")
+    if not np.isfinite(offset) or offset < 0 or (offset > size and not compressed):
+        return f"NIfTI vox_offset {offset:g} is outside the file ({size} bytes)"
+    if compressed:
+        if claimed > DEFLATE_MAX_RATIO * size:
+            return (f"NIfTI header claims {human_bytes(claimed)} of data ({'x'.join(map(str, shape))} {dtype}), "
+                    f"impossible for a compressed file of {human_bytes(size)}")
+    elif int(offset) + claimed > size:
+        return (f"truncated file: NIfTI header claims {claimed} bytes of data ({'x'.join(map(str, shape))} {dtype}) "
+                f"from byte {int(offset)}, the file has {size} bytes")
+    too_big = over_memory_limit(voxels, dtype.itemsize)
+    if too_big:
+        return f"NIfTI volume {'x'.join(map(str, shape))} {too_big}"
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+    if dtype.kind in "ui" and slope is not None and inter is not None and np.isfinite(slope) and np.isfinite(inter):
+        info = np.iinfo(dtype)
+        if max(abs(float(info.min)), abs(float(info.max))) * abs(float(slope)) + abs(float(inter)) > MAX_NATIVE_MAGNITUDE:
+            return f"implausible scaling: NIfTI scl_slope {float(slope):g} / scl_inter {float(inter):g} give values beyond +/-{MAX_NATIVE_MAGNITUDE:g}"
+    return None
 
 
 def load_nifti(path: Path, root: Path) -> Series | Skipped:
@@ -34,6 +75,9 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
 
     from salm_desktop.core.studies.lazy import LazyIntensitySeries
 
+    nib_log = logging.getLogger("nibabel.global")  # header repairs are logged there: not the user's business
+    log_level = nib_log.level
+    nib_log.setLevel(logging.CRITICAL)
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
@@ -44,6 +88,8 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
     except Exception as exc:
         text = str(exc).strip().splitlines()
         return Skipped(path, f"unreadable NIfTI file ({text[0][:200] if text else type(exc).__name__})")
+    finally:
+        nib_log.setLevel(log_level)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         return Skipped(path, f"not a NIfTI image ({type(img).__name__})")
 
@@ -52,8 +98,16 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
         shape = shape[:-1]
     if len(shape) < 2 or len(shape) > 4:
         return Skipped(path, f"{len(shape)}D NIfTI (shape {shape}) is not supported (2D, 3D and 4D are)")
-    if any(s == 0 for s in shape):
+    if any(s <= 0 for s in shape):
         return Skipped(path, f"empty NIfTI image (shape {shape})")
+    try:
+        problem = _implausible(path, img, tuple(int(v) for v in img.shape))
+    except (OSError, ValueError, TypeError) as exc:
+        problem = f"unreadable NIfTI header ({one_line(exc)})"
+    if problem:
+        return Skipped(path, problem)
+    if not np.all(np.isfinite(affine)):
+        return Skipped(path, "NIfTI orientation (qform/sform affine) is not finite")
 
     dataobj = img.dataobj
     ndim_full = len(img.shape)
@@ -82,12 +136,12 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
     samples: list[Sample] = []
     if len(shape) == 2:
         dims: tuple[int, ...] | None = (1,)
-        samples.append(_sample("z0000", sample_shape, _reader(dataobj, full_index()), stored, path, None, (0,), spacing, aff, 0))
+        samples.append(_sample("z0000", sample_shape, _reader(dataobj, full_index(), path), stored, path, None, (0,), spacing, aff, 0))
     elif len(shape) == 3:
         dims = (shape[2],)
         for k in range(shape[2]):
             samples.append(
-                _sample(f"z{k:04d}", sample_shape, _reader(dataobj, full_index(k)), stored, path, k, (k,), spacing, aff, k)
+                _sample(f"z{k:04d}", sample_shape, _reader(dataobj, full_index(k), path), stored, path, k, (k,), spacing, aff, k)
             )
     else:
         dims = (shape[3], shape[2])
@@ -95,7 +149,7 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
             for k in range(shape[2]):
                 samples.append(
                     _sample(
-                        f"t{t:04d}/z{k:04d}", sample_shape, _reader(dataobj, full_index(k, t)), stored, path, k, (t, k),
+                        f"t{t:04d}/z{k:04d}", sample_shape, _reader(dataobj, full_index(k, t), path), stored, path, k, (t, k),
                         spacing, aff, k,
                     )
                 )

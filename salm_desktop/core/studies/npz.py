@@ -15,6 +15,9 @@ from typing import Callable
 import numpy as np
 
 from salm_desktop.core.model import Geometry, IntensityMap, Series, Skipped, Sample, SourceRef, StoredFormat, short_hash
+from salm_desktop.core.studies.limits import DEFLATE_MAX_RATIO, PixelReadError, human_bytes, one_line, over_memory_limit
+
+LABELS_MAX_BYTES = 256 * 2**20  # labels are read while scanning: a few bytes per sample, never gigabytes
 
 _SPLIT_ORDER = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
 
@@ -42,7 +45,16 @@ class NpzArrays:
 
     def reader(self, key: str, index: int) -> Callable[[], np.ndarray]:
         def read() -> np.ndarray:
-            return np.array(self.get(key)[index], dtype=np.float32)  # a copy: callers may modify it
+            try:
+                array = self.get(key)
+            except MemoryError:
+                raise PixelReadError(self.path, f"not enough memory to read {key}") from None
+            except Exception as exc:  # zipfile, zlib and numpy raise many types; name the file instead
+                raise PixelReadError(self.path, f"cannot read {key} ({one_line(exc)})") from None
+            out = np.array(array[index], dtype=np.float32)  # a copy: callers may modify it
+            if not np.isfinite(out).all():
+                raise PixelReadError(self.path, f"{key}[{index}] contains NaN or infinite values")
+            return out
 
         return read
 
@@ -57,13 +69,49 @@ def _member_header(zf: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.
     return tuple(int(s) for s in shape), np.dtype(dtype)
 
 
+def _implausible_member(info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype) -> str | None:
+    """Why a member's .npy header cannot describe its data (checked before anything is decompressed)."""
+    if any(s < 0 for s in shape):
+        return f"{info.filename} has a negative shape {shape}"
+    if dtype.hasobject:
+        return f"{info.filename} holds Python objects (pickles are never loaded)"
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > info.file_size:
+        return f"truncated file: {info.filename} claims {claimed} bytes of data ({shape} {dtype}), the archive holds {info.file_size}"
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size > info.compress_size:
+        return f"corrupt npz file: {info.filename} is stored uncompressed but claims {info.file_size} bytes in {info.compress_size}"
+    if info.file_size > DEFLATE_MAX_RATIO * max(info.compress_size, 1) and info.compress_type == zipfile.ZIP_DEFLATED:
+        return (f"{info.filename} claims {human_bytes(info.file_size)} from {human_bytes(info.compress_size)} "
+                "of compressed data, more than deflate can expand to")
+    return None
+
+
 def load_npz(path: Path, root: Path) -> list[Series] | Skipped:
     try:
         with zipfile.ZipFile(path) as zf:
             members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
             headers = {k: _member_header(zf, n) for k, n in members.items()}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        return Skipped(path, f"unreadable npz file ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
+            for key, name in members.items():
+                problem = _implausible_member(zf.getinfo(name), *headers[key])
+                if problem:
+                    return Skipped(path, problem)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, TypeError, SyntaxError,
+            NotImplementedError, RuntimeError) as exc:
+        return Skipped(path, f"unreadable npz file ({one_line(exc)})")
+    for key, (shape, dtype) in headers.items():
+        if key.endswith("_labels"):
+            if int(np.prod(shape, dtype=object)) * dtype.itemsize > LABELS_MAX_BYTES:
+                return Skipped(path, f"{key} claims {human_bytes(int(np.prod(shape, dtype=object)) * dtype.itemsize)}: not a labels array")
+            if dtype.kind not in "uib":
+                return Skipped(path, f"{key} has unsupported dtype {dtype} (labels are integers)")
+        elif key.endswith("_images"):
+            if len(shape) >= 3 and any(s == 0 for s in shape[1:]):
+                return Skipped(path, f"{key} has an empty image shape {shape}")
+            if len(shape) > 5:
+                return Skipped(path, f"{key} has shape {shape}; expected (N, H, W[, D or channels])")
+            too_big = over_memory_limit(int(np.prod(shape, dtype=object)), dtype.itemsize)
+            if too_big:
+                return Skipped(path, f"{key} {shape} {dtype} {too_big}")
     splits = sorted(
         (k[: -len("_images")] for k in headers if k.endswith("_images")),
         key=lambda s: (_SPLIT_ORDER.get(s, 9), s),
@@ -74,11 +122,14 @@ def load_npz(path: Path, root: Path) -> list[Series] | Skipped:
     rel = _rel(path, root)
     out: list[Series] = []
     label_arrays: dict[str, np.ndarray] = {}
-    with np.load(path, allow_pickle=False) as data:
-        for split in splits:
-            lk = f"{split}_labels"
-            if lk in headers:
-                label_arrays[split] = np.asarray(data[lk])
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for split in splits:
+                lk = f"{split}_labels"
+                if lk in headers:
+                    label_arrays[split] = np.asarray(data[lk])
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as exc:
+        return Skipped(path, f"unreadable npz labels ({one_line(exc)})")
     for split in splits:
         images_key = f"{split}_images"
         shape, dtype = headers[images_key]

@@ -294,7 +294,9 @@ def test_multiframe_without_positions_keeps_frame_order(tmp_path):
 def test_corrupt_compressed_pixels_fail_on_read_with_file_named(tmp_path, dicom_dir):
     data = (dicom_dir / "pydicom_small" / "MR_small_jp2klossless.dcm").read_bytes()
     broken = tmp_path / "broken_j2k.dcm"
-    broken.write_bytes(data[:-2000] + b"\x00" * 2000)  # same length, garbage codestream tail
+    # same length, garbage codestream tail; the item structure (and its sequence delimiter) stays intact
+    fragment = data.find(b"\xfe\xff\x00\xe0", data.find(b"\xfe\xff\x00\xe0") + 8) + 8  # after the offset table
+    broken.write_bytes(data[: fragment + 2] + b"\x00" * 2000 + data[fragment + 2002 :])  # codestream header gone
     result = load_paths([broken])
     (series,) = result.series  # the header is fine: found at scan time
     with pytest.raises(ValueError, match="broken_j2k.dcm"):
