@@ -583,8 +583,8 @@ def check_steward_location(steward: Path, out: Path, inputs: Iterable[Path] = ()
                         "choose a folder outside the release (by default it is written next to it)")
     for raw in inputs:
         src = Path(raw).expanduser().resolve()
-        root = src if src.is_dir() else src.parent
-        if steward == root or root in steward.parents:
+        # a file input: a new folder beside it is fine (as for the release itself); a folder input: not inside it
+        if steward == src or (src.is_dir() and src in steward.parents):
             raise DeidError(f"the steward record {steward} would be inside the input {src}: choose a folder outside the inputs")
     if steward.exists() and not steward.is_dir():
         raise DeidError(f"the steward record {steward} exists and is not a folder")
