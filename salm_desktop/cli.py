@@ -46,7 +46,11 @@ def _build_parser() -> argparse.ArgumentParser:
     protect.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
     protect.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder outside the inputs")
     protect.add_argument("--method", default="salm", choices=["salm", "em", "random"])
-    protect.add_argument("--epsilon", default="8/255", help="budget in the normalized scale, e.g. 8/255 or 0.03")
+    protect.add_argument("--epsilon", default="8/255",
+                         help="budget: a fraction of the reader's window (the file's own window; CT without one: "
+                              "W400; 8-bit: 0..255), e.g. 8/255 or 0.03, or native units, e.g. 12HU")
+    protect.add_argument("--noise-cap", default=None, metavar="FRACTION",
+                         help="also cap the budget at this fraction of each series' own noise SD, e.g. 0.5")
     protect.add_argument("--mask-ratio", default=None, help="fraction of pixels SALM may change (default: the engine's)")
     protect.add_argument("--labels", default=None,
                          help="folders | npz | csv:FILE | clusters:K (pseudo-labels; needed for unlabelled DICOM/NIfTI)")
@@ -162,7 +166,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     from salm_desktop.core.options import OptionError, build_settings
 
     options = {"method": args.method, "epsilon": args.epsilon, "mask_ratio": args.mask_ratio, "labels": args.labels,
-               "device": args.device, "seed": args.seed, "max_rounds": args.max_rounds}
+               "device": args.device, "seed": args.seed, "max_rounds": args.max_rounds, "noise_cap": args.noise_cap}
     try:
         settings, loader_labels = build_settings(options)
     except OptionError as exc:
