@@ -19,15 +19,15 @@ def test_ct_body_excludes_air_and_padding_keeps_lungs(dicom_dir):
     ct = _hu(dicom_dir / "ct_3slice_dcmqi" / "dicom" / "02.dcm")
     body = body_mask(ct, IntensityMap.for_window(40, 400, "HU"))
     air = (ct >= -1500) & (ct <= -900)
-    # air outside the patient (inside and outside the reconstruction circle) is background
-    outside = ~body
-    assert air[outside].mean() > 0.95
+    # air around the patient (inside the reconstruction circle) and the padding outside it are background;
+    # the rest of the air is bowel gas inside the outline, which stays in the body
+    assert (~body)[air].mean() > 0.9
+    assert not body[ct < -1500].any()
     assert 0.2 < body.mean() < 0.8
     # every dense pixel of the patient is in the body; holes (lung, gas) are filled
     dense = ct > -200
     assert body[dense].mean() > 0.97
-    inside_air = air & body
-    assert inside_air.sum() > 0 or air[body].size == 0  # lungs/bowel gas inside the outline stay in the body
+    assert (air & body).sum() > 0  # gas inside the outline stays in the body (holes filled)
     # the mask is one smooth region: no pixel-scale speckle at its edge
     from scipy import ndimage
     assert ndimage.label(body)[1] <= 3
