@@ -373,6 +373,10 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
                     raise JobError(str(exc)) from None
                 if fn is not None:
                     roi_fns[series.id] = fn
+        if not roi_fns:  # a label map that fits nothing must not silently drop the ROI figures
+            shapes = sorted({str(s.sample_shape) for s, p in plan if p})
+            raise JobError(f"{roi}: the label map does not fit any protected series (no slice at their positions "
+                           f"with their size; series sample shapes {', '.join(shapes)})")
 
     def protected_fn(series: Series):
         return lambda i: result.protected(series.id, i)

@@ -65,3 +65,14 @@ def test_protected_real_ct_respects_budget_and_shows_no_grid(dicom_dir):
             assert not found["periodic"], found
     finally:
         result.close()
+
+
+def test_label_map_that_fits_no_series_is_a_clear_error(dicom_dir, tmp_path):
+    from salm_desktop.core.jobs import JobError, run_protect_job
+    from salm_desktop.core.protect import ProtectSettings
+
+    ct = dicom_dir / "pydicom_small" / "CT_small.dcm"
+    roi = dicom_dir / "ct_3slice_dcmqi" / "seg" / "liver_seg.nrrd"  # another patient's geometry
+    with pytest.raises(JobError, match="does not fit any protected series"):
+        run_protect_job([ct], tmp_path / "out", ProtectSettings(method="random", device="cpu"), roi=roi)
+    assert not (tmp_path / "out").exists()
