@@ -225,9 +225,13 @@ class _Job:
             z = torch.flip(z, flips)
         if z.shape[2] == z.shape[3] and bool(torch.rand((), generator=self._jitter_gen) < 0.5):
             z = z.transpose(2, 3)
-        # anti-aliasing before the strided stem: without it the noise learns a period-2 texture (above
-        # the stem's Nyquist frequency, detectable at any phase), a regular pattern a reader sees
-        return _binomial_blur(z)
+        return self._antialias(z)
+
+    def _antialias(self, z: torch.Tensor) -> torch.Tensor:
+        """The blur before a strided stem, also in the stop check (the surrogate is trained on it):
+        without it the noise learns a period-2 texture (above the stem's Nyquist frequency,
+        detectable at any phase), a regular pattern a reader sees."""
+        return _binomial_blur(z) if getattr(self, "_stride", 1) > 1 else z
 
     # -- reading ------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -463,7 +467,7 @@ class _Job:
                 d = d - step_size * torch.sign(grad)
             d = _project(self._remove_local_mean(d, m, b, idx), x, eps)
         with torch.no_grad():
-            logits = model(torch.clamp(x + d, 0, 1))
+            logits = model(self._antialias(torch.clamp(x + d, 0, 1)))
             pred = logits.argmax(1)
             loss_sum = float(F.cross_entropy(logits.float(), y, reduction="sum"))
         b.delta[idx] = d.squeeze(1).cpu().numpy().astype(np.float16)
