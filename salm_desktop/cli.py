@@ -47,7 +47,11 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="a file or folder, or a PACS source: dicomweb:URL[/studies/UID] or dimse:AET@HOST:PORT")
     protect.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder outside the inputs")
     protect.add_argument("--method", default="salm", choices=["salm", "em", "random"])
-    protect.add_argument("--epsilon", default="8/255", help="budget in the normalized scale, e.g. 8/255 or 0.03")
+    protect.add_argument("--epsilon", default="8/255",
+                         help="budget: a fraction of the reader's window (the file's own window; CT without one: "
+                              "W400; 8-bit: 0..255), e.g. 8/255 or 0.03, or native units, e.g. 12HU")
+    protect.add_argument("--noise-cap", default=None, metavar="FRACTION",
+                         help="also cap the budget at this fraction of each series' own noise SD, e.g. 0.5")
     protect.add_argument("--mask-ratio", default=None, help="fraction of pixels SALM may change (default: the engine's)")
     protect.add_argument("--labels", default=None,
                          help="folders | npz | csv:FILE | clusters:K (pseudo-labels; needed for unlabelled DICOM/NIfTI)")
@@ -130,6 +134,10 @@ def _build_parser() -> argparse.ArgumentParser:
                                "jpeg75 | jpeg10 | bitdepth | advtrain; several comma-separated (each run in turn), "
                                "combine with '+' (jpeg10+augment)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document to stdout")
+    evaluate.add_argument("--utility", action="store_true",
+                          help="also measure clinical utility: a model trained on the CLEAN training split, tested on "
+                               "the clean and on the protected test images (--protected must hold a protected test "
+                               "split: protect with --splits train,test)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     batch = sub.add_parser("batch", help="protect many folders from a TOML config; rerun the same command to resume",
@@ -191,12 +199,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {ev.message}: acc {ev.metrics.get('acc', 0):.3f} balanced {ev.metrics.get('balanced_acc', 0):.3f} "
                   f"AUC {ev.metrics.get('auc', 0):.3f}", file=sys.stderr)
 
+    utility = _clinical_utility(args, archs[0], clean_train, clean_test) if args.utility else None
     results = []
     for arch in archs:
         for defense in defenses:
             res = evaluate_efficacy(protected, clean_train, clean_test, arch=arch, epochs=args.epochs, seed=args.seed,
                                     defense=defense, progress=Progress(show))
             results.append(res)
+    if utility is not None:
+        results[0]["utility"] = utility  # one JSON document stays one document
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
     else:
@@ -210,6 +221,31 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _clinical_utility(args: argparse.Namespace, arch: str, clean_train, clean_test) -> dict:  # noqa: ANN001
+    """``evaluate --utility``: the hospital's clean-trained model on clean vs protected test images."""
+    from salm_desktop.core.evaluate import load_split
+    from salm_desktop.core.evaluate.utility import evaluate_utility
+
+    try:
+        protected_test = load_split(args.protected, "test")
+        utility = evaluate_utility(clean_train, clean_test, protected_test, arch=arch, epochs=args.epochs, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(f"--utility: {exc}") from exc
+    if utility["protected_test_is_unchanged"]:
+        print(f"warning: the test split of {args.protected} is not protected (identical to the clean one); "
+              "protect with --splits train,test to measure clinical utility", file=sys.stderr)
+    if not args.json:
+        c, p = utility["clean"], utility["protected"]
+        verdict = "met" if utility["targets"]["met"] else "MISSED"
+        print(f"clinical utility: hospital model ({arch}, trained on clean data, {utility['epochs']} epochs) on "
+              f"{utility['test_samples']} test images\n"
+              f"  clean test      AUC {c['auc']:.4f}  balanced {c['balanced_acc']:.4f}\n"
+              f"  protected test  AUC {p['auc']:.4f}  balanced {p['balanced_acc']:.4f}   (AUC change {utility['auc_change']:+.4f})\n"
+              f"  identical predictions {utility['identical_predictions']:.2%} ({utility['changed_predictions']} changed); "
+              f"target AUC within {utility['targets']['auc_within']}, >= {utility['targets']['identical_at_least']:.0%}: {verdict}")
+    return utility
+
+
 def _cmd_protect(args: argparse.Namespace) -> int:
     pacs_wanted = args.send or args.study or args.series or args.accession or any(
         str(i).startswith(("dicomweb:", "dimse:")) for i in args.inputs)
@@ -221,7 +257,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     from salm_desktop.core.options import OptionError, build_settings
 
     options = {"method": args.method, "epsilon": args.epsilon, "mask_ratio": args.mask_ratio, "labels": args.labels,
-               "device": args.device, "seed": args.seed, "max_rounds": args.max_rounds}
+               "device": args.device, "seed": args.seed, "max_rounds": args.max_rounds, "noise_cap": args.noise_cap}
     try:
         settings, loader_labels = build_settings(options)
     except OptionError as exc:

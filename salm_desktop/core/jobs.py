@@ -91,8 +91,8 @@ def _settings_fingerprint(settings_dict: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def derivation_text(settings: Any, series: Series) -> str:
-    eps = float(settings.epsilon)
+def derivation_text(settings: Any, series: Series, epsilon: float | None = None) -> str:
+    eps = float(settings.epsilon) if epsilon is None else float(epsilon)  # the series' own budget when known
     native = series.intensity.delta_to_native(eps)
     unit = f" {series.intensity.unit}" if series.intensity.unit else ""
     ratio = 1.0 if settings.method == "em" else float(settings.mask_ratio)
@@ -101,6 +101,12 @@ def derivation_text(settings: Any, series: Series) -> str:
         f"epsilon={eps:.5g} of the intensity window [{series.intensity.low:g}, {series.intensity.high:g}] "
         f"(+/-{native:.4g}{unit}), mask_ratio={ratio:g}, seed={settings.seed}; written losslessly"
     )
+
+
+def _series_budget(result: Any, settings: Any, series: Series) -> float:
+    """The budget the engine used for ``series`` (its window, a native budget, a noise cap)."""
+    per_series = (getattr(result, "summary", None) or {}).get("epsilon_per_series") or {}
+    return float(per_series.get(series.id, settings.epsilon))
 
 
 def _drop_missing(series: Series) -> tuple[Series | None, list[Skipped]]:
@@ -605,6 +611,10 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
                     raise JobError(str(exc)) from None
                 if fn is not None:
                     roi_fns[series.id] = fn
+        if not roi_fns:  # a label map that fits nothing must not silently drop the ROI figures
+            shapes = sorted({str(s.sample_shape) for s, p in plan if p})
+            raise JobError(f"{roi}: the label map does not fit any protected series (no slice at their positions "
+                           f"with their size; series sample shapes {', '.join(shapes)})")
 
     def protected_fn(series: Series):
         return lambda i: result.protected(series.id, i)
@@ -620,13 +630,14 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
                 path = Path(series.samples[0].source.path) if series.samples else Path(series.root)
                 npz_files.setdefault(path, []).append((series, protected_fn(series) if protect else None))
                 continue
-            fid = fidelity.add_series(SeriesFidelity.for_series(series, settings.epsilon, roi_fns.get(series.id)))
+            fid = fidelity.add_series(SeriesFidelity.for_series(series, _series_budget(result, settings, series), roi_fns.get(series.id)))
             fid.series_id = release_id(series.id)
             kwargs = dict(observer=fid.add, progress=progress, done_offset=done, total=total_files)
             if series.kind in ("nifti", "nrrd", "volume") and deidentifier is not None:
                 kwargs["deidentify"] = True
             if series.kind == "dicom":
-                part = write_dicom_series(series, protected_fn(series), tmp, layout, derivation=derivation_text(settings, series),
+                part = write_dicom_series(series, protected_fn(series), tmp, layout,
+                                          derivation=derivation_text(settings, series, _series_budget(result, settings, series)),
                                           uid_salt=salt, deidentifier=deidentifier, **kwargs)
             elif series.kind == "nifti":
                 part = write_nifti_series(series, protected_fn(series), tmp, layout, **kwargs)
@@ -640,7 +651,7 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
             done += len(series.files)
         for path, parts in npz_files.items():
             progress.update("export", done, total_files, f"writing {path.name}")
-            fids = {s.id: fidelity.add_series(SeriesFidelity.for_series(s, settings.epsilon)) for s, fn in parts if fn is not None}
+            fids = {s.id: fidelity.add_series(SeriesFidelity.for_series(s, _series_budget(result, settings, s))) for s, fn in parts if fn is not None}
             for sid, fid in fids.items():
                 fid.series_id = release_id(sid)
             part = write_npz_file(path, parts, tmp, layout, observer=lambda s, i, o, w: fids[s.id].add(i, o, w), progress=progress)

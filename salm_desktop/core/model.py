@@ -25,8 +25,12 @@ import numpy as np
 class IntensityMap:
     """Linear, invertible map native -> normalized: ``(native - low) / (high - low)``.
 
-    The map itself never clips, so unchanged pixels survive the round trip exactly; the engine
-    clips the *model input* to [0, 1] and the stored values to :class:`StoredFormat`'s range.
+    ``low..high`` is the window a reader looks at (CT: the file's own WindowCenter/WindowWidth, else
+    soft tissue W400; MR: a percentile range; 8-bit: 0..255), so a budget of 8/255 of it is as
+    visible as 8/255 of an 8-bit displayed image. The map itself never clips: pixels outside the
+    window (air, bone) keep their values and are changed by at most the budget in native units; the
+    engine clips only the surrogate's *input* to [0, 1] (what the reader sees) and the stored values
+    to :class:`StoredFormat`'s range.
     """
 
     low: float
@@ -63,8 +67,26 @@ class IntensityMap:
 
     @staticmethod
     def for_ct() -> "IntensityMap":
-        # A 2000 HU window keeps air, soft tissue and most bone on the scale; 8/255 of it is ±63 HU.
-        return IntensityMap(-1000.0, 1000.0, "HU", "CT window -1000..1000 HU")
+        # CT without a window of its own: the soft-tissue window C40/W400 a reader most often uses,
+        # so that 8/255 is +/-12.5 HU, as visible as 8/255 of an 8-bit displayed image.
+        return IntensityMap(-160.0, 240.0, "HU", "CT soft-tissue window C40/W400 (default: no window in the file)")
+
+    @staticmethod
+    def for_window(center: float, width: float, unit: str = "", source: str = "file's window") -> "IntensityMap":
+        """The reader's display window (DICOM WindowCenter/WindowWidth, linear): ``center +/- width/2``.
+
+        Raises ValueError with a one-line reason for a window a reader could not use (width <= 0,
+        not a finite number), never silently falls back to another range.
+        """
+        try:
+            c, w = float(center), float(width)
+        except (TypeError, ValueError):
+            raise ValueError(f"window center/width {center!r}/{width!r} are not numbers") from None
+        if not (np.isfinite(c) and np.isfinite(w)):
+            raise ValueError(f"window center/width {center!r}/{width!r} are not finite")
+        if w <= 0:
+            raise ValueError(f"window width {width!r} is not positive")
+        return IntensityMap(c - w / 2.0, c + w / 2.0, unit, f"{source} C{c:g}/W{w:g}")
 
     @staticmethod
     def robust(values: np.ndarray, lower_pct: float = 0.5, upper_pct: float = 99.5, unit: str = "") -> "IntensityMap":

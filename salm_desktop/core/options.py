@@ -29,6 +29,35 @@ def parse_fraction(text: Any, name: str = "value") -> float:
     return value
 
 
+NATIVE_UNITS = {"hu": "HU", "native": "", "units": ""}
+
+
+def parse_epsilon(text: Any, name: str = "epsilon") -> tuple[float | None, float | None, str]:
+    """A budget -> ``(fraction of the window, native value, native unit)``; one of the first two is None.
+
+    ``8/255`` or ``0.03``: a fraction of each series' window (the reader's window; 8-bit: 0..255).
+    ``12HU`` / ``12 HU``: 12 Hounsfield units on every CT series (refused for data in other units);
+    ``30native``: 30 in the series' own (arbitrary) units.
+    """
+    raw = str(text).strip()
+    lower = raw.lower()
+    for suffix, unit in NATIVE_UNITS.items():
+        if lower.endswith(suffix):
+            number = raw[: len(raw) - len(suffix)].strip()
+            try:
+                value = float(number)
+            except ValueError:
+                raise OptionError(f"{name} {text!r}: expected a number before {suffix!r}, e.g. 12HU") from None
+            if not math.isfinite(value) or value <= 0:
+                raise OptionError(f"{name} {text!r}: a budget in native units must be a positive number")
+            return None, value, unit
+    value = parse_fraction(raw, name)
+    if not 0 < value <= 1:
+        raise OptionError(f"{name} {text!r}: a fraction of the window must be in (0, 1], e.g. 8/255; "
+                          f"for native units write e.g. 12HU")
+    return value, None, ""
+
+
 def parse_label_spec(spec: str | None, name: str = "--labels") -> tuple[str | None, str, int | None]:
     """A label source -> (loader labels source, engine label mode, number of clusters).
 
@@ -53,13 +82,13 @@ def parse_label_spec(spec: str | None, name: str = "--labels") -> tuple[str | No
 def build_settings(options: Mapping[str, Any]):
     """A ProtectSettings from loosely typed options (strings from a CLI or TOML are fine).
 
-    Recognised keys: method, epsilon, mask_ratio, labels (a label spec), device, seed, max_rounds,
+    Recognised keys: method, epsilon (8/255, 0.03 or 12HU, see :func:`parse_epsilon`), noise_cap, mask_ratio, labels (a label spec), device, seed, max_rounds,
     batch_size, foreground, recompute_mask. Returns ``(settings, loader_labels)``.
     """
     from salm_desktop.core.protect import ProtectSettings
 
     known = {"method", "epsilon", "mask_ratio", "labels", "device", "seed", "max_rounds", "batch_size",
-             "foreground", "recompute_mask"}
+             "foreground", "recompute_mask", "noise_cap"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise OptionError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -70,9 +99,16 @@ def build_settings(options: Mapping[str, Any]):
     for key in ("method", "device", "recompute_mask"):
         if options.get(key) is not None:
             values[key] = options[key]
-    for key in ("epsilon", "mask_ratio"):
-        if options.get(key) is not None:
-            values[key] = parse_fraction(options[key], key.replace("_", "-"))
+    if options.get("epsilon") is not None:
+        fraction, native, unit = parse_epsilon(options["epsilon"])
+        if fraction is not None:
+            values["epsilon"] = fraction
+        else:
+            values["epsilon_native"], values["epsilon_unit"] = native, unit
+    if options.get("noise_cap") is not None:
+        values["noise_cap"] = parse_fraction(options["noise_cap"], "noise-cap")
+    if options.get("mask_ratio") is not None:
+        values["mask_ratio"] = parse_fraction(options["mask_ratio"], "mask-ratio")
     for key in ("seed", "max_rounds", "batch_size"):
         if options.get(key) is not None:
             try:

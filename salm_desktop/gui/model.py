@@ -75,6 +75,8 @@ class WizardSettings:
     n_clusters: int = 2
     method: str = _engine_default("method", "salm")
     epsilon: float = _engine_default("epsilon", 8 / 255)
+    epsilon_native: float = 0.0  # > 0: the budget in native units ("12HU"), used instead of epsilon
+    epsilon_unit: str = ""
     mask_ratio: float = _engine_default("mask_ratio", 0.2)
     device: str = "auto"
     seed: int = 0
@@ -112,6 +114,8 @@ class WizardSettings:
         return {
             "method": self.method,
             "epsilon": float(self.epsilon),
+            "epsilon_native": float(self.epsilon_native) if self.epsilon_native > 0 else None,
+            "epsilon_unit": self.epsilon_unit if self.epsilon_native > 0 else "",
             "mask_ratio": float(self.mask_ratio) if self.method != "em" else 1.0,
             "device": self.device,
             "seed": int(self.seed),

@@ -69,7 +69,7 @@ def test_series_and_skipped_rows():
 
 
 def test_budget_in_normalized_and_native_units():
-    ct = _series("ct0001", "CT", IntensityMap.for_ct())
+    ct = _series("ct0001", "CT", IntensityMap(-1000.0, 1000.0, "HU"))  # a 2000 HU window (for_ct() is W400 now)
     mr = _series("mr0001", "MR", IntensityMap(100.0, 1100.0))
     normalized, native = m.budget_texts(8 / 255, [ct, mr])
     assert "0.0314" in normalized and "8/255" in normalized
@@ -149,7 +149,7 @@ def test_fidelity_numbers_against_hand_computed_values():
     original = np.zeros((10, 10), np.float32)
     protected = original.copy()
     protected[0, :5] = 10.0  # 5 % of the pixels changed by 10 native units in a 2000-unit window
-    out = m.fidelity_numbers(original, protected, IntensityMap.for_ct())
+    out = m.fidelity_numbers(original, protected, IntensityMap(-1000.0, 1000.0, "HU"))
     mse = 5 * (10 / 2000) ** 2 / 100
     assert out["psnr_db"] == pytest.approx(10 * np.log10(1 / mse))
     assert out["max_abs_change_native"] == 10 and out["fraction_changed"] == pytest.approx(0.05)

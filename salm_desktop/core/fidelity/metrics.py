@@ -8,8 +8,15 @@ Definitions (also in docs/report.md):
   gaussian weights off, 7-pixel window (smaller for tiny images); the series value is the mean;
 - changes in native units (HU for CT): largest and mean absolute change over all pixels; a pixel is
   "changed" when its written native value differs from the original;
-- foreground: pixels of the original above the Otsu threshold of that sample (scikit-image);
-- ROI: per label of a label map aligned with the samples, mean and standard deviation before/after.
+- foreground / background: inside / outside the patient's body (``protect.masks.body_mask``: CT
+  above -500 HU, other data above half the Otsu level, plus morphology), the same mask the engine
+  uses for ``foreground=True``;
+- noise: the series' own noise SD (``fidelity.noise.noise_sd``, median over samples), the high-pass
+  SD in the body before/after, and the change relative to the noise;
+- structure: the largest local autocorrelation peak of the perturbation at lags 2..16 px
+  (``fidelity.noise.periodicity``) over the report's slices;
+- ROI: per label of a label map aligned with the samples, mean, standard deviation and high-pass
+  SD before/after.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from skimage.filters import threshold_otsu
 from skimage.metrics import structural_similarity
 
-from salm_desktop.core.model import Series
+from salm_desktop.core.model import IntensityMap, Series
+from salm_desktop.core.protect.masks import body_mask
+
+from .noise import highpass, noise_sd, periodicity
 
 HIST_BINS = 128
 MAX_SLICES = 3
@@ -47,11 +56,8 @@ def ssim_normalized(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=1.0, win_size=win))
 
 
-def foreground_mask(original: np.ndarray) -> np.ndarray:
-    values = np.asarray(original, dtype=np.float64)
-    if values.size == 0 or np.all(values == values.flat[0]):
-        return np.zeros(values.shape, dtype=bool)
-    return values > threshold_otsu(values)
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b and math.isfinite(a) and math.isfinite(b) else float("nan")
 
 
 def display_slice(array: np.ndarray) -> np.ndarray:
@@ -68,9 +74,11 @@ class _Region:
     changed: int = 0
     sum_abs: float = 0.0
     max_abs: float = 0.0
+    sum_sq: float = 0.0
 
     def add(self, diff: np.ndarray) -> None:
         a = np.abs(diff)
+        self.sum_sq += float((a * a).sum(dtype=np.float64))
         self.pixels += int(a.size)
         self.changed += int(np.count_nonzero(a))
         self.sum_abs += float(a.sum(dtype=np.float64))
@@ -81,6 +89,7 @@ class _Region:
         self.pixels += other.pixels
         self.changed += other.changed
         self.sum_abs += other.sum_abs
+        self.sum_sq += other.sum_sq
         self.max_abs = max(self.max_abs, other.max_abs)
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,6 +135,7 @@ class SeriesFidelity:
     window: tuple[float, float]
     n_samples: int
     epsilon: float | None = None
+    window_name: str = ""  # how the window was chosen ("file's window C40/W400", ...)
     roi: Any = None  # callable(sample_index) -> int label array of the sample's shape, or None
     all_: _Region = field(default_factory=_Region)
     inside: _Region = field(default_factory=_Region)
@@ -139,6 +149,12 @@ class SeriesFidelity:
     slices: list[dict[str, Any]] = field(default_factory=list)
     roi_before: dict[int, _Moments] = field(default_factory=dict)
     roi_after: dict[int, _Moments] = field(default_factory=dict)
+    roi_hp_before: dict[int, _Moments] = field(default_factory=dict)
+    roi_hp_after: dict[int, _Moments] = field(default_factory=dict)
+    hp_before: _Moments = field(default_factory=_Moments)  # high-pass residual inside the body
+    hp_after: _Moments = field(default_factory=_Moments)
+    noise_sds: list[float] = field(default_factory=list)
+    structure: dict[str, Any] | None = None  # the worst periodicity() over the report's slices
     _slice_indices: set[int] = field(default_factory=set)
 
     @classmethod
@@ -152,6 +168,7 @@ class SeriesFidelity:
             window=(float(series.intensity.low), float(series.intensity.high)),
             n_samples=n,
             epsilon=epsilon,
+            window_name=series.intensity.name,
             roi=roi,
         )
         if n:
@@ -174,7 +191,8 @@ class SeriesFidelity:
         diff = written - original
         self.samples += 1
         self.all_.add(diff)
-        fg = foreground_mask(original)
+        low, high = self.window
+        fg = body_mask(original, IntensityMap(low, high, self.unit))
         self.inside.add(diff[fg])
         self.outside.add(diff[~fg])
         a, b = self.normalize(original), self.normalize(written)
@@ -183,12 +201,21 @@ class SeriesFidelity:
         if not math.isnan(s):
             self.ssim_sum += s
             self.ssim_count += 1
-        low, high = self.window
+        hp_o, hp_w = highpass(original), highpass(written)
+        self.hp_before.add(hp_o[fg])
+        self.hp_after.add(hp_w[fg])
+        sd = noise_sd(original, fg)
+        if sd is not None:
+            self.noise_sds.append(sd)
         self.hist_before += np.histogram(np.clip(original, low, high), bins=self.edges)[0]
         self.hist_after += np.histogram(np.clip(written, low, high), bins=self.edges)[0]
         if index in self._slice_indices:
             self.slices.append({"index": int(index), "original": display_slice(original).astype(np.float32),
                                 "protected": display_slice(written).astype(np.float32)})
+            if np.any(diff):
+                found = periodicity(diff)
+                if self.structure is None or found["excess"] > self.structure["excess"]:
+                    self.structure = {**found, "sample": int(index)}
         if self.roi is not None:
             labels = self.roi(index)
             if labels is not None:
@@ -199,10 +226,34 @@ class SeriesFidelity:
                     inside = labels == lab
                     self.roi_before.setdefault(int(lab), _Moments()).add(original[inside])
                     self.roi_after.setdefault(int(lab), _Moments()).add(written[inside])
+                    self.roi_hp_before.setdefault(int(lab), _Moments()).add(hp_o[inside])
+                    self.roi_hp_after.setdefault(int(lab), _Moments()).add(hp_w[inside])
 
     @property
     def mse_norm(self) -> float:
         return self.sq_err_norm / self.all_.pixels if self.all_.pixels else 0.0
+
+    @property
+    def noise_sd_native(self) -> float | None:
+        return float(np.median(self.noise_sds)) if self.noise_sds else None
+
+    def noise_dict(self) -> dict[str, Any]:
+        """The scan's own noise and the change relative to it (native units)."""
+        sd = self.noise_sd_native
+        rms = math.sqrt(self.all_.sum_sq / self.all_.pixels) if self.all_.pixels else 0.0
+        out: dict[str, Any] = {
+            "noise_sd_native": sd,
+            "highpass_sd_body_before": self.hp_before.std,
+            "highpass_sd_body_after": self.hp_after.std,
+            "highpass_sd_body_change_fraction": _ratio(self.hp_after.std, self.hp_before.std) - 1.0,
+            "rms_change_native": rms,
+        }
+        if sd:
+            out["max_change_per_noise_sd"] = self.all_.max_abs / sd
+            out["rms_change_per_noise_sd"] = rms / sd
+            if self.epsilon is not None:
+                out["epsilon_per_noise_sd"] = float(self.epsilon) * (self.window[1] - self.window[0]) / sd
+        return out
 
     def roi_table(self) -> list[dict[str, Any]]:
         rows = []
@@ -212,6 +263,8 @@ class SeriesFidelity:
                 "label": lab, "voxels": b.n,
                 "mean_before": b.mean, "mean_after": a.mean, "mean_change": a.mean - b.mean,
                 "std_before": b.std, "std_after": a.std, "std_change": a.std - b.std,
+                "highpass_sd_before": self.roi_hp_before[lab].std, "highpass_sd_after": self.roi_hp_after[lab].std,
+                "highpass_sd_change_fraction": _ratio(self.roi_hp_after[lab].std, self.roi_hp_before[lab].std) - 1.0,
             })
         return rows
 
@@ -223,6 +276,7 @@ class SeriesFidelity:
             "modality": self.modality,
             "unit": self.unit,
             "window": [low, high],
+            "window_name": self.window_name,
             "samples": self.samples,
             "psnr_db": psnr_from_mse(self.mse_norm),
             "ssim": (self.ssim_sum / self.ssim_count) if self.ssim_count else None,
@@ -232,6 +286,9 @@ class SeriesFidelity:
         }
         if self.epsilon is not None:
             out["epsilon_native"] = float(self.epsilon) * (high - low)
+        out.update(self.noise_dict())
+        if self.structure is not None:
+            out["structure"] = self.structure
         if self.roi_before:
             out["roi"] = self.roi_table()
         return out

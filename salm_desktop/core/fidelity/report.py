@@ -62,10 +62,8 @@ def software_versions() -> dict[str, str]:
 
 
 def display_window(fid: SeriesFidelity) -> tuple[float, float]:
-    """(low, high) used to show original and protected images."""
-    if fid.modality == "CT" and fid.unit == "HU":
-        level, width = CT_WINDOW
-        return level - width / 2, level + width / 2
+    """(low, high) used to show original and protected images: the window the budget is a fraction
+    of, i.e. the file's own window where it has one (CT without one: soft tissue W400)."""
     return fid.window
 
 
@@ -154,6 +152,29 @@ def _summary_pairs(numbers: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
 
 
+def _noise_pairs(numbers: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Budget, the scan's own noise and the structure of the change, for one series."""
+    unit = f" ({numbers['unit']})" if numbers.get("unit") else ""
+    pairs: list[tuple[str, Any]] = [("window (the budget is a fraction of it)", numbers.get("window_name"))]
+    if "epsilon_native" in numbers:
+        pairs.append((f"budget ε in native units{unit}", numbers["epsilon_native"]))
+    pairs += [
+        (f"noise SD of the scan{unit}", numbers.get("noise_sd_native")),
+        ("budget / noise SD", numbers.get("epsilon_per_noise_sd")),
+        ("largest change / noise SD", numbers.get("max_change_per_noise_sd")),
+        ("RMS change / noise SD", numbers.get("rms_change_per_noise_sd")),
+        (f"high-pass SD in body before{unit}", numbers.get("highpass_sd_body_before")),
+        (f"high-pass SD in body after{unit}", numbers.get("highpass_sd_body_after")),
+        ("high-pass SD in body: relative change", numbers.get("highpass_sd_body_change_fraction")),
+    ]
+    st = numbers.get("structure")
+    if st:
+        verdict = "FAIL: periodic pattern" if st["periodic"] else "pass: no periodic pattern"
+        pairs += [(f"autocorrelation peak, lags {st['lags'][0]}-{st['lags'][1]} px (limit {st['limit']:g})",
+                   f"{st['excess']:.4f} at lag {st['lag']} {st['axis'] or ''} ({verdict})")]
+    return pairs
+
+
 def build_context(
     fidelity: JobFidelity,
     *,
@@ -223,8 +244,7 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], image
     for fid, s in zip(fidelity.series, context["fidelity"]["series"]):
         parts += [f"<h3 id='series-{html.escape(fid.series_id)}'>Series {html.escape(fid.series_id)} "
                   f"({html.escape(fid.kind)}, {html.escape(fid.modality)})</h3><table>", _rows(_summary_pairs(s))]
-        if "epsilon_native" in s:
-            parts.append(_rows([("budget ε in native units", s["epsilon_native"])]))
+        parts.append(_rows(_noise_pairs(s)))
         parts.append("</table>")
         if s.get("roi"):
             parts.append("<table class='roi'><tr><th>ROI label</th><th>voxels</th><th>mean before</th><th>mean after</th>"
@@ -287,6 +307,7 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images
         lines.append(f"  {s['series']:<12}{s['kind']:<7}{s['modality']:<5}{s['samples']:>6}{_fmt(_psnr(s['psnr_db']), 4):>9}"
                      f"{_fmt(s['ssim'], 4):>8}{_fmt(s['max_abs_change_native'], 4):>10}{_fmt(s['mean_abs_change_native'], 3):>10}"
                      f"{_fmt(s['fraction_changed'], 3):>9}")
+        lines += [f"      {k:<52} {_fmt(v)}" for k, v in _noise_pairs(s)]
         for row in s.get("roi", []):
             lines.append(f"      ROI {row['label']}: mean {row['mean_before']:.2f} -> {row['mean_after']:.2f} "
                          f"(Δ {row['mean_change']:+.3f}), std {row['std_before']:.2f} -> {row['std_after']:.2f} (Δ {row['std_change']:+.3f})")

@@ -5,13 +5,13 @@ Qt-free. See docs/algorithm.md for the algorithm and the reasons for every defau
 
 from .device import resolve_device
 from .engine import ProtectResult, preview_mask, protect_series
-from .masks import foreground_mask, topk_mask
+from .masks import body_mask, topk_mask
 from .settings import ProtectSettings
 
 __all__ = [
     "ProtectResult",
     "ProtectSettings",
-    "foreground_mask",
+    "body_mask",
     "preview_mask",
     "protect_series",
     "resolve_device",

@@ -33,7 +33,7 @@ from salm_desktop.core.progress import Progress
 
 from .clusters import intensity_features, kmeans
 from .device import resolve_device
-from .masks import foreground_mask, topk_mask
+from .masks import body_mask, topk_mask
 from .robust import random_transform, robust_mode
 from .settings import ProtectSettings
 from .store import ArrayStore
@@ -50,6 +50,8 @@ class _Bucket:
     fg: ArrayStore | None = None
     labels: np.ndarray | None = None
     mask_set: np.ndarray | None = None
+    eps: np.ndarray | None = None  # per position: the budget of its series in the normalized scale
+    mean_free: np.ndarray | None = None  # per position: remove the noise's local mean (quantitative data)
 
     @property
     def n(self) -> int:
@@ -63,6 +65,7 @@ class ProtectResult:
     summary: dict = field(default_factory=dict)
     _where: dict = field(default_factory=dict, repr=False)  # (series_id, index) -> (bucket, pos)
     _labels: dict = field(default_factory=dict, repr=False)  # series_id -> list[int]
+    _eps: dict = field(default_factory=dict, repr=False)  # series_id -> budget in the normalized scale
 
     def _series(self, series_id: str) -> Series:
         for s in self.series:
@@ -73,7 +76,7 @@ class ProtectResult:
     def delta(self, series_id: str, index: int) -> np.ndarray:
         """The noise of one sample in the normalized scale (float32, exactly 0 outside the mask)."""
         bucket, pos = self._where[(series_id, index)]
-        eps = float(self.settings.epsilon)
+        eps = float(self._eps.get(series_id, self.settings.epsilon))
         return np.clip(np.asarray(bucket.delta[pos], dtype=np.float32), -eps, eps)
 
     def protected(self, series_id: str, index: int) -> np.ndarray:
@@ -122,7 +125,10 @@ def _sample_seed(seed: int, series_id: str, key: str) -> int:
 
 def _project(d: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """|d| <= eps, and x + d inside [0, 1] (pixels outside the window may only move towards it)."""
-    d = d.clamp(-eps, eps)
+    if isinstance(eps, torch.Tensor):  # one budget per sample (series differ in window and noise)
+        d = torch.maximum(torch.minimum(d, eps), -eps)
+    else:
+        d = d.clamp(-eps, eps)
     lo = torch.clamp(-x, max=0.0)
     hi = torch.clamp(1.0 - x, min=0.0)
     return torch.maximum(torch.minimum(d, hi), lo)
@@ -156,9 +162,76 @@ class _Job:
 
     def _view(self, z: torch.Tensor, training: bool = False) -> torch.Tensor:
         """What the surrogate sees of the perturbed input: itself, or a random transformation (robust)."""
+        z = self._jitter(z)
         if self.eot_gen is None or (training and self.robust == "pgd"):
             return z
         return random_transform(z, self.eot_gen, 0.5 if self.robust == "pgd" else None)
+
+    # -- budget and structure -----------------------------------------------------------------
+    def _set_budgets(self) -> None:
+        """One budget per series (normalized scale): settings.epsilon of the reader's window, or
+        settings.epsilon_native in native units, capped at settings.noise_cap x the series' noise SD."""
+        self.eps_series = {}
+        self.noise_series = {}
+        for ser in self.series:
+            noise = series_noise_sd(ser) if self.s.noise_cap is not None else None
+            if noise is not None:
+                self.noise_series[ser.id] = noise
+            self.eps_series[ser.id] = series_epsilon(ser, self.s, noise)
+        for bucket in self.buckets.values():
+            bucket.eps = np.array([self.eps_series[self.series[si].id] for si, _ in bucket.items], dtype=np.float32)
+            bucket.mean_free = np.array([_local_mean_free(self.s, self.series[si]) for si, _ in bucket.items], dtype=bool)
+
+    def _remove_local_mean(self, d: torch.Tensor, m: torch.Tensor | None, b: _Bucket, idx: np.ndarray) -> torch.Tensor:
+        """Subtract the noise's mean over a Gaussian neighbourhood (SD LOCAL_MEAN_SIGMA pixels) (of the pixels it may change), so
+        that a region's mean value (HU of a lesion, of the liver) stays where it was; the noise keeps
+        its fine structure. Only for the samples whose series asks for it."""
+        flags = b.mean_free[idx]
+        if not flags.any():
+            return d
+        w = torch.ones_like(d) if m is None else m.to(d.dtype)
+        # a Gaussian (not a box) neighbourhood: a box mean leaves ringing, i.e. a periodic pattern
+        out = (d - _gaussian_smooth(d * w) / _gaussian_smooth(w).clamp_min(1e-6)) * w
+        sel = torch.from_numpy(flags).to(d.device).view(-1, *([1] * (d.ndim - 1)))
+        return torch.where(sel, out, d)
+
+    def _budget_of(self, b: _Bucket, idx: np.ndarray):
+        """(budget, step size) of the samples ``idx`` of ``b``: floats when they agree, else (n, 1, ...) tensors."""
+        eps = b.eps[idx]
+        if np.all(eps == eps[0]):
+            e = float(eps[0])
+            return e, (self.step * e / self.eps)
+        e = torch.from_numpy(eps).to(self.device).view(-1, *([1] * (len(b.shape) + 1)))
+        return e, e * (self.step / self.eps)
+
+    def _jitter(self, z: torch.Tensor) -> torch.Tensor:
+        """Shift the surrogate's input by a random sub-stride offset (circularly; borders are air/padding).
+
+        A surrogate with a strided stem (factor 8 at 512 px) sees the image on a fixed sampling grid,
+        so its input gradient, and the noise, carry that grid's period. A fresh phase every step
+        averages the grid out of the noise; the shift is undone by autograd in the gradient.
+        """
+        stride = getattr(self, "_stride", 1)
+        if stride <= 1:
+            return z
+        if not hasattr(self, "_jitter_gen"):
+            self._jitter_gen = torch.Generator().manual_seed(int(self.s.seed) + 7)
+        shifts = torch.randint(0, stride, (z.ndim - 2,), generator=self._jitter_gen).tolist()
+        z = torch.roll(z, shifts=shifts, dims=tuple(range(2, z.ndim)))
+        # random flips (and in-plane transposes of square images): an oriented texture, e.g. stripes,
+        # stops being a shortcut, so the noise does not grow one
+        flips = [2 + a for a in range(z.ndim - 2) if bool(torch.rand((), generator=self._jitter_gen) < 0.5)]
+        if flips:
+            z = torch.flip(z, flips)
+        if z.shape[2] == z.shape[3] and bool(torch.rand((), generator=self._jitter_gen) < 0.5):
+            z = z.transpose(2, 3)
+        return self._antialias(z)
+
+    def _antialias(self, z: torch.Tensor) -> torch.Tensor:
+        """The blur before a strided stem, also in the stop check (the surrogate is trained on it):
+        without it the noise learns a period-2 texture (above the stem's Nyquist frequency,
+        detectable at any phase), a regular pattern a reader sees."""
+        return _binomial_blur(z) if getattr(self, "_stride", 1) > 1 else z
 
     # -- reading ------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -198,14 +271,15 @@ class _Job:
                     ser = self.series[si]
                     smp = ser.samples[ki]
                     try:
-                        x = ser.intensity.normalize(smp.read())
+                        native = smp.read()
+                        x = ser.intensity.normalize(native)
                     except Exception as exc:  # a one-line reason naming the file
                         raise ValueError(f"{smp.source.path}: cannot read pixels ({exc})") from exc
                     if not np.all(np.isfinite(x)):
                         raise ValueError(f"{smp.source.path}: pixels contain NaN or infinity")
                     bucket.clean[pos] = x
                     if bucket.fg is not None:
-                        bucket.fg[pos] = foreground_mask(x)
+                        bucket.fg[pos] = body_mask(native, ser.intensity)
                     if self.s.labels == "clusters":
                         feats[(si, ki)] = intensity_features(x)
                     else:
@@ -236,9 +310,10 @@ class _Job:
                 allowed = np.flatnonzero(bucket.fg[pos].reshape(-1)) if bucket.fg is not None else np.arange(numel)
                 chosen = rng.choice(allowed, size=min(k, allowed.size), replace=False) if k < allowed.size else allowed
                 d = np.zeros(numel, dtype=np.float32)
-                d[chosen] = rng.uniform(-self.eps, self.eps, size=chosen.size).astype(np.float32)
+                eps = float(bucket.eps[pos])
+                d[chosen] = rng.uniform(-eps, eps, size=chosen.size).astype(np.float32)
                 x = torch.from_numpy(np.asarray(bucket.clean[pos], dtype=np.float32))
-                d_t = _project(torch.from_numpy(d.reshape(bucket.shape)), x, self.eps)
+                d_t = _project(torch.from_numpy(d.reshape(bucket.shape)), x, eps)
                 bucket.delta[pos] = d_t.numpy().astype(np.float16)
                 if (pos + 1) % self.s.batch_size == 0 or pos + 1 == bucket.n:
                     self.done += (pos % self.s.batch_size) + 1
@@ -259,6 +334,7 @@ class _Job:
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(int(s.seed))
             model = build_surrogate(s.surrogate, dims, n_classes, spatial)
+        self._stride = downsample_factor(spatial)
         model.to(self.device)
         opt = torch.optim.SGD(model.parameters(), lr=s.surrogate_lr, momentum=0.9, weight_decay=5e-4)
         gen = np.random.default_rng(int(s.seed) + 1)
@@ -358,6 +434,7 @@ class _Job:
                 fg = torch.from_numpy(np.asarray(b.fg[idx], dtype=bool)).unsqueeze(1).to(self.device)
             fresh = torch.from_numpy(~b.mask_set[idx]).to(self.device)
         fixed_class_mask = self.class_masks and self._round >= self.first_class_mask_round
+        eps, step_size = self._budget_of(b, idx)
         if fixed_class_mask:
             # one mask per class: the top pixels of the class's accumulated saliency (round 1 or the pre-pass)
             m = topk_mask(self.class_score[id(b)][y].unsqueeze(1), self.ratio, fg)
@@ -370,7 +447,7 @@ class _Job:
             if self.class_masks and not fixed_class_mask:
                 self._add_class_saliency(b, y, grad)
             if fixed_class_mask:
-                d = d - self.step * torch.sign(grad) * m
+                d = d - step_size * torch.sign(grad) * m
             elif self.use_mask:
                 recompute = self.mode == "step" or (self.mode == "round" and step == 0)
                 if recompute or bool(fresh.any()):
@@ -381,16 +458,16 @@ class _Job:
                         m = torch.where(fresh.view(-1, *([1] * (m.ndim - 1))), new_m, m)
                     if s.init == "random" and bool(fresh.any()):
                         gen = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + int(idx[0]))
-                        r = (torch.rand(d.shape, generator=gen) * 2 - 1).to(self.device) * self.eps
+                        r = (torch.rand(d.shape, generator=gen) * 2 - 1).to(self.device) * eps
                         d = torch.where(fresh.view(-1, *([1] * (d.ndim - 1))), r, d)
                     fresh = torch.zeros_like(fresh)
                     d = d * m
-                d = d - self.step * torch.sign(grad) * m
+                d = d - step_size * torch.sign(grad) * m
             else:
-                d = d - self.step * torch.sign(grad)
-            d = _project(d, x, self.eps)
+                d = d - step_size * torch.sign(grad)
+            d = _project(self._remove_local_mean(d, m, b, idx), x, eps)
         with torch.no_grad():
-            logits = model(torch.clamp(x + d, 0, 1))
+            logits = model(self._antialias(torch.clamp(x + d, 0, 1)))
             pred = logits.argmax(1)
             loss_sum = float(F.cross_entropy(logits.float(), y, reduction="sum"))
         b.delta[idx] = d.squeeze(1).cpu().numpy().astype(np.float16)
@@ -403,6 +480,7 @@ class _Job:
         t0 = time.perf_counter()
         self._validate()
         self._read()
+        self._set_budgets()
         self._read_total = self.done
         with _deterministic(self.device):
             if self.s.method == "random":
@@ -412,6 +490,7 @@ class _Job:
                     self._min_min(dims, [b for sh, b in self.buckets.items() if len(sh) == dims])
         gen_seconds = time.perf_counter() - t0
         result = ProtectResult(self.series, self.s)
+        result._eps = dict(self.eps_series)
         for b in self.buckets.values():
             for pos, (si, ki) in enumerate(b.items):
                 result._where[(self.series[si].id, ki)] = (b, pos)
@@ -442,13 +521,17 @@ class _Job:
                 if diff.size:
                     max_native = max(max_native, float(diff.max()))
                     max_norm = max(max_norm, float(diff.max()) / ser.intensity.width)
-        eps_native = {ser.id: ser.intensity.delta_to_native(self.eps) for ser in self.series}
+        eps_native = {ser.id: ser.intensity.delta_to_native(self.eps_series[ser.id]) for ser in self.series}
         accs = list(self.accuracy.values())
         return {
             "method": self.s.method,
             "epsilon": self.eps,
             "epsilon_native": max(eps_native.values()),
             "epsilon_native_per_series": eps_native,
+            "epsilon_per_series": dict(self.eps_series),
+            "epsilon_unit_per_series": {ser.id: ser.intensity.unit for ser in self.series},
+            "window_per_series": {ser.id: [ser.intensity.low, ser.intensity.high, ser.intensity.name] for ser in self.series},
+            "noise_sd_native_per_series": dict(self.noise_series),
             "mask_ratio": self.ratio,
             "recompute_mask": self.mode,
             "foreground": bool(self.s.foreground),
@@ -469,6 +552,84 @@ class _Job:
             "stop_loss": self.s.stop_loss,
             "seed": self.s.seed,
         }
+
+
+LOCAL_MEAN_SIGMA = 4.0
+
+
+def _binomial_blur(t: torch.Tensor) -> torch.Tensor:
+    """[1 4 6 4 1]/16 along every spatial axis (Gaussian SD 1 px), replicate borders."""
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=t.dtype, device=t.device) / 16.0
+    dims = t.ndim - 2
+    conv = F.conv2d if dims == 2 else F.conv3d
+    for axis in range(dims):
+        shape = [1, 1] + [1] * dims
+        shape[2 + axis] = 5
+        pad = [0] * (2 * dims)
+        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = 2
+        t = conv(F.pad(t, pad, mode="replicate"), k.view(shape))
+    return t
+
+
+def _gaussian_smooth(t: torch.Tensor, sigma: float = LOCAL_MEAN_SIGMA) -> torch.Tensor:
+    """Separable Gaussian smoothing of (N, 1, *spatial), zero outside the image."""
+    radius = int(round(3 * sigma))
+    g = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=t.dtype, device=t.device) / sigma) ** 2)
+    g = g / g.sum()
+    dims = t.ndim - 2
+    conv = F.conv2d if dims == 2 else F.conv3d
+    for axis in range(dims):
+        shape = [1, 1] + [1] * dims
+        shape[2 + axis] = g.numel()
+        pad = [0] * dims
+        pad[axis] = radius
+        t = conv(t, g.view(shape), padding=tuple(pad))
+    return t
+
+
+def _local_mean_free(settings: ProtectSettings, series: Series) -> bool:
+    value = getattr(settings, "local_mean_free", "auto")
+    return series.intensity.unit == "HU" if value == "auto" else bool(value)
+
+
+def series_noise_sd(series: Series, max_samples: int = 3) -> float | None:
+    """The series' own noise level (native units): median over a few samples of the robust SD of
+    the high-pass residual in homogeneous body tissue (salm_desktop.core.fidelity.noise)."""
+    from salm_desktop.core.fidelity.noise import noise_sd
+
+    n = len(series.samples)
+    picks = sorted({int(round(v)) for v in np.linspace(0, n - 1, min(max_samples, n))}) if n else []
+    values = []
+    for i in picks:
+        native = series.samples[i].read()
+        sd = noise_sd(native, body_mask(native, series.intensity))
+        if sd is not None:
+            values.append(sd)
+    return float(np.median(values)) if values else None
+
+
+def series_epsilon(series: Series, settings: ProtectSettings, noise: float | None = None) -> float:
+    """The budget of one series in its normalized scale (a fraction of its window width).
+
+    ``settings.epsilon_native`` (e.g. 12 from "12HU") wins over ``settings.epsilon``; a native
+    budget in a unit the series does not have is refused with a one-line reason. With
+    ``settings.noise_cap`` the budget is at most that fraction of ``noise`` (the series' noise SD).
+    """
+    width = series.intensity.width
+    eps = float(settings.epsilon)
+    if settings.epsilon_native is not None:
+        unit = settings.epsilon_unit or ""
+        if unit and series.intensity.unit != unit:
+            have = series.intensity.unit or "arbitrary units"
+            raise ValueError(f"series {series.id} ({series.modality}): a budget of {settings.epsilon_native:g} {unit} "
+                             f"cannot apply to data in {have}; give it as a fraction of the window, e.g. 8/255")
+        eps = float(settings.epsilon_native) / width
+    if settings.noise_cap is not None:
+        if noise is None:
+            raise ValueError(f"series {series.id}: its noise level cannot be estimated, so the noise cap "
+                             f"{settings.noise_cap:g} x noise SD cannot be applied")
+        eps = min(eps, float(settings.noise_cap) * noise / width)
+    return eps
 
 
 def protect_series(series: Sequence[Series], settings: ProtectSettings | None = None,
@@ -513,7 +674,7 @@ def preview_mask(sample: Sample, intensity: IntensityMap, mask_ratio: float, *, 
     x_np = intensity.normalize(sample.read())
     if x_np.ndim not in (2, 3):
         raise ValueError(f"{sample.source.path}: only 2D images and 3D volumes, got shape {x_np.shape}")
-    fg_np = foreground_mask(x_np) if foreground else None
+    fg_np = body_mask(sample.read(), intensity) if foreground else None
     if mask_ratio >= 1.0:
         return fg_np if fg_np is not None else np.ones(x_np.shape, dtype=bool)
     model = _preview_model(x_np.ndim, x_np.shape, seed, dev)

@@ -1,35 +1,61 @@
-"""Masks: the foreground (body) region and the SALM top-k saliency mask."""
+"""Masks: the body (foreground) region and the SALM top-k saliency mask."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from salm_desktop.core.model import IntensityMap
 
-def foreground_mask(x_norm: np.ndarray, min_level: float = 0.02) -> np.ndarray:
-    """Body/foreground region of one sample (2D or 3D), from its normalized intensities.
 
-    Otsu threshold (scikit-image), at least ``min_level``, then a morphological closing and hole
-    filling so that dark structures inside the body stay included. Falls back to the whole sample
-    when the image is (nearly) constant or the region is tiny.
+# CT: everything denser than this is patient (or the table, removed by keeping the largest parts);
+# air (-1000 HU), the air inside the scan circle and the padding outside it (-2000..-1024) are not.
+CT_BODY_THRESHOLD_HU = -500.0
+
+
+def body_mask(native: np.ndarray, intensity: IntensityMap) -> np.ndarray:
+    """The patient's body in one sample (2D or 3D, native values): True inside the patient.
+
+    The one foreground mask of the project: the engine restricts the perturbation to it
+    (``ProtectSettings.foreground``) and the fidelity report splits its "in body" / "background"
+    figures by it. CT (HU): above ``CT_BODY_THRESHOLD_HU``; other data: above half the Otsu level of
+    the normalized image (Otsu alone separates bright from dark tissue as often as body from air).
+    Then morphology: an opening removes noise and thin lines (table edges), only the large connected
+    parts are kept (the largest and any at least a quarter of its size: two legs, two arms), holes
+    are filled slice by slice (lungs, bowel gas, dark vessels stay inside the body) and a closing
+    smooths the outline. A (nearly) constant image or a tiny region gives the whole sample.
     """
-    from skimage.filters import threshold_otsu
-    from skimage.morphology import ball, closing, disk, remove_small_holes
+    from scipy import ndimage
 
-    x = np.clip(np.asarray(x_norm, dtype=np.float32), 0.0, 1.0)
-    if float(x.max() - x.min()) < 1e-6:
-        return np.ones(x.shape, dtype=bool)
-    try:
-        t = float(threshold_otsu(x))
-    except ValueError:
-        return np.ones(x.shape, dtype=bool)
-    # Half the Otsu level: Otsu separates bright tissue from dark tissue as often as body from air.
-    fg = x > max(min_level, 0.5 * t)
-    footprint = disk(2) if x.ndim == 2 else ball(1)
-    fg = closing(fg, footprint).astype(bool)
-    fg = remove_small_holes(fg, max_size=max(16, fg.size // 50))
+    values = np.asarray(native, dtype=np.float32)
+    if values.size == 0 or float(np.nanmax(values) - np.nanmin(values)) <= 1e-6 * max(1.0, intensity.width):
+        return np.ones(values.shape, dtype=bool)
+    if intensity.unit == "HU":
+        fg = values > CT_BODY_THRESHOLD_HU
+    else:
+        from skimage.filters import threshold_otsu
+
+        x = np.clip(intensity.normalize(values), 0.0, 1.0)
+        try:
+            t = float(threshold_otsu(x))
+        except ValueError:
+            return np.ones(values.shape, dtype=bool)
+        fg = x > max(0.02, 0.5 * t)
+    structure = ndimage.generate_binary_structure(values.ndim, 1)
+    radius = 2 if min(values.shape[:2]) >= 64 else 1
+    fg = ndimage.binary_opening(fg, structure, iterations=radius)
+    labels, n = ndimage.label(fg)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        keep = np.flatnonzero(sizes >= 0.25 * sizes.max()) + 1
+        fg = np.isin(labels, keep)
+    fg = ndimage.binary_closing(fg, structure, iterations=radius)
+    if fg.ndim == 2:
+        fg = ndimage.binary_fill_holes(fg)
+    else:  # holes per in-plane slice: a 3D fill misses a lung open at the volume's end
+        fg = np.stack([ndimage.binary_fill_holes(fg[..., k]) for k in range(fg.shape[-1])], axis=-1)
     if fg.mean() < 0.01:
-        return np.ones(x.shape, dtype=bool)
+        return np.ones(values.shape, dtype=bool)
     return fg
 
 

@@ -16,7 +16,11 @@ MASK_SCOPES = ("sample", "class", "class_from_start")
 @dataclass
 class ProtectSettings:
     method: str = "salm"  # "salm" | "em" | "random"
-    epsilon: float = 8 / 255  # L-inf budget in the normalized scale of the series' IntensityMap
+    epsilon: float = 8 / 255  # L-inf budget in the normalized scale of the series' IntensityMap (the reader's window)
+    epsilon_native: float | None = None  # budget in native units (e.g. 12 for "12HU"); overrides epsilon per series
+    epsilon_unit: str = ""  # unit of epsilon_native ("HU"); a series in other units is refused
+    noise_cap: float | None = None  # also cap the budget at this fraction of each series' own noise SD
+    local_mean_free: bool | str = "auto"  # remove the noise's local (15 px) mean: "auto" = on for quantitative data (HU)
     step_size: float | None = None  # None: epsilon / 10
     pgd_steps: int = 20  # perturbation steps per round
     train_steps: int = 10  # surrogate SGD steps per round
@@ -43,6 +47,10 @@ class ProtectSettings:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if not 0 < self.epsilon <= 1:
             raise ValueError(f"epsilon must be in (0, 1] of the intensity window, got {self.epsilon}")
+        if self.epsilon_native is not None and not self.epsilon_native > 0:
+            raise ValueError(f"epsilon in native units must be positive, got {self.epsilon_native}")
+        if self.noise_cap is not None and not self.noise_cap > 0:
+            raise ValueError(f"noise cap must be a positive fraction of the noise SD, got {self.noise_cap}")
         if not 0 < self.mask_ratio <= 1:
             raise ValueError(f"mask_ratio must be in (0, 1], got {self.mask_ratio}")
         if self.labels not in LABEL_MODES:
@@ -55,6 +63,8 @@ class ProtectSettings:
             raise ValueError(f"extra_rounds must be 0 or more, got {self.extra_rounds}")
         if self.stop_loss is not None and not self.stop_loss > 0:
             raise ValueError(f"stop_loss must be positive (or None), got {self.stop_loss}")
+        if self.local_mean_free not in (True, False, "auto"):
+            raise ValueError(f"local_mean_free must be True, False or 'auto', got {self.local_mean_free!r}")
         if self.init not in ("zero", "random"):
             raise ValueError(f"init must be 'zero' or 'random', got {self.init!r}")
         self.mask_mode  # validates recompute_mask

@@ -843,13 +843,16 @@ def _make_series(vol: _Volume, uid: str, duplicates: int) -> Series:
 
     is_ct = first.modality.upper() == "CT" and first.has_rescale and first.rescale_type in ("", "HU")
     unsigned8 = first.bits_allocated == 8 and not first.signed and first.slope == 1.0 and first.intercept == 0.0
-    intensity: IntensityMap | None
-    if is_ct:
-        intensity = IntensityMap.for_ct()
-    elif unsigned8:
+    intensity: IntensityMap | None = None
+    if unsigned8 and not is_ct:
         intensity = IntensityMap.for_uint8()
     else:
-        intensity = None
+        # the budget is a fraction of the window the reader uses: the file's own window first
+        intensity, window_note = _reader_window(first, "HU" if is_ct else "")
+        if window_note:
+            warnings_.append(window_note)
+        if intensity is None and is_ct:
+            intensity = IntensityMap.for_ct()  # its name says "(default)"; the report shows it
     split = vol.split_key
     series = LazyIntensitySeries(
         id=short_hash(*split),
@@ -878,6 +881,37 @@ def _make_series(vol: _Volume, uid: str, duplicates: int) -> Series:
     if intensity is None:
         series.set_intensity_factory(lambda s: IntensityMap.robust(_sample_values(s.samples)))
     return series
+
+
+def _reader_window(first: FrameHeader, unit: str) -> tuple[IntensityMap | None, str | None]:
+    """The file's own display window (first WindowCenter/WindowWidth value) as an IntensityMap.
+
+    Returns ``(None, None)`` when the file has no window, ``(None, reason)`` when its window cannot
+    be used (width 0, not a number): the caller then uses the modality default and says so.
+    """
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(first.path, stop_before_pixels=True, force=True,
+                             specific_tags=["WindowCenter", "WindowWidth", "SharedFunctionalGroupsSequence"])
+    except Exception:  # noqa: BLE001 - the header was read before; a window is optional
+        return None, None
+    holder: Any = ds
+    if "WindowWidth" not in ds:
+        voi = _first(_first(ds, "SharedFunctionalGroupsSequence"), "FrameVOILUTSequence")
+        holder = voi if voi is not None else ds
+    center, width = holder.get("WindowCenter"), holder.get("WindowWidth")
+    if center is None and width is None:
+        return None, None
+
+    def first_value(v: Any) -> Any:
+        return v[0] if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else v
+
+    try:
+        return IntensityMap.for_window(first_value(center), first_value(width), unit), None
+    except ValueError as exc:
+        fallback = "the CT soft-tissue window C40/W400" if unit == "HU" else "a percentile range of the pixels"
+        return None, f"{first.path.name}: window tags not usable ({exc}); the budget uses {fallback} instead"
 
 
 def _sample_values(samples: list[Sample], limit: int = 16) -> np.ndarray:

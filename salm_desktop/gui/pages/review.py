@@ -144,7 +144,9 @@ class ReviewPage(QWidget):
                 unit = self.original.series.intensity.unit
             except Exception:
                 pass
-            self.diff_label.setText(f"Difference map: full colour = ±{self.right.last_difference_scale:.4g} {unit}".rstrip())
+            scale = self.right.last_difference_scale
+            self.diff_label.setText(f"Difference map: full colour = ±{scale:.4g} {unit}".rstrip()
+                                    + _relative_to_noise(self.original.series, scale))
         else:
             self.diff_label.setText("")
 
@@ -208,3 +210,23 @@ class ReviewPage(QWidget):
         if self.worker is not None:
             self.worker.cancel()
             self.worker.wait()
+
+
+_NOISE_CACHE: dict[str, float | None] = {}
+
+
+def _relative_to_noise(series, change: float) -> str:  # noqa: ANN001
+    """" = 0.35 × the scan's noise SD (12.1 HU)": the change relative to the series' own noise (issue 13)."""
+    try:
+        if series.id not in _NOISE_CACHE:
+            from salm_desktop.core.protect.engine import series_noise_sd
+
+            _NOISE_CACHE[series.id] = series_noise_sd(series)
+        noise = _NOISE_CACHE[series.id]
+        unit = series.intensity.unit
+    except Exception:  # noqa: BLE001 - the figure is a hint; never break the review for it
+        return ""
+    if not noise:
+        return ""
+    noise_text = f"{noise:.3g} {unit}".strip()
+    return f" = {change / noise:.2f} × the scan's noise SD ({noise_text})"

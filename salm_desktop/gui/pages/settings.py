@@ -57,7 +57,8 @@ class SettingsPage(QWidget):
         for key, text in METHODS:
             self.method.addItem(text, key)
         self.epsilon = QLineEdit()
-        self.epsilon.setToolTip("Largest change per pixel as a fraction of the intensity window, e.g. 8/255")
+        self.epsilon.setToolTip("Largest change per pixel: a fraction of the reader's window (the file's own "
+                                "window; CT without one: W400; 8-bit: 0..255), e.g. 8/255, or native units, e.g. 12HU")
         self.budget_normalized = QLabel()
         self.budget_native = QLabel()
         self.budget_native.setWordWrap(True)
@@ -179,7 +180,7 @@ class SettingsPage(QWidget):
             self.csv_path.setText(s.csv_path)
             self.n_clusters.setValue(s.n_clusters)
             self._select(self.method, s.method)
-            self.epsilon.setText(epsilon_text(s.epsilon))
+            self.epsilon.setText(budget_input_text(s))
             self.mask_ratio.setValue(s.mask_ratio)
             self._select(self.device, s.device)
             self.seed.setValue(s.seed)
@@ -211,7 +212,7 @@ class SettingsPage(QWidget):
     def read_settings(self) -> WizardSettings:
         s = self.ctx.settings
         try:
-            s.epsilon = parse_epsilon(self.epsilon.text())
+            s.epsilon, s.epsilon_native, s.epsilon_unit = read_budget(self.epsilon.text(), s.epsilon)
             self.error_label.setText("")
         except ValueError as exc:
             self.error_label.setText(f"Budget: {exc}")
@@ -272,5 +273,48 @@ class SettingsPage(QWidget):
 
     def refresh_budget(self) -> None:
         normalized, native = budget_texts(self.ctx.settings.epsilon, self.ctx.state.selected_series)
+        if self.ctx.settings.epsilon_native > 0:
+            normalized, native = native_budget_texts(self.ctx.settings, self.ctx.state.selected_series)
         self.budget_normalized.setText(normalized)
         self.budget_native.setText(f"In native units: {native}")
+
+
+# -- budget in native units (issue 13) ---------------------------------------------------------------
+
+def read_budget(text: str, current: float) -> tuple[float, float, str]:
+    """The budget field -> (fraction of the window, native budget or 0, native unit); ValueError if unusable.
+
+    "8/255", "0.03" or "8" (= 8/255) as before; "12HU" / "30native" in native units."""
+    from salm_desktop.core.options import NATIVE_UNITS, OptionError
+    from salm_desktop.core.options import parse_epsilon as parse_budget
+
+    if any(str(text).strip().lower().endswith(suffix) for suffix in NATIVE_UNITS):
+        try:
+            _, native, unit = parse_budget(text, "the budget")
+        except OptionError as exc:
+            raise ValueError(str(exc)) from None
+        return current, float(native), unit
+    return parse_epsilon(text), 0.0, ""
+
+
+def budget_input_text(s: WizardSettings) -> str:
+    if s.epsilon_native > 0:
+        return f"{s.epsilon_native:g}{s.epsilon_unit or 'native'}"
+    return epsilon_text(s.epsilon)
+
+
+def native_budget_texts(s: WizardSettings, series) -> tuple[str, str]:  # noqa: ANN001
+    """("±12 HU on every series", "= 0.03 of the window (C40/W400) …") for a native budget."""
+    unit = f" {s.epsilon_unit}" if s.epsilon_unit else " (native units)"
+    parts = []
+    for ser in list(series)[:6]:
+        try:
+            intensity = ser.intensity
+        except Exception:  # noqa: BLE001 - a lazy map that cannot be computed
+            continue
+        if s.epsilon_unit and intensity.unit != s.epsilon_unit:
+            parts.append(f"{ser.modality} {ser.id[:6]}: not in {s.epsilon_unit}, the job will refuse it")
+            continue
+        parts.append(f"{s.epsilon_native / intensity.width:.4f} of {ser.modality} {ser.id[:6]}'s window "
+                     f"{intensity.low:.4g}..{intensity.high:.4g}")
+    return f"±{s.epsilon_native:g}{unit} on every series", "; ".join(parts) if parts else "(load a study first)"

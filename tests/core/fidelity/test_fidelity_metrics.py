@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity, foreground_mask
+from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity
 from salm_desktop.core.model import IntensityMap, Sample, Series, SourceRef, StoredFormat
+from salm_desktop.core.protect.masks import body_mask
 
 
 def _series(arrays, intensity, sid="s1") -> Series:
@@ -37,7 +38,7 @@ def test_series_numbers_match_independent_computation(pair):
         fid.add(i, o, p)
     got = fid.as_dict()
 
-    norm = lambda a: (np.asarray(a) + 1000.0) / 2000.0  # noqa: E731
+    norm = lambda a: (np.asarray(a) + 160.0) / 400.0  # noqa: E731 - the soft-tissue window C40/W400
     expected_psnr = peak_signal_noise_ratio(np.concatenate([norm(o).ravel() for o in originals]),
                                             np.concatenate([norm(p).ravel() for p in protected]), data_range=1.0)
     assert got["psnr_db"] == pytest.approx(expected_psnr, rel=1e-9)
@@ -48,12 +49,13 @@ def test_series_numbers_match_independent_computation(pair):
     assert got["max_abs_change_native"] == np.abs(all_d).max()
     assert got["mean_abs_change_native"] == pytest.approx(np.abs(all_d).mean())
     assert got["fraction_changed"] == pytest.approx(np.count_nonzero(all_d) / all_d.size)
-    fg = np.concatenate([foreground_mask(o).ravel() for o in originals])
-    assert 0.3 < fg.mean() < 0.6  # the disc is the foreground
+    fg = np.concatenate([body_mask(o, intensity).ravel() for o in originals])
+    disc = np.concatenate([np.broadcast_to(o > -500, o.shape).ravel() for o in originals])
+    assert np.array_equal(fg, disc)  # the disc (40 HU) is the body, the air (-1000 HU) is not
     assert got["foreground"]["pixels"] == fg.sum()
     assert got["foreground"]["fraction_changed"] == pytest.approx(np.count_nonzero(all_d[fg]) / fg.sum())
     assert got["background"]["mean_abs_change_native"] == pytest.approx(np.abs(all_d[~fg]).mean())
-    assert got["epsilon_native"] == pytest.approx(8 / 255 * 2000)
+    assert got["epsilon_native"] == pytest.approx(8 / 255 * 400)
     assert fid.hist_before.sum() == fid.hist_after.sum() == all_d.size
     assert len(fid.slices) == 2  # interior, evenly spaced representatives of 4 samples
 

@@ -107,7 +107,7 @@ def test_oblique_prostate_sorts_along_normal(dicom_dir):
 def test_ct_slices_in_hounsfield_units(dicom_dir):
     series = _only_series(dicom_dir / "ct_3slice_dcmqi" / "dicom")
     assert series.modality == "CT"
-    assert series.intensity == IntensityMap.for_ct()
+    assert series.intensity == IntensityMap.for_window(40, 400, "HU")  # the file's own window C40/W400
     assert series.meta["intensity_unit"] == "HU"
     z = [s.geometry.position[2] for s in series.samples]
     assert z == sorted(z)  # sorted along the normal (0,0,1)

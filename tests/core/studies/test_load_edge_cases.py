@@ -187,11 +187,13 @@ def test_scanning_reads_no_pixel_data(tmp_path, make_dicom_slice, monkeypatch, d
     monkeypatch.setattr(pydicom.pixels, "pixel_array", forbidden)
     result = load_paths([dicom_dir / "nih_ge_epi_fmri" / "dicom", dicom_dir / "qin_prostate_adc_mr"])
     assert len(result.series) == 2 and calls == []
-    # The robust MR window is computed lazily: reading it is the first pixel access.
-    assert not result.series[0].intensity_is_computed
-    with pytest.raises(ValueError, match="pixel data decoded during scan"):
-        _ = result.series[0].intensity
-    assert calls
+    # Their own window tags give the window without pixels; without window tags (the shoulder MR) the
+    # robust MR window is computed lazily: reading it is the first pixel access.
+    assert all(s.intensity_is_computed for s in result.series) and calls == []
+    lazy = load_paths([dicom_dir / "hitachi_shoulder_mr"]).series[0]
+    assert not lazy.intensity_is_computed and calls == []
+    monkeypatch.undo()
+    assert lazy.intensity.name == "p0.5-p99.5" and lazy.intensity_is_computed
 
 
 def test_progress_per_file_and_cancel(dicom_dir):

@@ -1,0 +1,115 @@
+"""Clinical utility: does the hospital's own model still give the same answers on protected images?
+
+The second half of the promise ("clinical utility uncompromised"). The hospital trains its model on
+its *clean* training split (the recipe of the efficacy check, with the standard crop-and-flip
+augmentation) and applies it to the clean test images and to the same test images protected with
+the default settings. Reported: accuracy, balanced accuracy and ROC AUC on both, the AUC difference,
+and the agreement of the predictions (fraction of identical predicted classes, and the largest and
+mean change of the predicted probability of the positive / predicted class).
+
+Targets (issue 13): AUC within 0.01 of the clean images, at least 99 % identical predictions.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from salm_desktop.core.model import IntensityMap
+from salm_desktop.core.progress import Progress
+
+from .efficacy import ARCHS, Split, _augment, _labels, _to_tensor, build_attacker, classification_metrics
+
+AUC_TOLERANCE = 0.01
+AGREEMENT_TARGET = 0.99
+
+
+def train_clean_model(train: Split, arch: str, epochs: int, seed: int, intensity: IntensityMap,
+                      batch_size: int = 32, lr: float = 1e-3, device: str = "cpu",
+                      progress: Progress | None = None) -> torch.nn.Module:
+    """The hospital's model: ``arch`` trained on the clean split with crop-and-flip augmentation."""
+    x_tr, y_tr = _to_tensor(train[0], intensity), _labels(train[1])
+    n_classes = max(2, int(y_tr.max()) + 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(int(seed))
+        model = build_attacker(arch, x_tr.ndim - 2, n_classes)
+    dev = torch.device(device)
+    model.to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(int(seed) + 11)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = torch.randperm(len(x_tr), generator=gen)
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start:start + batch_size]
+            if len(idx) < 2:
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(_augment(x_tr[idx], gen).to(dev)), y_tr[idx].to(dev))
+            loss.backward()
+            opt.step()
+        if progress is not None:
+            progress.update("utility", epoch, epochs, f"hospital model epoch {epoch}")
+    model.eval()
+    return model
+
+
+def predict(model: torch.nn.Module, images: np.ndarray, intensity: IntensityMap, device: str = "cpu") -> np.ndarray:
+    x = _to_tensor(images, intensity)
+    with torch.no_grad():
+        return torch.cat([torch.softmax(model(x[i:i + 512].to(device)), 1).cpu()
+                          for i in range(0, len(x), 512)]).numpy().astype(np.float64)
+
+
+def compare_predictions(probs_clean: np.ndarray, probs_protected: np.ndarray, labels: np.ndarray) -> dict:
+    """Metrics on clean vs protected test images and the agreement of the two sets of predictions."""
+    clean = classification_metrics(probs_clean, labels)
+    prot = classification_metrics(probs_protected, labels)
+    same = probs_clean.argmax(1) == probs_protected.argmax(1)
+    dp = np.abs(probs_protected - probs_clean).max(1)
+    out = {
+        "clean": clean, "protected": prot,
+        "auc_change": prot["auc"] - clean["auc"],
+        "balanced_acc_change": prot["balanced_acc"] - clean["balanced_acc"],
+        "identical_predictions": float(same.mean()),
+        "changed_predictions": int((~same).sum()),
+        "max_probability_change": float(dp.max()) if dp.size else 0.0,
+        "mean_probability_change": float(dp.mean()) if dp.size else 0.0,
+    }
+    out["targets"] = {"auc_within": AUC_TOLERANCE, "identical_at_least": AGREEMENT_TARGET,
+                      "met": bool(abs(out["auc_change"]) <= AUC_TOLERANCE and out["identical_predictions"] >= AGREEMENT_TARGET)}
+    return out
+
+
+def evaluate_utility(clean_train: Split, clean_test: Split, protected_test: Split, arch: str = "cnn", epochs: int = 15,
+                     seed: int = 0, intensity: IntensityMap | None = None, device: str = "cpu",
+                     progress: Progress | None = None) -> dict:
+    """Train the hospital's model on ``clean_train``; compare it on ``clean_test`` and ``protected_test``.
+
+    ``protected_test`` must be the same images as ``clean_test`` (same order, labels and shape),
+    protected; otherwise ValueError with a one-line reason.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    ci, cl = np.asarray(clean_test[0]), np.asarray(clean_test[1]).reshape(-1)
+    pi, pl = np.asarray(protected_test[0]), np.asarray(protected_test[1]).reshape(-1)
+    if ci.shape != pi.shape:
+        raise ValueError(f"protected test images {pi.shape} do not match the clean test images {ci.shape}")
+    if not np.array_equal(cl, pl):
+        raise ValueError("protected test labels differ from the clean test labels: not the same images in the same order")
+    unchanged = bool(np.array_equal(ci, pi))
+    if intensity is None:
+        intensity = IntensityMap.for_uint8() if ci.dtype == np.uint8 else IntensityMap.robust(np.asarray(clean_train[0]))
+    t0 = time.perf_counter()
+    model = train_clean_model(clean_train, arch, epochs, seed, intensity, device=device, progress=progress)
+    result = compare_predictions(predict(model, ci, intensity, device), predict(model, pi, intensity, device),
+                                 _labels(cl).numpy())
+    result.update({
+        "arch": arch, "epochs": epochs, "seed": seed, "train_samples": int(len(clean_train[0])),
+        "test_samples": int(len(ci)), "test_pixels_changed": float(np.mean(ci != pi)),
+        "protected_test_is_unchanged": unchanged, "seconds": round(time.perf_counter() - t0, 2),
+    })
+    return result
