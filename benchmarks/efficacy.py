@@ -138,13 +138,15 @@ def thief_run(name: str, spec: str, seed: int, recipe: ThiefRecipe, prot: np.nda
 
 
 def run_grid(datasets: list[str], methods: list[str], seeds: list[int], recipes: list[ThiefRecipe], log) -> None:
+    """Seed by seed, dataset by dataset, thief by thief (in the order given), every method: so that a
+    partial grid compares all methods against the same thieves."""
     for seed in seeds:
         for name in datasets:
             data = load_dataset(name)
-            for spec in methods:
-                prot, _ = protected_split(name, spec, seed, data, log)
-                for recipe in recipes:
-                    thief_run(name, spec, seed, recipe, prot, data, log)
+            prot = {spec: protected_split(name, spec, seed, data, log)[0] for spec in methods}
+            for recipe in recipes:
+                for spec in methods:
+                    thief_run(name, spec, seed, recipe, prot[spec], data, log)
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -294,8 +296,11 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     recipes = default_suite(args.epochs)
     if args.thieves:
-        keep = set(args.thieves.split(","))
-        recipes = [r for r in recipes if r.name in keep]
+        by_name = {r.name: r for r in recipes}
+        unknown = [t for t in args.thieves.split(",") if t not in by_name]
+        if unknown:
+            ap.error(f"unknown thief {unknown[0]!r}; choose from {', '.join(by_name)}")
+        recipes = [by_name[t] for t in args.thieves.split(",")]
 
     def log(msg: str) -> None:
         line = f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} {msg}"
