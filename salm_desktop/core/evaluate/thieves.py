@@ -84,6 +84,28 @@ def default_suite(epochs: int = 20) -> list[ThiefRecipe]:
     ]
 
 
+def parse_thief(name: str, epochs: int = 20) -> ThiefRecipe:
+    """``resnet18-sgd-aug`` / ``vgg-adam-noaug`` / ``resnet18-sgd-aug-mix10`` (optionally ``-NNep``) -> a recipe.
+
+    Raises ValueError naming the bad part."""
+    parts = [p for p in name.strip().lower().split("-") if p]
+    if not parts:
+        raise ValueError("empty thief name")
+    kw: dict = {"arch": parts[0], "epochs": epochs}
+    for p in parts[1:]:
+        if p in OPTIMIZERS:
+            kw["optimizer"] = p
+        elif p in ("aug", "noaug"):
+            kw["augment"] = p == "aug"
+        elif p.startswith("mix") and p[3:].isdigit():
+            kw["clean_mix"], kw["few_clean"] = int(p[3:]) / 100.0, 0
+        elif p.endswith("ep") and p[:-2].isdigit():
+            kw["epochs"] = int(p[:-2])
+        else:
+            raise ValueError(f"thief {name!r}: unknown part {p!r} (use ARCH-OPTIMIZER-aug|noaug[-mixNN][-NNep])")
+    return ThiefRecipe(**kw)
+
+
 # -- architectures: each has embed(x) -> penultimate features and fc (the layer a few-clean thief refits) --
 def _cbr(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -366,4 +388,4 @@ def run_suite(train_images: np.ndarray, train_labels: np.ndarray, val, test, rec
 
 
 __all__ = ["CROP_PAD", "HEADLINE", "OPTIMIZERS", "THIEF_ARCHS", "ThiefRecipe", "VIEWS", "build_thief", "crop_flip",
-           "default_suite", "rank_power", "replace", "set_mixed_precision", "run_suite", "run_thief", "summarize", "to_tensor"]
+           "default_suite", "parse_thief", "rank_power", "replace", "set_mixed_precision", "run_suite", "run_thief", "summarize", "to_tensor"]
