@@ -35,7 +35,7 @@ from salm_desktop.core.progress import Progress
 from .clusters import intensity_features, kmeans
 from .device import resolve_device
 from .masks import foreground_mask, topk_mask
-from .peers import PEER_METHODS, generate_peer
+from .peers import CANDIDATE_METHODS, PEER_METHODS, generate_peer
 from .robust import random_transform, robust_mode
 from .settings import ProtectSettings
 from .store import ArrayStore
@@ -427,7 +427,7 @@ class _Job:
         with _deterministic(self.device):
             if self.s.method == "random":
                 self._random()
-            elif self.s.method in PEER_METHODS:
+            elif self.s.method in PEER_METHODS + CANDIDATE_METHODS:
                 self._peers()
             else:
                 for dims in sorted({len(sh) for sh in self.buckets}):

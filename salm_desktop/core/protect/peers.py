@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from .surrogates import build_surrogate
 
 PEER_METHODS = ("em-class", "tap", "ar", "lsp", "ops")
+CANDIDATE_METHODS = ("salm-tap",)  # candidate SALM defaults measured in the grid (docs/benchmarks.md)
 #: mean PSNR of the SALM default (mask 0.2, 8/255) on the MedMNIST training splits, rounded down
 MATCHED_PSNR_DB = 38.0
 TAP_EPOCHS = 10  # clean surrogate training epochs for TAP
@@ -130,27 +131,8 @@ def targeted_adversarial(x: np.ndarray, y: np.ndarray, settings, progress=None, 
     C = _n_classes(y)
     xt = torch.from_numpy(x).unsqueeze(1).to(device)
     yt = torch.from_numpy(y.astype(np.int64)).to(device)
-    model = _surrogate(settings, C, x.shape[1:], device)
+    model = _train_clean_surrogate(xt, yt, settings, C, progress, device)
     bs = max(2, settings.batch_size)
-    steps_per_epoch = max(1, len(x) // bs)
-    total = steps_per_epoch * TAP_EPOCHS
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    gen = torch.Generator().manual_seed(int(settings.seed) + 3)
-    model.train()
-    for epoch in range(TAP_EPOCHS):  # a fully trained clean surrogate (crop + flip, SGD + cosine)
-        perm = torch.randperm(len(x), generator=gen)
-        for s in range(steps_per_epoch):
-            if progress is not None:
-                progress.check()
-            idx = perm[s * bs:(s + 1) * bs].to(device)
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(_crop_flip(xt[idx].cpu(), gen).to(device)), yt[idx]).backward()
-            opt.step()
-            sched.step()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     target = (yt + 1) % C
     steps = settings.pgd_steps
     step = 2.5 * eps / steps  # Madry et al.'s step rule
@@ -171,6 +153,80 @@ def targeted_adversarial(x: np.ndarray, y: np.ndarray, settings, progress=None, 
     if progress is not None:
         progress.log(f"tap: clean surrogate trained {TAP_EPOCHS} epochs, {steps} PGD steps towards (y+1) mod {C}")
     return out.astype(np.float32)
+
+
+def sparse_targeted_augmented(x: np.ndarray, y: np.ndarray, settings, progress=None,
+                              device: torch.device | str = "cpu") -> np.ndarray:
+    """Candidate SALM default (``salm-tap``, not the default): TAP made sparse and local, generated
+    through the thief's augmentation.
+
+    A clean surrogate trained with crop + flip (as for ``tap``); one mask per class, the top
+    ``mask_ratio`` pixels of the class's summed, per-sample-normalized |input gradient| (the
+    class-scope SALM mask); then PGD towards ``(y + 1) mod C`` inside the mask, every step through
+    a fresh random crop + flip of ``x + delta`` (expectation over the thief's augmentation).
+    """
+    from .masks import topk_mask
+
+    device = torch.device(device)
+    eps = float(settings.epsilon)
+    C = _n_classes(y)
+    xt = torch.from_numpy(x).unsqueeze(1).to(device)
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    model = _train_clean_surrogate(xt, yt, settings, C, progress, device)
+    bs = max(2, settings.batch_size)
+    score = torch.zeros((C, *x.shape[1:]), device=device)
+    for start in range(0, len(x), bs):
+        sl = slice(start, start + bs)
+        z = xt[sl].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(z), yt[sl]), z)
+        g = g.abs().squeeze(1)
+        score.index_add_(0, yt[sl], g / g.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1))
+    target = (yt + 1) % C
+    steps = settings.pgd_steps
+    step = 2.5 * eps / steps
+    gen = torch.Generator().manual_seed(int(settings.seed) + 5)
+    out = np.zeros_like(x)
+    for start in range(0, len(x), bs):
+        if progress is not None:
+            progress.check()
+        sl = slice(start, start + bs)
+        xb = xt[sl]
+        m = topk_mask(score[yt[sl]].unsqueeze(1), float(settings.mask_ratio), None).float()
+        d = torch.zeros_like(xb)
+        for _ in range(steps):
+            d.requires_grad_(True)
+            view = _crop_flip(torch.clamp(xb + d, 0, 1).cpu(), gen).to(device)
+            (g,) = torch.autograd.grad(F.cross_entropy(model(view), target[sl]), d)
+            d = torch.clamp(d.detach() - step * torch.sign(g) * m, -eps, eps)
+            d = torch.clamp(xb + d, 0, 1) - xb
+        out[sl] = d.squeeze(1).cpu().numpy()
+    return out.astype(np.float32)
+
+
+def _train_clean_surrogate(xt, yt, settings, n_classes: int, progress, device):
+    """The settings' surrogate trained TAP_EPOCHS epochs on clean data with crop + flip (SGD 0.05, cosine)."""
+    model = _surrogate(settings, n_classes, tuple(xt.shape[2:]), device)
+    bs = max(2, settings.batch_size)
+    steps_per_epoch = max(1, len(xt) // bs)
+    total = steps_per_epoch * TAP_EPOCHS
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    gen = torch.Generator().manual_seed(int(settings.seed) + 3)
+    model.train()
+    for _ in range(TAP_EPOCHS):
+        perm = torch.randperm(len(xt), generator=gen)
+        for s in range(steps_per_epoch):
+            if progress is not None:
+                progress.check()
+            idx = perm[s * bs:(s + 1) * bs].to(device)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(_crop_flip(xt[idx].cpu(), gen).to(device)), yt[idx]).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 # -- L2 / L0, model-free -------------------------------------------------------------------------------
@@ -237,13 +293,13 @@ def one_pixel_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, de
 
 
 _GENERATORS = {"em-class": class_wise_em, "tap": targeted_adversarial, "ar": autoregressive,
-               "lsp": linear_separable_patches, "ops": one_pixel_shortcut}
+               "lsp": linear_separable_patches, "ops": one_pixel_shortcut, "salm-tap": sparse_targeted_augmented}
 
 
 def generate_peer(method: str, x: np.ndarray, y: np.ndarray, settings, progress=None, device="cpu") -> np.ndarray:
     """The noise of ``method`` for 2D images ``x`` (N x H x W in [0, 1]) with labels ``y``."""
     if method not in _GENERATORS:
-        raise ValueError(f"unknown peer method {method!r}; choose one of {', '.join(PEER_METHODS)}")
+        raise ValueError(f"unknown peer method {method!r}; choose one of {', '.join(PEER_METHODS + CANDIDATE_METHODS)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"method {method!r} protects 2D images only (got samples of shape {x.shape[1:]})")

@@ -8,7 +8,7 @@ import torch
 
 from salm_desktop.core.evaluate import medmnist_series
 from salm_desktop.core.protect import ProtectSettings, protect_series
-from salm_desktop.core.protect.peers import MATCHED_PSNR_DB, PEER_METHODS, l2_budget
+from salm_desktop.core.protect.peers import CANDIDATE_METHODS, MATCHED_PSNR_DB, PEER_METHODS, l2_budget
 
 torch.set_num_threads(1)
 FAST = {"max_rounds": 1, "pgd_steps": 2, "train_steps": 2, "batch_size": 32, "device": "cpu"}
@@ -31,16 +31,18 @@ def _psnr(clean, prot):
     return float(np.mean(10 * np.log10(255.0 ** 2 / mse[mse > 0])))
 
 
-@pytest.mark.parametrize("method", PEER_METHODS)
+@pytest.mark.parametrize("method", PEER_METHODS + CANDIDATE_METHODS)
 def test_peer_budget_and_determinism(series, method):
     clean, prot, result = _protect(series, method)
     assert prot.min() >= 0 and prot.max() <= 255 and np.array_equal(prot, np.round(prot))
     diff = np.abs(prot - clean)
     assert diff.max() > 0, "the method changed nothing"
-    if method in ("em-class", "tap"):  # L-inf 8/255
+    if method in ("em-class", "tap", "salm-tap"):  # L-inf 8/255
         assert diff.max() <= 8 + 1e-6
     else:  # L2 / L0 at the matched PSNR (quantization and clipping only lower the change)
         assert _psnr(clean, prot) >= MATCHED_PSNR_DB - 0.5
+    if method == "salm-tap":  # sparse: at most mask_ratio of each image
+        assert ((diff > 0).reshape(len(diff), -1).mean(1) <= round(0.2 * 784) / 784 + 1e-9).all()
     if method == "ops":  # one pixel per image
         assert ((diff > 0).reshape(len(diff), -1).sum(1) <= 1).all()
     if method == "em-class":  # one noise per class (before clipping into [0, 255])
