@@ -36,8 +36,8 @@ from .surrogates import build_surrogate
 
 PEER_METHODS = ("em-class", "tap", "ar", "lsp", "ops")
 CANDIDATE_METHODS = ("salm-tap",)  # candidate SALM defaults measured in the grid (docs/benchmarks.md)
-#: mean PSNR of the SALM default (mask 0.2, 8/255) on the MedMNIST training splits, rounded down
-MATCHED_PSNR_DB = 38.0
+#: PSNR of the SALM default (mask 0.2, 8/255): 37.25 dB on BreastMNIST (seed 0), rounded down, so the peers get a little more budget, not less
+MATCHED_PSNR_DB = 37.0
 TAP_EPOCHS = 10  # clean surrogate training epochs for TAP
 LSP_GRID = 4
 LSP_CLASS_SEP = 10.0
