@@ -255,6 +255,11 @@ def figure(grid: dict, recipes: list[ThiefRecipe], path: Path) -> None:
             if spec == DEFAULT_ROW:
                 ax.scatter(x, wf, marker="*", s=300, color="gold", edgecolors="black", zorder=5)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        target = 0.60 if name == "breastmnist" else 0.65  # issue 12's targets
+        ax.axhline(target, color="red", lw=0.8, ls="--")
+        ax.text(35.2, target + 0.005, f"target {target:.2f}", color="red", fontsize=7)
+        ax.axvline(35.0, color="grey", lw=0.8, ls="--")
+        ax.text(35.2, 0.46, "PSNR floor 35 dB", color="grey", fontsize=7)
         ax.set_title(f"{name}: ranking power vs PSNR\nfilled = final epoch, hollow = val-selected; clean at 50 dB")
         ax.set_xlabel("PSNR of the protected training split (dB)")
         ax.set_ylabel("thief's ranking power max(AUC, 1-AUC) on clean test")
