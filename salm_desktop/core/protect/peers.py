@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .surrogates import build_surrogate
 
 PEER_METHODS = ("em-class", "tap", "ar", "lsp", "ops")
-CANDIDATE_METHODS = ("salm-tap",)  # candidate SALM defaults measured in the grid (docs/benchmarks.md)
+CANDIDATE_METHODS = ("salm-tap", "salm-ar")  # candidate SALM defaults measured in the grid (docs/benchmarks.md)
 #: PSNR of the SALM default (mask 0.2, 8/255): 37.25 dB on BreastMNIST (seed 0), rounded down, so the peers get a little more budget, not less
 MATCHED_PSNR_DB = 37.0
 TAP_EPOCHS = 10  # clean surrogate training epochs for TAP
@@ -174,13 +174,7 @@ def sparse_targeted_augmented(x: np.ndarray, y: np.ndarray, settings, progress=N
     yt = torch.from_numpy(y.astype(np.int64)).to(device)
     model = _train_clean_surrogate(xt, yt, settings, C, progress, device)
     bs = max(2, settings.batch_size)
-    score = torch.zeros((C, *x.shape[1:]), device=device)
-    for start in range(0, len(x), bs):
-        sl = slice(start, start + bs)
-        z = xt[sl].clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(F.cross_entropy(model(z), yt[sl]), z)
-        g = g.abs().squeeze(1)
-        score.index_add_(0, yt[sl], g / g.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1))
+    score = _class_saliency(model, xt, yt, C, bs)
     target = (yt + 1) % C
     steps = settings.pgd_steps
     step = 2.5 * eps / steps
@@ -201,6 +195,44 @@ def sparse_targeted_augmented(x: np.ndarray, y: np.ndarray, settings, progress=N
             d = torch.clamp(xb + d, 0, 1) - xb
         out[sl] = d.squeeze(1).cpu().numpy()
     return out.astype(np.float32)
+
+
+def sparse_autoregressive(x: np.ndarray, y: np.ndarray, settings, progress=None,
+                          device: torch.device | str = "cpu") -> np.ndarray:
+    """Candidate SALM default (``salm-ar``, not the default): a class-wise synthetic texture inside the SALM mask.
+
+    The class-wise AR texture of ``ar`` (shift-invariant, so crop + flip keep it) scaled to a
+    standard deviation of ``epsilon`` and clipped to +-epsilon, kept only on one mask per class:
+    the top ``mask_ratio`` pixels of the class's summed |input gradient| of the clean surrogate
+    (as for ``salm-tap``). L-inf ``epsilon``, at most ``mask_ratio`` of the pixels changed.
+    """
+    from .masks import topk_mask
+
+    device = torch.device(device)
+    eps = float(settings.epsilon)
+    C = _n_classes(y)
+    rng = np.random.default_rng(int(settings.seed) + 11)
+    coef = _ar_coefficients(rng, C)
+    tex = _ar_field(x.shape, coef[y], rng)
+    tex = tex / tex.reshape(len(tex), -1).std(1).clip(1e-12).reshape(-1, 1, 1) * eps
+    tex = np.clip(tex, -eps, eps).astype(np.float32)
+    xt = torch.from_numpy(x).unsqueeze(1).to(device)
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    model = _train_clean_surrogate(xt, yt, settings, C, progress, device)
+    score = _class_saliency(model, xt, yt, C, max(2, settings.batch_size))
+    mask = topk_mask(score[yt].unsqueeze(1), float(settings.mask_ratio), None).squeeze(1).cpu().numpy()
+    return _fit_window(tex * mask, x)
+
+
+def _class_saliency(model, xt, yt, n_classes: int, bs: int) -> torch.Tensor:
+    score = torch.zeros((n_classes, *xt.shape[2:]), device=xt.device)
+    for start in range(0, len(xt), bs):
+        sl = slice(start, start + bs)
+        z = xt[sl].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(z), yt[sl]), z)
+        g = g.abs().squeeze(1)
+        score.index_add_(0, yt[sl], g / g.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1))
+    return score
 
 
 def _train_clean_surrogate(xt, yt, settings, n_classes: int, progress, device):
@@ -242,17 +274,22 @@ def autoregressive(x: np.ndarray, y: np.ndarray, settings, progress=None, device
     rng = np.random.default_rng(int(settings.seed) + 11)
     C = _n_classes(y)
     coef = _ar_coefficients(rng, C)
-    n, h, w = x.shape
+    h, w = x.shape[1:]
+    noise = _ar_field(x.shape, coef[y], rng)
+    return _fit_window(_scale_l2(noise.astype(np.float32), l2_budget((h, w), psnr_db)), x)
+
+
+def _ar_field(shape: tuple[int, ...], a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per image, an AR texture with filter ``a[i]`` (8 causal coefficients), mean removed."""
+    n, h, w = shape
     crop = 4  # generate a larger field and drop the borders (start-up transient)
     field = rng.standard_normal((n, h + 2 + crop, w + 2 + crop)).astype(np.float64)
-    a = coef[y]  # n x 8
     for i in range(2, field.shape[1]):
         for j in range(2, field.shape[2]):
             win = field[:, i - 2:i + 1, j - 2:j + 1].reshape(n, 9)[:, :8]
             field[:, i, j] = (win * a).sum(1)
     noise = field[:, 2 + crop:, 2 + crop:]
-    noise = noise - noise.mean(axis=(1, 2), keepdims=True)
-    return _fit_window(_scale_l2(noise.astype(np.float32), l2_budget((h, w), psnr_db)), x)
+    return noise - noise.mean(axis=(1, 2), keepdims=True)
 
 
 def linear_separable_patches(x: np.ndarray, y: np.ndarray, settings, progress=None, device=None,
@@ -293,7 +330,8 @@ def one_pixel_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, de
 
 
 _GENERATORS = {"em-class": class_wise_em, "tap": targeted_adversarial, "ar": autoregressive,
-               "lsp": linear_separable_patches, "ops": one_pixel_shortcut, "salm-tap": sparse_targeted_augmented}
+               "lsp": linear_separable_patches, "ops": one_pixel_shortcut, "salm-tap": sparse_targeted_augmented,
+               "salm-ar": sparse_autoregressive}
 
 
 def generate_peer(method: str, x: np.ndarray, y: np.ndarray, settings, progress=None, device="cpu") -> np.ndarray:
