@@ -52,9 +52,9 @@ def decide(per_thief: dict[str, dict]) -> dict:
 
 def verdict_line(v: dict) -> str:
     """The one line the ``evaluate`` command ends with."""
-    clean = "" if v["clean_rank_power"] is None else f" (clean data: {v['clean_rank_power']:.2f})"
+    clean = "" if v["clean_rank_power"] is None else f" (clean data: {v['clean_rank_power']:.3f})"
     kept = "" if v["margin_kept"] is None else f"; the thieves keep at most {100 * v['margin_kept']:.0f} % of their clean margin above chance"
     return (f"Verdict: {v['verdict']}: worst thief {v['worst_thief']}, ranking power max(AUC, 1-AUC) "
-            f"{v['rank_power_final']:.2f} final / {v['rank_power_val_selected']:.2f} at its val-selected epoch{clean}{kept}. "
+            f"{v['rank_power_final']:.3f} final / {v['rank_power_val_selected']:.3f} at its val-selected epoch{clean}{kept}. "
             f"Thresholds: protected if every thief's ranking power is <= {PROTECTED_MAX_RANK_POWER:.2f} (final and val-selected); "
             f"partly protected if every thief keeps <= {100 * PARTLY_MAX_MARGIN_KEPT:.0f} % of its clean margin; otherwise not protected.")
