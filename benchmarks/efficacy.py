@@ -200,7 +200,7 @@ def markdown(grid: dict, recipes: list[ThiefRecipe], seeds: list[int], header: s
     lines = [header, ""]
     for name, rows in grid.items():
         lines += [f"#### {name}: ranking power max(AUC, 1-AUC), final epoch / val-selected epoch (mean, range over seeds)", ""]
-        cols = ["method", "seeds", "gen s", "PSNR dB", "SSIM", "worst thief final / val-sel"] + names
+        cols = ["method", "seeds", "gen s", "PSNR dB", "SSIM", "worst of the thieves run, final / val-sel"] + names
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for spec, e in rows.items():
             n = max((s["n"] for s in e["thieves"].values()), default=0)
