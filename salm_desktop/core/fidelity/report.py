@@ -43,13 +43,13 @@ PROTECTION_LIMITS = [
     "does not de-identify the images and does not stop a person from reading them.",
     "Against a realistic thief it was NOT shown to work. A thief who trains with standard crop-and-flip "
     "augmentation and keeps the epoch that does best on clean validation data of their own kept almost all of "
-    "their ability to rank patients on BreastMNIST (ranking power max(AUC, 1-AUC) about 0.83-0.87 with the "
-    "default protection, against 0.85-0.88 on clean data; docs/benchmarks.md). The lower numbers measured "
+    "their ability to rank patients on BreastMNIST (ranking power max(AUC, 1-AUC) 0.83-0.88 for three "
+    "architectures with the default protection, against 0.85-0.89 on clean data; docs/benchmarks.md). The lower numbers measured "
     "against a thief who trains without augmentation do not describe a realistic thief.",
     "A thief with a few clean labelled images of their own (50, to refit the last layer) does about as well, "
-    "and even against a thief without augmentation "
-    "blurring or a 3x3 median filter gave back most of the ranking ability (docs/robustness.md). Treat the protection as a small obstacle to "
-    "casual reuse at most, never as a guarantee; data-sharing agreements and access control remain necessary. "
+    "and even against a thief without augmentation blurring or a 3x3 median filter gave back most of the "
+    "ranking ability (docs/robustness.md). Treat the protection as a small obstacle to casual reuse at most, "
+    "never as a guarantee; data-sharing agreements and access control remain necessary. "
     "Run 'salm-protect evaluate' on your own data: its last line gives the verdict and the numbers it rests on.",
 ]
 
