@@ -46,7 +46,8 @@ PROTECTION_LIMITS = [
     "their ability to rank patients on BreastMNIST (ranking power max(AUC, 1-AUC) 0.83-0.88 for three "
     "architectures with the default protection, against 0.85-0.89 on clean data; docs/benchmarks.md). The lower numbers measured "
     "against a thief who trains without augmentation do not describe a realistic thief.",
-    "A thief with a few clean labelled images of their own (50, to refit the last layer) does about as well, "
+    "A thief with a few clean labelled images of their own (50, to refit the last layer), or who mixes 10 % "
+    "clean images into the protected copy, does about as well, "
     "and even against a thief without augmentation blurring or a 3x3 median filter gave back most of the "
     "ranking ability (docs/robustness.md). Treat the protection as a small obstacle to casual reuse at most, "
     "never as a guarantee; data-sharing agreements and access control remain necessary. "
