@@ -239,7 +239,7 @@ def figure(grid: dict, recipes: list[ThiefRecipe], path: Path) -> None:
     markers = dict(zip([r.name for r in recipes], "osD^vP*X"))
     for ax, (name, rows) in zip(axes[0], grid.items()):
         specs = list(rows)
-        colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(specs)}
+        colors = {s: plt.cm.tab10(i) if i < 10 else plt.cm.Dark2(i % 8) for i, s in enumerate(specs)}
         for spec, e in rows.items():
             psnr = np.mean([m["psnr"] for m in e["meta"]]) if e["meta"] else np.nan
             x = 50.0 if not np.isfinite(psnr) else psnr  # clean data drawn at the right edge
@@ -265,7 +265,7 @@ def figure(grid: dict, recipes: list[ThiefRecipe], path: Path) -> None:
         ax.set_ylabel("thief's ranking power max(AUC, 1-AUC) on clean test")
         ax.set_ylim(0.45, 1.0)
     handles = [plt.Line2D([], [], marker=m, ls="", color="black", label=r) for r, m in markers.items()]
-    axes[0][0].legend(handles=handles, fontsize=7, loc="lower left", title="thief", title_fontsize=7)
+    axes[0][0].legend(handles=handles, fontsize=7, loc="lower right", title="thief", title_fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
