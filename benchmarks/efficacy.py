@@ -1,21 +1,20 @@
-"""Efficacy benchmark: clean / random / EM / SALM on BreastMNIST and PneumoniaMNIST (issue 3).
+"""Efficacy grid (issue 12): every protection method against the realistic thief suite.
 
-Protects the *training split only*, then trains fresh attackers on the protected split and tests
-them on the clean test split. Per row: generation seconds, rounds, fraction of pixels changed,
-PSNR and SSIM (scikit-image, data range 255, mean over images), and per attacker accuracy,
-balanced accuracy and AUC, final and peak over epochs.
+Protects the *training split* of each MedMNIST dataset with each method, then trains the thief
+suite (``salm_desktop.core.evaluate.thieves.default_suite``: plain CNN, ResNet-18 and VGG-style with
+crop+flip, SGD+momentum+cosine, Adam, a no-augmentation row and a 10 %-clean-mix row, 20 epochs)
+on the protected split and tests it on the clean test split. Per method: generation seconds, PSNR,
+SSIM; per thief: ranking power (max(AUC, 1-AUC)) and balanced accuracy at the final epoch and at the
+epoch the thief picks on the clean val split, and the few-clean refit (last layer on 50 clean images).
+Mean and range over seeds; seed k protects with seed k and trains the thief with seed k.
 
-One command (about an hour on 2 busy CPU cores; add --subset 1000 for a quick look):
+One command, cached and resumable (every protected split and every thief run is kept under
+benchmarks/results/efficacy_cache/; a rerun only computes what is missing):
 
-    python benchmarks/efficacy.py --markdown docs/benchmarks.md
+    nice -n 10 python benchmarks/efficacy.py --datasets breastmnist,pneumoniamnist \
+        --methods clean,salm,em,em-class,tap,ar,lsp,ops,random --seeds 0,1,2 --markdown docs/benchmarks.md
 
-Results are printed as a markdown table, written as JSON next to it (benchmarks/results/), and
-with --markdown appended to the efficacy section of that file.
-
-A single attacker run's final metrics swing by 0.1 or more between epochs and seeds on these
-noises; --attacker-seeds K trains every attacker K times (seeds SEED..SEED+K-1) and reports the
-mean with the range of the final values. --save-protected DIR keeps each protected training split
-as an npz, so other attackers or defences can be tried on it without protecting again.
+--report-only rebuilds the tables and the figure (docs/efficacy_grid.png) from the cache alone.
 """
 
 from __future__ import annotations
@@ -35,22 +34,26 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from salm_desktop.core.evaluate import medmnist_series, train_and_test  # noqa: E402
-from salm_desktop.core.model import IntensityMap  # noqa: E402
+from salm_desktop.core.evaluate import medmnist_series  # noqa: E402
+from salm_desktop.core.evaluate.thieves import ThiefRecipe, default_suite, run_thief, summarize  # noqa: E402
 from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
 
 DATA = Path(os.environ.get("SALM_TEST_DATA", REPO.parent / "shared" / "data")) / "medmnist"
+CACHE = REPO / "benchmarks" / "results" / "efficacy_cache"
+START, END = "<!-- efficacy-grid:start -->", "<!-- efficacy-grid:end -->"
+DEFAULT_ROW = "salm"
 
 
 def image_quality(orig: np.ndarray, prot: np.ndarray) -> tuple[float, float]:
+    """Mean per-image PSNR (unchanged images left out) and SSIM, data range 255."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     psnr, ssim = [], []
     for o, p in zip(orig.astype(np.float64), prot.astype(np.float64)):
-        psnr.append(peak_signal_noise_ratio(o, p, data_range=255) if np.any(o != p) else np.inf)
+        if np.any(o != p):
+            psnr.append(peak_signal_noise_ratio(o, p, data_range=255))
         ssim.append(structural_similarity(o, p, data_range=255))
-    finite = [v for v in psnr if np.isfinite(v)]
-    return (float(np.mean(finite)) if finite else float("inf")), float(np.mean(ssim))
+    return (float(np.mean(psnr)) if psnr else float("inf")), float(np.mean(ssim))
 
 
 def _value(v: str):
@@ -64,140 +67,272 @@ def _value(v: str):
     return v
 
 
-def parse_row(spec: str) -> tuple[str, dict]:
-    """clean | random:R | em | salm:R[:key=value...]  ->  (label, ProtectSettings kwargs or {})."""
+def parse_row(spec: str) -> dict:
+    """``clean`` | ``METHOD[:key=value...]`` (ProtectSettings fields) -> ProtectSettings kwargs ({} for clean)."""
     parts = spec.split(":")
-    method = parts[0]
-    kwargs: dict = {}
-    if method == "clean":
-        return "clean", {}
-    kwargs["method"] = method
-    if len(parts) > 1 and parts[1]:
-        kwargs["mask_ratio"] = float(parts[1])
-    for kv in parts[2:]:
+    if parts[0] == "clean":
+        return {}
+    kwargs: dict = {"method": parts[0]}
+    for kv in parts[1:]:
         k, v = kv.split("=")
         kwargs[k] = _value(v)
-    return spec, kwargs
+    return kwargs
 
 
-def attack(prot: np.ndarray, labels: np.ndarray, test, arch: str, epochs: int, seeds: list[int]) -> dict:
-    """Train ``arch`` once per attacker seed; final/peak are means over the seeds, each run is kept."""
+def _safe(spec: str) -> str:
+    return spec.replace(":", "_").replace("=", "-").replace("/", "_")
+
+
+def load_dataset(name: str) -> dict:
+    with np.load(DATA / f"{name}.npz") as z:
+        return {
+            "train": (z["train_images"], z["train_labels"].reshape(-1)),
+            "val": (z["val_images"], z["val_labels"].reshape(-1)),
+            "test": (z["test_images"], z["test_labels"].reshape(-1)),
+        }
+
+
+def protected_split(name: str, spec: str, seed: int, data: dict, log) -> tuple[np.ndarray, dict]:
+    """The protected training images of ``spec`` (cached) and their quality / timing meta."""
+    clean = data["train"][0]
+    if spec == "clean":
+        return clean, {"seconds": 0.0, "psnr": float("inf"), "ssim": 1.0, "changed": 0.0}
+    d = CACHE / name
+    npz, meta_path = d / f"{_safe(spec)}-p{seed}.npz", d / f"{_safe(spec)}-p{seed}.json"
+    if npz.exists() and meta_path.exists():
+        with np.load(npz) as z:
+            return z["train_images"], json.loads(meta_path.read_text())
+    settings = ProtectSettings(**{"device": "cpu", **parse_row(spec), "seed": seed})
+    series = medmnist_series(DATA / f"{name}.npz", "train")
+    log(f"{name} {spec} seed {seed}: protecting {len(series.samples)} images")
     t0 = time.perf_counter()
-    runs = []
-    for s in seeds:
-        res = train_and_test((prot, labels), test, arch, epochs, s, IntensityMap.for_uint8())
-        runs.append({"seed": s, "final": res["final"], "peak": res["peak"],
-                     "auc_by_epoch": [round(h["auc"], 4) for h in res["history"]]})
-    mean = {part: {k: float(np.mean([r[part][k] for r in runs])) for k in runs[0][part]} for part in ("final", "peak")}
-    return {**mean, "runs": runs, "seconds": round(time.perf_counter() - t0, 1)}
+    result = protect_series([series], settings)
+    seconds = time.perf_counter() - t0
+    prot = np.stack([result.protected(series.id, i) for i in range(len(series.samples))])
+    prot = np.clip(np.rint(prot), 0, 255).astype(np.uint8)
+    psnr, ssim = image_quality(clean, prot)
+    diff = np.abs(prot.astype(int) - clean.astype(int))
+    meta = {"seconds": round(seconds, 1), "psnr": round(psnr, 2), "ssim": round(ssim, 4),
+            "changed": float(np.mean(diff > 0)), "max_change": int(diff.max()), "rounds": result.summary.get("rounds"),
+            "settings": {k: v for k, v in settings.as_dict().items() if k != "device"}}
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = npz.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, train_images=prot)
+    tmp.replace(npz)
+    meta_path.write_text(json.dumps(meta))
+    log(f"{name} {spec} seed {seed}: {seconds:.0f} s, PSNR {psnr:.2f}, SSIM {ssim:.4f}")
+    return prot, meta
 
 
-def run_dataset(name: str, rows: list[str], archs: list[str], epochs: int, subset: int | None, seed: int,
-                base: dict, attacker_seeds: int = 1, save_dir: Path | None = None) -> list[dict]:
-    npz = DATA / f"{name}.npz"
-    with np.load(npz) as z:
-        test = (z["test_images"], z["test_labels"])
-        train_labels = z["train_labels"]
-    series = medmnist_series(npz, "train", n=subset)
-    n = len(series.samples)
-    clean = np.stack([s.read() for s in series.samples]).astype(np.uint8)
-    labels = train_labels[:n]
-    out = []
-    for spec in rows:
-        label, kwargs = parse_row(spec)
-        row = {"dataset": name, "row": label, "train_images": n}
-        if label == "clean":
-            prot = clean
-            row.update(seconds=0.0, rounds=0, fraction_pixels_changed=0.0, psnr=float("inf"), ssim=1.0)
-        else:
-            settings = ProtectSettings(**{**base, **kwargs, "seed": seed})
-            t0 = time.perf_counter()
-            result = protect_series([series], settings)
-            seconds = time.perf_counter() - t0
-            prot = np.stack([result.protected(series.id, i) for i in range(n)])
-            budget = settings.epsilon * 255  # MedMNIST is uint8 with the full 0..255 window
-            assert np.abs(prot - clean).max() <= np.floor(budget + 0.5) + 1e-6, "budget exceeded"
-            prot = prot.astype(np.uint8)
-            if save_dir is not None:
-                save_dir.mkdir(parents=True, exist_ok=True)
-                safe = spec.replace(":", "_").replace("=", "-").replace("/", "_")
-                np.savez_compressed(save_dir / f"{name}-{safe}-seed{seed}.npz", train_images=prot, train_labels=labels)
-            psnr, ssim = image_quality(clean, prot)
-            row.update(seconds=round(seconds, 1), rounds=result.summary["rounds"],
-                       fraction_pixels_changed=round(result.summary["fraction_pixels_changed"], 4),
-                       surrogate_accuracy=result.summary["surrogate_accuracy"],
-                       surrogate_loss=result.summary["surrogate_loss"], psnr=round(psnr, 2), ssim=round(ssim, 4),
-                       settings={k: v for k, v in settings.as_dict().items() if k not in ("device",)})
-        for arch in archs:
-            row[arch] = attack(prot, labels, test, arch, epochs, [seed + k for k in range(attacker_seeds)])
-        print(json.dumps(row), flush=True)
-        out.append(row)
+def thief_run(name: str, spec: str, seed: int, recipe: ThiefRecipe, prot: np.ndarray, data: dict, log) -> dict:
+    path = CACHE / name / f"{_safe(spec)}-p{seed}-{recipe.name}-a{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    res = run_thief(prot, data["train"][1], data["val"], data["test"], recipe, seed, clean_train_images=data["train"][0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res))
+    f, v = res["final"], res["val_selected"]
+    log(f"{name} {spec} seed {seed} {recipe.name}: {res['seconds']:.0f} s, rank power final {f['rank_power']:.3f} / "
+        f"val-selected {v['rank_power']:.3f} (epoch {v['epoch']}), balanced {f['balanced_acc']:.3f} / {v['balanced_acc']:.3f}")
+    return res
+
+
+def run_grid(datasets: list[str], methods: list[str], seeds: list[int], recipes: list[ThiefRecipe], log) -> None:
+    """Seed by seed, dataset by dataset, thief by thief (in the order given), every method: so that a
+    partial grid compares all methods against the same thieves."""
+    for seed in seeds:
+        for name in datasets:
+            data = load_dataset(name)
+            prot = {spec: protected_split(name, spec, seed, data, log)[0] for spec in methods}
+            for recipe in recipes:
+                for spec in methods:
+                    thief_run(name, spec, seed, recipe, prot[spec], data, log)
+
+
+# -- report ----------------------------------------------------------------------------------------
+def collect(datasets: list[str], methods: list[str], seeds: list[int], recipes: list[ThiefRecipe]) -> dict:
+    """What the cache holds: {dataset: {spec: {"meta": [...], recipe name: summary, ...}}}."""
+    out: dict = {}
+    for name in datasets:
+        for spec in methods:
+            metas, per_recipe = [], {}
+            for seed in seeds:
+                meta_path = CACHE / name / f"{_safe(spec)}-p{seed}.json"
+                if spec == "clean":
+                    metas.append({"seconds": 0.0, "psnr": float("inf"), "ssim": 1.0, "seed": seed})
+                elif meta_path.exists():
+                    metas.append({**json.loads(meta_path.read_text()), "seed": seed})
+                for r in recipes:
+                    p = CACHE / name / f"{_safe(spec)}-p{seed}-{r.name}-a{seed}.json"
+                    if p.exists():
+                        per_recipe.setdefault(r.name, []).append(json.loads(p.read_text()))
+            if per_recipe:
+                out.setdefault(name, {})[spec] = {"meta": metas, "thieves": {k: summarize(v) for k, v in per_recipe.items()}}
     return out
 
 
-def _cell(res: dict, key: str) -> str:
-    """final / peak (mean over attacker seeds); with several seeds the range of the final value follows."""
-    text = f"{res['final'][key]:.3f} / {res['peak'][key]:.3f}"
-    finals = [r["final"][key] for r in res.get("runs", [])]
-    if len(finals) > 1:
-        text += f" ({min(finals):.2f}-{max(finals):.2f})"
+def _cell(summary: dict, view: str, key: str) -> str:
+    s = summary.get(view)
+    if not s:
+        return "-"
+    m = s[key]
+    text = f"{m['mean']:.2f}"
+    if summary["n"] > 1:
+        text += f" ({m['min']:.2f}-{m['max']:.2f})"
     return text
 
 
-def markdown(rows: list[dict], archs: list[str], header: str) -> str:
+def _quality(meta: list[dict]) -> tuple[str, str, str]:
+    if not meta:
+        return "-", "-", "-"
+    psnr = [m["psnr"] for m in meta]
+    return (f"{np.mean([m['seconds'] for m in meta]):.0f}",
+            "inf" if not np.isfinite(np.mean(psnr)) else f"{np.mean(psnr):.1f}", f"{np.mean([m['ssim'] for m in meta]):.3f}")
+
+
+def worst_case(entry: dict, view: str) -> float | None:
+    vals = [s[view]["rank_power"]["mean"] for s in entry["thieves"].values() if view in s]
+    return max(vals) if vals else None
+
+
+def markdown(grid: dict, recipes: list[ThiefRecipe], seeds: list[int], header: str) -> str:
+    names = [r.name for r in recipes]
     lines = [header, ""]
-    cols = ["dataset", "row", "gen s", "rounds", "changed", "PSNR dB", "SSIM"]
-    for a in archs:
-        cols += [f"{a} bal (final/peak)", f"{a} AUC (final/peak)", f"{a} acc (final/peak)"]
-    lines.append("| " + " | ".join(cols) + " |")
-    lines.append("|" + "---|" * len(cols))
-    for r in rows:
-        cells = [r["dataset"], r["row"], f"{r['seconds']:.0f}", str(r["rounds"]), f"{100 * r['fraction_pixels_changed']:.1f} %",
-                 "inf" if not np.isfinite(r["psnr"]) else f"{r['psnr']:.1f}", f"{r['ssim']:.3f}"]
-        for a in archs:
-            cells += [_cell(r[a], "balanced_acc"), _cell(r[a], "auc"), _cell(r[a], "acc")]
-        lines.append("| " + " | ".join(cells) + " |")
+    for name, rows in grid.items():
+        lines += [f"#### {name}: ranking power max(AUC, 1-AUC), final epoch / val-selected epoch (mean, range over seeds)", ""]
+        cols = ["method", "seeds", "gen s", "PSNR dB", "SSIM", "worst of the thieves run, final / val-sel"] + names
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for spec, e in rows.items():
+            n = max((s["n"] for s in e["thieves"].values()), default=0)
+            wf, wv = worst_case(e, "final"), worst_case(e, "val_selected")
+            cells = [f"**{spec}** (default)" if spec == DEFAULT_ROW else spec, str(n), *_quality(e["meta"]),
+                     f"{wf:.2f} / {wv:.2f}" if wf is not None else "-"]
+            for r in names:
+                s = e["thieves"].get(r)
+                cells.append("not run" if s is None else f"{_cell(s, 'final', 'rank_power')} / {_cell(s, 'val_selected', 'rank_power')}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"#### {name}: balanced accuracy, final / val-selected; few-clean refit (50 clean images) ranking power final / val-selected", ""]
+        cols = ["method"] + [f"{r} bal" for r in names] + [f"{r} few-clean RP" for r in names if recipes[names.index(r)].few_clean]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for spec, e in rows.items():
+            cells = [spec]
+            for r in names:
+                s = e["thieves"].get(r)
+                cells.append("-" if s is None else f"{_cell(s, 'final', 'balanced_acc')} / {_cell(s, 'val_selected', 'balanced_acc')}")
+            for r in names:
+                if not recipes[names.index(r)].few_clean:
+                    continue
+                s = e["thieves"].get(r)
+                cells.append("-" if s is None else f"{_cell(s, 'few_clean_final', 'rank_power')} / {_cell(s, 'few_clean_val_selected', 'rank_power')}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def figure(grid: dict, recipes: list[ThiefRecipe], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(1, len(grid)), figsize=(6.5 * max(1, len(grid)), 5), squeeze=False)
+    markers = dict(zip([r.name for r in recipes], "osD^vP*X"))
+    for ax, (name, rows) in zip(axes[0], grid.items()):
+        specs = list(rows)
+        colors = {s: plt.cm.tab10(i) if i < 10 else plt.cm.Dark2(i % 8) for i, s in enumerate(specs)}
+        for spec, e in rows.items():
+            psnr = np.mean([m["psnr"] for m in e["meta"]]) if e["meta"] else np.nan
+            x = 50.0 if not np.isfinite(psnr) else psnr  # clean data drawn at the right edge
+            for rname, s in e["thieves"].items():
+                ax.scatter(x, s["final"]["rank_power"]["mean"], color=colors[spec], marker=markers.get(rname, "o"), s=30, alpha=0.8)
+                if "val_selected" in s:
+                    ax.scatter(x, s["val_selected"]["rank_power"]["mean"], facecolors="none", edgecolors=[colors[spec]],
+                               marker=markers.get(rname, "o"), s=60, alpha=0.8)
+            wf = worst_case(e, "final")
+            label = f"{spec} (default)" if spec == DEFAULT_ROW else spec
+            ax.annotate(label, (x, wf), textcoords="offset points", xytext=(4, 6), fontsize=8,
+                        fontweight="bold" if spec == DEFAULT_ROW else "normal", color=colors[spec])
+            if spec == DEFAULT_ROW:
+                ax.scatter(x, wf, marker="*", s=300, color="gold", edgecolors="black", zorder=5)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        target = 0.60 if name == "breastmnist" else 0.65  # issue 12's targets
+        ax.axhline(target, color="red", lw=0.8, ls="--")
+        ax.text(35.2, target + 0.005, f"target {target:.2f}", color="red", fontsize=7)
+        ax.axvline(35.0, color="grey", lw=0.8, ls="--")
+        ax.text(35.2, 0.46, "PSNR floor 35 dB", color="grey", fontsize=7)
+        ax.set_title(f"{name}: ranking power vs PSNR\nfilled = final epoch, hollow = val-selected; clean at 50 dB")
+        ax.set_xlabel("PSNR of the protected training split (dB)")
+        ax.set_ylabel("thief's ranking power max(AUC, 1-AUC) on clean test")
+        ax.set_ylim(0.45, 1.0)
+    handles = [plt.Line2D([], [], marker=m, ls="", color="black", label=r) for r, m in markers.items()]
+    axes[0][0].legend(handles=handles, fontsize=7, loc="lower right", title="thief", title_fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_markdown(doc: Path, table: str) -> None:
+    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
+    block = f"{START}\n{table}{END}"
+    if START in text and END in text:
+        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text, encoding="utf-8")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="breastmnist,pneumoniamnist")
-    ap.add_argument("--rows", default="clean,random:0.2,em,salm:0.05,salm:0.1,salm:0.2,salm:0.5",
-                    help="comma-separated: clean | random:R | em | salm:R[:key=value...] (ProtectSettings fields)")
-    ap.add_argument("--archs", default="cnn,resnet")
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--subset", type=int, default=None, help="only the first N training images")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", default="clean,salm,em,em-class,tap,ar,lsp,ops,random",
+                    help="comma-separated: clean | METHOD[:key=value...] (ProtectSettings fields)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--thieves", default=None, help="only these thief names (default: the whole suite)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
-    ap.add_argument("--attacker-seeds", type=int, default=1,
-                    help="train each attacker this many times (seeds SEED, SEED+1, ...); tables show the mean and the range")
-    ap.add_argument("--save-protected", type=Path, default=None,
-                    help="also write each row's protected training split to DIR/<dataset>-<row>-seed<N>.npz")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
-    ap.add_argument("--json-out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--report-only", action="store_true", help="only rebuild tables and figure from the cache")
+    ap.add_argument("--markdown", type=Path, default=None, help="write the tables into this file (between grid markers)")
+    ap.add_argument("--figure", type=Path, default=REPO / "docs" / "efficacy_grid.png")
+    ap.add_argument("--log", type=Path, default=None, help="also append progress lines to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    archs = args.archs.split(",")
-    base = {"device": args.device}
-    rows = []
-    t0 = time.perf_counter()
-    for name in args.datasets.split(","):
-        rows += run_dataset(name, args.rows.split(","), archs, args.epochs, args.subset, args.seed, base,
-                            args.attacker_seeds, args.save_protected)
+    datasets, methods = args.datasets.split(","), args.methods.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    recipes = default_suite(args.epochs)
+    if args.thieves:
+        by_name = {r.name: r for r in recipes}
+        unknown = [t for t in args.thieves.split(",") if t not in by_name]
+        if unknown:
+            ap.error(f"unknown thief {unknown[0]!r}; choose from {', '.join(by_name)}")
+        recipes = [by_name[t] for t in args.thieves.split(",")]
+
+    def log(msg: str) -> None:
+        line = f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} {msg}"
+        print(line, file=sys.stderr, flush=True)
+        if args.log:
+            with open(args.log, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+    if not args.report_only:
+        run_grid(datasets, methods, seeds, recipes, log)
+    grid = collect(datasets, methods, seeds, recipes)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = "python benchmarks/efficacy.py " + " ".join(sys.argv[1:])
-    header = (f"#### Run {stamp}\n\n`{cmd}`  \n{platform.machine()}, torch {torch.__version__}, "
-              f"{args.threads} thread(s), device {args.device}, attackers trained {args.epochs} epochs (Adam 1e-3, batch 32), "
-              f"seed {args.seed}, {args.attacker_seeds} attacker seed(s), total {time.perf_counter() - t0:.0f} s. Bal = balanced accuracy on the clean test split.")
-    table = markdown(rows, archs, header)
+    header = (f"### Grid (issue 12), tables rebuilt {stamp}\n\n"
+              f"`python benchmarks/efficacy.py --datasets {args.datasets} --methods {args.methods} --seeds {args.seeds} "
+              f"--epochs {args.epochs}` (cache: benchmarks/results/efficacy_cache/)  \n"
+              f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), bf16 autocast for the thieves. "
+              f"Thieves: {', '.join(r.name for r in recipes)}; SGD: lr 0.05, momentum 0.9, weight decay 5e-4, cosine; "
+              f"Adam 1e-3; batch 128; aug = random crop (4-pixel zero padding) + horizontal flip; mix10 = 10 % of the "
+              f"training split replaced by clean originals. 'val-sel' = test metric at the epoch with the best ranking "
+              f"power on the clean val split. Seed k = protection seed k and thief seed k. Missing cells were not run.\n\n"
+              f"![ranking power vs PSNR](efficacy_grid.png)\n")
+    table = markdown(grid, recipes, seeds, header)
     print(table)
-    args.json_out.mkdir(parents=True, exist_ok=True)
-    (args.json_out / f"efficacy-{stamp.replace(' ', '_').replace(':', '')}.json").write_text(json.dumps(rows, indent=1))
+    if grid:
+        figure(grid, recipes, args.figure)
     if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as fh:
-            fh.write("\n" + table)
+        write_markdown(args.markdown, table)
     return 0
 
 

@@ -46,7 +46,8 @@ def _build_parser() -> argparse.ArgumentParser:
     protect.add_argument("inputs", nargs="+", type=str, metavar="INPUT",
                          help="a file or folder, or a PACS source: dicomweb:URL[/studies/UID] or dimse:AET@HOST:PORT")
     protect.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder outside the inputs")
-    protect.add_argument("--method", default="salm", choices=["salm", "em", "random"])
+    protect.add_argument("--method", default="salm", choices=["salm", "em", "random", "em-class", "tap", "ar", "lsp", "ops"],
+                         help="salm (default); em, random and the published peers em-class, tap, ar, lsp, ops (docs/algorithm.md)")
     protect.add_argument("--epsilon", default="8/255",
                          help="budget: a fraction of the reader's window (the file's own window; CT without one: "
                               "W400; 8-bit: 0..255), e.g. 8/255 or 0.03, or native units, e.g. 12HU")
@@ -126,8 +127,12 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="npz with train_images/train_labels, or a folder with train/<class>/ images")
     evaluate.add_argument("--clean", required=True, type=Path, metavar="FILE_OR_DIR",
                           help="npz (or folder tree) with the clean train and test splits")
-    evaluate.add_argument("--arch", default="cnn", help="attacker: cnn | resnet | densenet, or several comma-separated")
-    evaluate.add_argument("--epochs", type=int, default=15)
+    evaluate.add_argument("--thieves", default="suite", metavar="NAMES",
+                          help="'suite' (default: cnn, resnet18 and vgg with crop+flip and SGD, resnet18 with Adam, without "
+                               "augmentation and with 10%% clean images mixed in) or names like resnet18-sgd-aug,vgg-adam-noaug")
+    evaluate.add_argument("--seeds", default="0", help="thief seeds, comma-separated (mean and range are reported)")
+    evaluate.add_argument("--arch", default=None, help="legacy countermeasure check (with --defense): cnn | resnet | densenet")
+    evaluate.add_argument("--epochs", type=int, default=20)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--defense", default=None, metavar="NAME",
                           help="a thief's countermeasure, applied to both training runs: none | augment | blur | median | "
@@ -170,7 +175,66 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.defense is None and args.arch is None:
+        return _cmd_evaluate_suite(args)
+    return _cmd_evaluate_legacy(args)
+
+
+def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
+    """The realistic thief suite; the last line of stdout is the verdict (or, with --json, the JSON document)."""
+    from salm_desktop.core.evaluate import load_split
+    from salm_desktop.core.evaluate.suite import evaluate_suite, format_suite
+    from salm_desktop.core.evaluate.thieves import default_suite, parse_thief
+    from salm_desktop.core.evaluate.verdict import verdict_line
+
+    if args.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    try:
+        recipes = default_suite(args.epochs) if args.thieves.strip() == "suite" else [
+            parse_thief(t, args.epochs) for t in args.thieves.split(",") if t.strip()]
+        seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+    except ValueError as exc:
+        raise UsageError(f"--thieves/--seeds: {exc}") from exc
+    try:
+        protected = load_split(args.protected, "train")
+        clean_train = load_split(args.clean, "train")
+        clean_test = load_split(args.clean, "test")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        clean_val = load_split(args.clean, "val")
+    except ValueError:
+        clean_val = None  # the suite holds out part of the clean training split instead
+    if protected[0].shape[1:] != clean_test[0].shape[1:]:
+        raise UsageError(f"{args.protected}: image size {protected[0].shape[1:]} differs from the clean test split {clean_test[0].shape[1:]}")
+    if protected[0].ndim != 3:
+        raise UsageError(f"{args.protected}: the thief suite evaluates 2D grey images only")
+
+    def show(tag: str, epoch: int, epochs: int, m: dict) -> None:
+        if not args.json:
+            print(f"  {tag} epoch {epoch}/{epochs}: ranking power {m['rank_power']:.3f} balanced {m['balanced_acc']:.3f}",
+                  file=sys.stderr)
+
+    # the clinical-utility block comes first, so that the verdict stays the last line
+    utility = _clinical_utility(args, "cnn", clean_train, clean_test) if args.utility else None
+    res = evaluate_suite(protected, clean_train, clean_val, clean_test, recipes, seeds, progress=show)
+    if utility is not None:
+        res["utility"] = utility  # one JSON document stays one document
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(format_suite(res))
+        print(verdict_line(res["verdict"]))
+    return EXIT_OK
+
+
+def _cmd_evaluate_legacy(args: argparse.Namespace) -> int:
+    """The countermeasure check (--defense): the earlier attackers (docs/robustness.md)."""
     from salm_desktop.core.evaluate import ARCHS, evaluate_efficacy, load_split
+    from salm_desktop.core.evaluate.verdict import decide, verdict_line
+
+    args.arch = args.arch or "cnn"
+    args.epochs = args.epochs if args.epochs else 15
     from salm_desktop.core.progress import Progress
 
     archs = [a.strip().lower() for a in str(args.arch).split(",") if a.strip()]
@@ -208,8 +272,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             results.append(res)
     if utility is not None:
         results[0]["utility"] = utility  # one JSON document stays one document
+    per = {f"{r['arch']}+{r['defense'] or 'none'}": {
+        "protected": {"final": max(r["protected"]["final"]["auc"], 1 - r["protected"]["final"]["auc"]),
+                      "val_selected": max(r["protected"]["peak"]["auc"], 1 - r["protected"]["peak"]["auc"])},
+        "clean": {"final": max(r["clean"]["final"]["auc"], 1 - r["clean"]["final"]["auc"])}} for r in results}
+    verdict = decide(per)  # legacy attackers have no val split: their peak epoch stands in for the val-selected one
     if args.json:
-        print(json.dumps(results[0] if len(results) == 1 else {"results": results}))
+        doc = results[0] if len(results) == 1 else {"results": results}
+        print(json.dumps({**doc, "verdict": verdict}))
     else:
         for res in results:
             print(f"attacker {res['arch']}, defense {res['defense'] or 'none'}, {res['epochs']} epochs, seed {res['seed']}, "
@@ -218,6 +288,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 f, p = res[part]["final"], res[part]["peak"]
                 print(f"  trained on {part:9s}  final: acc {f['acc']:.3f}  balanced {f['balanced_acc']:.3f}  AUC {f['auc']:.3f}"
                       f"   peak: acc {p['acc']:.3f}  balanced {p['balanced_acc']:.3f}  AUC {p['auc']:.3f}")
+        print(verdict_line(verdict).replace("val-selected epoch", "peak epoch"))
     return EXIT_OK
 
 

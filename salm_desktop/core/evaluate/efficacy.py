@@ -1,5 +1,9 @@
 """Efficacy: does a model trained on the protected copy fail on clean patients?
 
+These are the *earlier* attackers (Adam, no val split, augmentation only as a defense), kept for the
+countermeasure check (``evaluate --defense``). The default check is the thief suite in thieves.py
+(crop + flip on, three architectures, SGD and Adam, val-selected epoch, few-clean refit).
+
 The literature's protocol: train a fresh classifier (an architecture other than the protector's
 surrogate) once on the protected training split and once on the clean one with the same recipe,
 and report accuracy, balanced accuracy and ROC AUC on the clean test split, after the last epoch

@@ -20,6 +20,7 @@ Flow of one job (docs/algorithm.md explains every choice):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -34,6 +35,7 @@ from salm_desktop.core.progress import Progress
 from .clusters import intensity_features, kmeans
 from .device import resolve_device
 from .masks import body_mask, topk_mask
+from .peers import CANDIDATE_METHODS, PEER_METHODS, generate_peer
 from .robust import random_transform, robust_mode
 from .settings import ProtectSettings
 from .store import ArrayStore
@@ -319,6 +321,26 @@ class _Job:
                     self.done += (pos % self.s.batch_size) + 1
                     self.progress.update("protect", self.done, self.total, "random noise")
 
+    # -- published peers (peers.py) -------------------------------------------------------------
+    def _peers(self) -> None:
+        """One peer generation per image shape; L2/L0 peers may exceed epsilon per pixel, so the job's
+        epsilon becomes the largest change actually made (the result clips the noise to it)."""
+        largest = 0.0
+        for bucket in self.buckets.values():
+            if len(bucket.shape) != 2:
+                raise ValueError(f"method {self.s.method!r} protects 2D images only; this job has samples of shape {bucket.shape}")
+            delta = generate_peer(self.s.method, np.asarray(bucket.clean[:], dtype=np.float32), bucket.labels, self.s,
+                                  self.progress, self.device)
+            bucket.delta[:] = delta.astype(np.float16)
+            largest = max(largest, float(np.abs(bucket.delta[:].astype(np.float32)).max(initial=0.0)))
+            self.done += bucket.n * (1 + self.s.max_rounds) - bucket.n
+            self.progress.update("protect", self.done, self.total, f"{self.s.method} noise")
+        if largest > self.eps:
+            self.eps = largest
+            self.s = dataclasses.replace(self.s, epsilon=min(1.0, largest))
+            # the result clips each series' noise to its own budget: L2/L0 peers keep what they made
+            self.eps_series = {sid: max(e, min(1.0, largest)) for sid, e in self.eps_series.items()}
+
     # -- min-min ----------------------------------------------------------------------------------
     def _batch(self, bucket: _Bucket, idx: np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(bucket.clean[idx], dtype=np.float32)).unsqueeze(1).to(self.device)
@@ -485,6 +507,8 @@ class _Job:
         with _deterministic(self.device):
             if self.s.method == "random":
                 self._random()
+            elif self.s.method in PEER_METHODS + CANDIDATE_METHODS:
+                self._peers()
             else:
                 for dims in sorted({len(sh) for sh in self.buckets}):
                     self._min_min(dims, [b for sh, b in self.buckets.items() if len(sh) == dims])
