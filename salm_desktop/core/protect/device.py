@@ -24,3 +24,35 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {name!r}") from exc
+
+
+# Arithmetic of the surrogate's forward/backward passes. "fp32" is the reference path (bit-identical
+# to releases before precision existed); "bf16" runs convolutions under bfloat16 autocast with a
+# channels-last layout, while the noise, its projection, the stop check and everything stored stay
+# float32. "auto" picks bf16 where the hardware has native bfloat16 arithmetic (AVX512_BF16/AMX on x86,
+# CUDA compute capability 8.0+), fp32 elsewhere (emulated bf16 is slower than fp32).
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions natively (faster than float32)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``ProtectSettings.precision`` on ``device`` -> "fp32" | "bf16"."""
+    name = (name or "auto").strip().lower()
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if name == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"precision 'bf16' is not available on device {device.type!r}; use fp32")
+    return name
