@@ -301,7 +301,7 @@ def speed_main(args) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--slices", type=int, nargs="+", default=None, help="CT series lengths (default 64 256; old-against-new: none)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--report", action="store_true", help="also write report.html/.pdf (off: measure data only)")
@@ -322,6 +322,8 @@ def main() -> int:
     parser.add_argument("--batch-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sequential", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.slices is None and not args.baseline_commit:
+        args.slices = [64, 256]
     if args.speed_child:
         extra = {k: _setting_value(v) for k, v in (kv.split("=", 1) for kv in args.new_settings)}
         print(json.dumps(run_speed_once(args.speed_child, args.slices[0], args.rounds, args.device, args.threads,
