@@ -82,9 +82,12 @@ class ProtectResult:
         Pixels whose noise is zero keep their exact original values.
         """
         series = self._series(series_id)
+        return self._protected_from(series, index, series.samples[index].read())
+
+    def _protected_from(self, series: Series, index: int, native: np.ndarray) -> np.ndarray:
+        """:meth:`protected` from already decoded native values (the summary decodes each sample once)."""
         sample = series.samples[index]
-        native = sample.read()
-        d = self.delta(series_id, index)
+        d = self.delta(series.id, index)
         out = sample.stored.quantize(native + d * np.float32(series.intensity.width))
         return np.where(d == 0, native, out).astype(np.float32)
 
@@ -520,7 +523,7 @@ class _Job:
         for ser in self.series:
             for ki, smp in enumerate(ser.samples):
                 orig = smp.read()
-                prot = result.protected(ser.id, ki)
+                prot = result._protected_from(ser, ki, orig)
                 diff = np.abs(prot.astype(np.float64) - orig)
                 changed += int(np.count_nonzero(diff))
                 numel += diff.size
