@@ -428,15 +428,17 @@ class _Job:
             else:
                 per_sample = F.cross_entropy(logits, ya, reduction="none")
                 loss = per_sample.sum()  # only the sign / ranking of the gradient is used: the scale is free
-            (grad,) = torch.autograd.grad(loss, da)
-            da = da.detach()
             done = None
             if floor is not None:
                 done = per_sample.detach() <= floor
                 if fra is not None:
                     done &= ~fra  # a sample's first step always runs: it chooses the sample's mask
+                if bool(done.all()):
+                    break  # every remaining sample is at the floor: no backward pass at all
                 if not bool(done.any()):
                     done = None
+            (grad,) = torch.autograd.grad(loss, da)
+            da = da.detach()
             prev_d, prev_m = da, ma
             if self.class_masks and not fixed_class_mask:
                 self._add_class_saliency(b, ya, grad)
@@ -481,7 +483,7 @@ class _Job:
             logits = model(self._model_input(torch.clamp(x + d, 0, 1)))
             pred = logits.argmax(1)
             loss_sum = float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        b.delta[idx] = d.squeeze(1).cpu().numpy().astype(np.float16)
+        b.delta[idx] = d.detach().squeeze(1).cpu().numpy().astype(np.float16)
         if self.use_mask:
             b.mask[idx] = m.squeeze(1).cpu().numpy().astype(np.uint8)
             b.mask_set[idx] = True
