@@ -18,7 +18,7 @@ a baseline commit and of this working tree, back to back in alternating child pr
 on the first N PneumoniaMNIST training images (images/s at 28x28) and on a replicated real-CT series
 (slices/s at 512x512, clusters:2 pseudo-labels, at most --rounds rounds); prints the ratios:
 
-    python3 benchmarks/throughput.py --baseline-commit f0e4736 --mnist-images 4708 --slices 16 --rounds 3 --threads 1
+    python3 benchmarks/throughput.py --baseline-commit f0e4736 --mnist-images 4708 --slices 16 --rounds 3 --threads 1 [--concurrent]
 
 (the baseline is extracted with `git archive` into a temporary folder and imported first on sys.path;
 `--new-settings precision=fp32` etc. pass extra ProtectSettings to the new code only.)
@@ -243,12 +243,13 @@ def run_speed_once(kind: str, n: int, rounds: int, device: str, threads: int, co
             make_series(Path(tmp) / "series", n)
             series = load_paths([Path(tmp) / "series"]).series[0]
             settings = ProtectSettings(device=device, seed=0, labels="clusters", n_clusters=2, max_rounds=rounds, **extra)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = protect_series([series], settings)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         summary = result.summary
         result.close()
     return {"kind": kind, "samples": n, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 2), "samples_per_cpu_s": round(n / cpu_seconds, 3),
             "rounds": summary["rounds"], "surrogate_accuracy": summary["surrogate_accuracy"],
             "precision": summary.get("precision", "fp32"), "pgd_steps_run_fraction": summary.get("pgd_steps_run_fraction", 1.0),
             "torch_threads": torch.get_num_threads(), "device": summary["device"]}
@@ -269,33 +270,45 @@ def speed_main(args) -> int:
         kinds = ([("mnist", args.mnist_images)] if args.mnist_images else []) + ([("ct", args.slices[0])] if args.slices else [])
         for kind, n in kinds:
             for rep in range(args.repeats):
-                for code in (("baseline", "new") if rep % 2 == 0 else ("new", "baseline")):
+                order = ("baseline", "new") if rep % 2 == 0 else ("new", "baseline")
+                procs = []
+                for code in order:
                     cmd = [sys.executable, __file__, "--speed-child", kind, "--slices", str(n), "--rounds", str(args.rounds),
                            "--device", args.device, "--threads", str(args.threads), "--code-root", roots[code]]
                     if code == "new":
                         cmd += ["--new-settings", *args.new_settings] if args.new_settings else []
-                    out = subprocess.run(cmd, capture_output=True, text=True)
-                    if out.returncode != 0:
-                        print(out.stderr, file=sys.stderr)
+                    procs.append((code, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+                    if not args.concurrent:
+                        procs[-1] = (code, procs[-1][1].communicate(), procs[-1][1].returncode)
+                for item in procs:
+                    code, (stdout, stderr), rc = item if not args.concurrent else (item[0], item[1].communicate(), item[1].returncode)
+                    if rc != 0:
+                        print(stderr, file=sys.stderr)
                         return 1
                     row = {"code": code if code == "new" else f"baseline {args.baseline_commit}",
-                           **json.loads(out.stdout.strip().splitlines()[-1]), "new_settings": extra if code == "new" else {}}
+                           **json.loads(stdout.strip().splitlines()[-1]), "new_settings": extra if code == "new" else {}}
                     print(f"done: {row}", file=sys.stderr, flush=True)
                     rows.append(row)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _save(rows, "throughput-speed.json")
-    print("| code | data | samples | rounds | precision | PGD steps run | threads | protect s | samples/s | surrogate acc |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| code | data | samples | rounds | precision | PGD steps run | threads | protect s | samples/s | protect CPU s "
+          "| samples per CPU s | surrogate acc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         data = "PneumoniaMNIST train 28x28" if r["kind"] == "mnist" else "CT 512x512 (clusters:2)"
         print(f"| {r['code']} | {data} | {r['samples']} | {r['rounds']} | {r['precision']} | {r['pgd_steps_run_fraction']} | "
-              f"{r['torch_threads']} | {r['seconds']} | {r['samples_per_s']} | {r['surrogate_accuracy']:.3f} |")
+              f"{r['torch_threads']} | {r['seconds']} | {r['samples_per_s']} | {r['cpu_seconds']} | {r['samples_per_cpu_s']} | "
+              f"{r['surrogate_accuracy']:.3f} |")
     for kind, _ in kinds:
         old = [r["seconds"] for r in rows if r["kind"] == kind and r["code"] != "new"]
         new = [r["seconds"] for r in rows if r["kind"] == kind and r["code"] == "new"]
         pairs = ", ".join(f"{o / n:.2f}" for o, n in zip(old, new))
         print(f"\n{kind}: baseline / new wall time, per pair: {pairs}; best / best: {min(old) / min(new):.2f}")
+        old_cpu = [r["cpu_seconds"] for r in rows if r["kind"] == kind and r["code"] != "new"]
+        new_cpu = [r["cpu_seconds"] for r in rows if r["kind"] == kind and r["code"] == "new"]
+        pairs = ", ".join(f"{o / n:.2f}" for o, n in zip(old_cpu, new_cpu))
+        print(f"{kind}: baseline / new CPU time, per pair: {pairs}; best / best: {min(old_cpu) / min(new_cpu):.2f}")
     return 0
 
 
@@ -316,6 +329,9 @@ def main() -> int:
     parser.add_argument("--mnist-images", type=int, default=0, help="old-against-new: first N PneumoniaMNIST training images (0: skip)")
     parser.add_argument("--new-settings", nargs="*", default=[], metavar="KEY=VALUE",
                         help="old-against-new: extra ProtectSettings for the new code only (strings, ints, floats, none)")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="old-against-new: run each baseline/new pair at the same time (same machine load; the one "
+                             "that finishes first leaves the other more CPU, which favours the baseline)")
     parser.add_argument("--speed-child", help=argparse.SUPPRESS)
     parser.add_argument("--code-root", help=argparse.SUPPRESS)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
