@@ -131,6 +131,22 @@ def _project(d: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.maximum(torch.minimum(d, hi), lo)
 
 
+def _first_conv_in_fp32(model: torch.nn.Module, device_type: str) -> None:
+    """bf16 keeps 8 significant bits: an intensity near 0.5 moves in steps of 1/256, coarser than one
+    PGD step (epsilon/10). The first convolution therefore sees the perturbed input in float32; its
+    features, and everything after them, run in bf16."""
+    first = next((m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))), None)
+    if first is None:
+        return
+    conv_forward = first.forward
+
+    def forward_fp32(inp: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, enabled=False):
+            return conv_forward(inp.float())
+
+    first.forward = forward_fp32
+
+
 class _Job:
     def __init__(self, series: Sequence[Series], settings: ProtectSettings, progress: Progress | None) -> None:
         self.series = list(series)
@@ -292,6 +308,7 @@ class _Job:
         model.to(self.device)
         if self.precision == "bf16":
             model.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+            _first_conv_in_fp32(model, self.device.type)
         opt = torch.optim.SGD(model.parameters(), lr=s.surrogate_lr, momentum=0.9, weight_decay=5e-4)
         gen = np.random.default_rng(int(s.seed) + 1)
         sizes = np.array([b.n for b in buckets], dtype=np.float64)
