@@ -180,13 +180,13 @@ class _Job:
 
     def _autocast(self):
         """bf16 autocast for the surrogate's passes (precision "bf16"); a no-op for fp32."""
-        if self.precision != "bf16":
+        if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _model_input(self, z: torch.Tensor) -> torch.Tensor:
         """bf16 path: channels-last input for the channels-last model (oneDNN/cuDNN skip layout reorders)."""
-        if self.precision != "bf16":
+        if self.precision == "fp32":
             return z
         return z.contiguous(memory_format=torch.channels_last if z.ndim == 4 else torch.channels_last_3d)
 
@@ -306,8 +306,9 @@ class _Job:
             torch.random.default_generator.manual_seed(int(s.seed))
             model = build_surrogate(s.surrogate, dims, n_classes, spatial)
         model.to(self.device)
-        if self.precision == "bf16":
+        if self.precision != "fp32":
             model.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+        if self.precision == "bf16":  # "bf16_all" leaves the first convolution in bf16 too (faster, coarser input)
             _first_conv_in_fp32(model, self.device.type)
         opt = torch.optim.SGD(model.parameters(), lr=s.surrogate_lr, momentum=0.9, weight_decay=5e-4)
         gen = np.random.default_rng(int(s.seed) + 1)

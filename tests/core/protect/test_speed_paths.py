@@ -33,7 +33,7 @@ def _orig(series) -> np.ndarray:
     return np.stack([s.read() for s in series.samples])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16_all"])
 def test_both_precisions_keep_budget_mask_and_uint8_quantization(breast, precision):
     r = protect_series([breast], ProtectSettings(precision=precision, **FAST))
     assert r.summary["precision"] == precision
@@ -79,6 +79,7 @@ def test_precision_choice_and_validation():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("bf16_all", cpu) == "bf16_all"
     assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
     with pytest.raises(ValueError, match="precision"):
         ProtectSettings(precision="fp16")
