@@ -179,7 +179,7 @@ class _Job:
         self._class_mask_cache: dict[tuple, torch.Tensor] = {}
 
     def _autocast(self):
-        """bf16 autocast for the surrogate's passes (precision "bf16"); a no-op for fp32."""
+        """bf16 autocast for the surrogate's passes ("bf16", "bf16_all"); a no-op for fp32."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
