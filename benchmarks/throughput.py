@@ -13,6 +13,16 @@ series, run with the pipeline on and off in alternating child processes of the s
 
     python3 benchmarks/throughput.py --batch 6 --slices 24 --rounds 1 [--pgd-steps 2 --train-steps 2]
 
+Old against new (issue 20): the protect step alone (protect_series, default settings) of the code at
+a baseline commit and of this working tree, back to back in alternating child processes of one run,
+on the first N PneumoniaMNIST training images (images/s at 28x28) and on a replicated real-CT series
+(slices/s at 512x512, clusters:2 pseudo-labels, at most --rounds rounds); prints the ratios:
+
+    python3 benchmarks/throughput.py --baseline-commit f0e4736 --mnist-images 4708 --slices 16 --rounds 3 --threads 1 [--concurrent]
+
+(the baseline is extracted with `git archive` into a temporary folder and imported first on sys.path;
+`--new-settings precision=fp32` etc. pass extra ProtectSettings to the new code only.)
+
 Results go to stdout as a markdown table (paste into docs/benchmarks.md) and to
 benchmarks/results/throughput.json.
 """
@@ -199,9 +209,112 @@ def batch_main(args) -> int:
     return 0
 
 
+def _setting_value(text: str):
+    if text.lower() in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_speed_once(kind: str, n: int, rounds: int, device: str, threads: int, code_root: str,
+                   extra: dict) -> dict:
+    """Child process: protect_series alone, with the code under ``code_root`` (imported first)."""
+    sys.path.insert(0, code_root)
+    import torch
+
+    import salm_desktop
+    from salm_desktop.core.protect import ProtectSettings, protect_series
+
+    assert Path(salm_desktop.__file__).resolve().is_relative_to(Path(code_root).resolve()), salm_desktop.__file__
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
+    with tempfile.TemporaryDirectory(prefix="salm-speed-") as tmp:
+        if kind == "mnist":
+            from salm_desktop.core.evaluate import medmnist_series
+
+            series = medmnist_series(DATA / "medmnist" / "pneumoniamnist.npz", "train", n=n)
+            settings = ProtectSettings(device=device, seed=0, **extra)
+        else:
+            from salm_desktop.core.studies import load_paths
+
+            make_series(Path(tmp) / "series", n)
+            series = load_paths([Path(tmp) / "series"]).series[0]
+            settings = ProtectSettings(device=device, seed=0, labels="clusters", n_clusters=2, max_rounds=rounds, **extra)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        result = protect_series([series], settings)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        summary = result.summary
+        result.close()
+    return {"kind": kind, "samples": n, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 2), "samples_per_cpu_s": round(n / cpu_seconds, 3),
+            "rounds": summary["rounds"], "surrogate_accuracy": summary["surrogate_accuracy"],
+            "precision": summary.get("precision", "fp32"), "pgd_steps_run_fraction": summary.get("pgd_steps_run_fraction", 1.0),
+            "torch_threads": torch.get_num_threads(), "device": summary["device"]}
+
+
+def speed_main(args) -> int:
+    """Baseline commit against this tree, alternating child processes, each kind in turn."""
+    import shutil
+
+    tmp = Path(tempfile.mkdtemp(prefix="salm-baseline-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_commit, "salm_desktop"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        roots = {"baseline": str(tmp), "new": str(ROOT)}
+        extra = dict(kv.split("=", 1) for kv in args.new_settings)
+        rows = []
+        kinds = ([("mnist", args.mnist_images)] if args.mnist_images else []) + ([("ct", args.slices[0])] if args.slices else [])
+        for kind, n in kinds:
+            for rep in range(args.repeats):
+                order = ("baseline", "new") if rep % 2 == 0 else ("new", "baseline")
+                procs = []
+                for code in order:
+                    cmd = [sys.executable, __file__, "--speed-child", kind, "--slices", str(n), "--rounds", str(args.rounds),
+                           "--device", args.device, "--threads", str(args.threads), "--code-root", roots[code]]
+                    if code == "new":
+                        cmd += ["--new-settings", *args.new_settings] if args.new_settings else []
+                    procs.append((code, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+                    if not args.concurrent:
+                        procs[-1] = (code, procs[-1][1].communicate(), procs[-1][1].returncode)
+                for item in procs:
+                    code, (stdout, stderr), rc = item if not args.concurrent else (item[0], item[1].communicate(), item[1].returncode)
+                    if rc != 0:
+                        print(stderr, file=sys.stderr)
+                        return 1
+                    row = {"code": code if code == "new" else f"baseline {args.baseline_commit}",
+                           **json.loads(stdout.strip().splitlines()[-1]), "new_settings": extra if code == "new" else {}}
+                    print(f"done: {row}", file=sys.stderr, flush=True)
+                    rows.append(row)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _save(rows, "throughput-speed.json")
+    print("| code | data | samples | rounds | precision | PGD steps run | threads | protect s | samples/s | protect CPU s "
+          "| samples per CPU s | surrogate acc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        data = "PneumoniaMNIST train 28x28" if r["kind"] == "mnist" else "CT 512x512 (clusters:2)"
+        print(f"| {r['code']} | {data} | {r['samples']} | {r['rounds']} | {r['precision']} | {r['pgd_steps_run_fraction']} | "
+              f"{r['torch_threads']} | {r['seconds']} | {r['samples_per_s']} | {r['cpu_seconds']} | {r['samples_per_cpu_s']} | "
+              f"{r['surrogate_accuracy']:.3f} |")
+    for kind, _ in kinds:
+        old = [r["seconds"] for r in rows if r["kind"] == kind and r["code"] != "new"]
+        new = [r["seconds"] for r in rows if r["kind"] == kind and r["code"] == "new"]
+        pairs = ", ".join(f"{o / n:.2f}" for o, n in zip(old, new))
+        print(f"\n{kind}: baseline / new wall time, per pair: {pairs}; best / best: {min(old) / min(new):.2f}")
+        old_cpu = [r["cpu_seconds"] for r in rows if r["kind"] == kind and r["code"] != "new"]
+        new_cpu = [r["cpu_seconds"] for r in rows if r["kind"] == kind and r["code"] == "new"]
+        pairs = ", ".join(f"{o / n:.2f}" for o, n in zip(old_cpu, new_cpu))
+        print(f"{kind}: baseline / new CPU time, per pair: {pairs}; best / best: {min(old_cpu) / min(new_cpu):.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--slices", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--slices", type=int, nargs="+", default=None, help="CT series lengths (default 64 256; old-against-new: none)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--report", action="store_true", help="also write report.html/.pdf (off: measure data only)")
@@ -212,10 +325,28 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=10, help="surrogate steps per round")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0 = all cores; in batch mode fewer leaves a core for reading and writing, as a GPU would)")
+    parser.add_argument("--baseline-commit", help="old-against-new mode: the commit to compare this tree with")
+    parser.add_argument("--mnist-images", type=int, default=0, help="old-against-new: first N PneumoniaMNIST training images (0: skip)")
+    parser.add_argument("--new-settings", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="old-against-new: extra ProtectSettings for the new code only (strings, ints, floats, none)")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="old-against-new: run each baseline/new pair at the same time (same machine load; the one "
+                             "that finishes first leaves the other more CPU, which favours the baseline)")
+    parser.add_argument("--speed-child", help=argparse.SUPPRESS)
+    parser.add_argument("--code-root", help=argparse.SUPPRESS)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sequential", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.slices is None and not args.baseline_commit:
+        args.slices = [64, 256]
+    if args.speed_child:
+        extra = {k: _setting_value(v) for k, v in (kv.split("=", 1) for kv in args.new_settings)}
+        print(json.dumps(run_speed_once(args.speed_child, args.slices[0], args.rounds, args.device, args.threads,
+                                        args.code_root, extra)))
+        return 0
+    if args.baseline_commit:
+        return speed_main(args)
     if args.batch_child:
         print(json.dumps(run_batch_once(args.batch_child, args.slices[0], args.rounds, args.device, not args.sequential,
                                         args.pgd_steps, args.train_steps, args.threads)))

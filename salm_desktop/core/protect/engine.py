@@ -33,7 +33,7 @@ from salm_desktop.core.model import IntensityMap, Sample, Series, short_hash
 from salm_desktop.core.progress import Progress
 
 from .clusters import intensity_features, kmeans
-from .device import resolve_device
+from .device import resolve_device, resolve_precision
 from .masks import body_mask, topk_mask
 from .peers import CANDIDATE_METHODS, PEER_METHODS, generate_peer
 from .robust import random_transform, robust_mode
@@ -87,9 +87,12 @@ class ProtectResult:
         Pixels whose noise is zero keep their exact original values.
         """
         series = self._series(series_id)
+        return self._protected_from(series, index, series.samples[index].read())
+
+    def _protected_from(self, series: Series, index: int, native: np.ndarray) -> np.ndarray:
+        """:meth:`protected` from already decoded native values (the summary decodes each sample once)."""
         sample = series.samples[index]
-        native = sample.read()
-        d = self.delta(series_id, index)
+        d = self.delta(series.id, index)
         out = sample.stored.quantize(native + d * np.float32(series.intensity.width))
         return np.where(d == 0, native, out).astype(np.float32)
 
@@ -136,6 +139,22 @@ def _project(d: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.maximum(torch.minimum(d, hi), lo)
 
 
+def _first_conv_in_fp32(model: torch.nn.Module, device_type: str) -> None:
+    """bf16 keeps 8 significant bits: an intensity near 0.5 moves in steps of 1/256, coarser than one
+    PGD step (epsilon/10). The first convolution therefore sees the perturbed input in float32; its
+    features, and everything after them, run in bf16."""
+    first = next((m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))), None)
+    if first is None:
+        return
+    conv_forward = first.forward
+
+    def forward_fp32(inp: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, enabled=False):
+            return conv_forward(inp.float())
+
+    first.forward = forward_fp32
+
+
 class _Job:
     def __init__(self, series: Sequence[Series], settings: ProtectSettings, progress: Progress | None) -> None:
         self.series = list(series)
@@ -161,6 +180,27 @@ class _Job:
         self.class_score: dict[int, torch.Tensor] = {}  # id(bucket) -> (n_classes, *shape), class mask scopes
         self.robust = robust_mode(settings.robust)
         self.eot_gen = torch.Generator().manual_seed(int(settings.seed) + 99) if self.robust != "off" else None
+        self.precision = resolve_precision(settings.precision, self.device)
+        self.pinned = self.device.type == "cuda"  # page-locked staging so host->device copies overlap compute
+        self.pgd_sample_steps = 0  # sample x PGD steps actually run (early exit skips the rest)
+        self.pgd_sample_steps_max = 0
+        self._class_mask_cache: dict[tuple, torch.Tensor] = {}
+
+    def _autocast(self):
+        """bf16 autocast for the surrogate's passes ("bf16", "bf16_all"); a no-op for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _model_input(self, z: torch.Tensor) -> torch.Tensor:
+        """bf16 path: channels-last input for the channels-last model (oneDNN/cuDNN skip layout reorders)."""
+        if self.precision == "fp32":
+            return z
+        return z.contiguous(memory_format=torch.channels_last if z.ndim == 4 else torch.channels_last_3d)
+
+    def _logits(self, model, z: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return model(self._model_input(z))
 
     def _view(self, z: torch.Tensor, training: bool = False) -> torch.Tensor:
         """What the surrogate sees of the perturbed input: itself, or a random transformation (robust)."""
@@ -342,10 +382,16 @@ class _Job:
             self.eps_series = {sid: max(e, min(1.0, largest)) for sid, e in self.eps_series.items()}
 
     # -- min-min ----------------------------------------------------------------------------------
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a)
+        if self.pinned:
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
     def _batch(self, bucket: _Bucket, idx: np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(bucket.clean[idx], dtype=np.float32)).unsqueeze(1).to(self.device)
-        d = torch.from_numpy(np.asarray(bucket.delta[idx], dtype=np.float32)).unsqueeze(1).to(self.device)
-        y = torch.from_numpy(bucket.labels[idx]).to(self.device)
+        x = self._to_device(np.ascontiguousarray(bucket.clean[idx], dtype=np.float32)).unsqueeze(1)
+        d = self._to_device(np.asarray(bucket.delta[idx], dtype=np.float32)).unsqueeze(1)
+        y = self._to_device(bucket.labels[idx])
         return x, d, y
 
     def _min_min(self, dims: int, buckets: list[_Bucket]) -> None:
@@ -358,6 +404,10 @@ class _Job:
             model = build_surrogate(s.surrogate, dims, n_classes, spatial)
         self._stride = downsample_factor(spatial)
         model.to(self.device)
+        if self.precision != "fp32":
+            model.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+        if self.precision == "bf16":  # "bf16_all" leaves the first convolution in bf16 too (faster, coarser input)
+            _first_conv_in_fp32(model, self.device.type)
         opt = torch.optim.SGD(model.parameters(), lr=s.surrogate_lr, momentum=0.9, weight_decay=5e-4)
         gen = np.random.default_rng(int(s.seed) + 1)
         sizes = np.array([b.n for b in buckets], dtype=np.float64)
@@ -386,7 +436,8 @@ class _Job:
                 if len(idx) < 2 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
                     continue  # BatchNorm cannot train on a single sample
                 opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(self._view(torch.clamp(x + d, 0, 1), training=True)), y)
+                logits = self._logits(model, self._view(torch.clamp(x + d, 0, 1), training=True))
+                loss = F.cross_entropy(logits.float(), y)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
@@ -441,58 +492,120 @@ class _Job:
                 self.progress.check()
                 x, d, y = self._batch(b, idx)
                 z = torch.clamp(x + d, 0, 1).requires_grad_(True)
-                (grad,) = torch.autograd.grad(F.cross_entropy(model(self._view(z)), y), z)
+                (grad,) = torch.autograd.grad(F.cross_entropy(self._logits(model, self._view(z)).float(), y), z)
                 self._add_class_saliency(b, y, grad)
 
+    def _class_mask(self, b: _Bucket, y: torch.Tensor, fg: torch.Tensor | None) -> torch.Tensor:
+        """The top pixels of each sample's class saliency (round 1 or the pre-pass). Without a foreground
+        restriction all samples of a class share one mask: computed once per class, not once per sample."""
+        if fg is not None:
+            return topk_mask(self.class_score[id(b)][y].unsqueeze(1), self.ratio, fg)
+        key = (id(b), self._round)
+        if key not in self._class_mask_cache:
+            self._class_mask_cache = {key: topk_mask(self.class_score[id(b)].unsqueeze(1), self.ratio)}
+        return self._class_mask_cache[key][y]
+
     def _perturb_batch(self, model, b: _Bucket, idx: np.ndarray) -> tuple[int, float]:
-        """Run the PGD steps on one batch; returns (correct predictions, summed loss) on its perturbed samples."""
+        """Run the PGD steps on one batch; returns (correct predictions, summed loss) on its perturbed samples.
+
+        Early exit (``early_exit_loss``): a sample whose loss is already at most the floor before a step
+        keeps its noise and mask for the rest of the round and leaves the batch. In eval mode each
+        sample's gradient is its own, so the others step on exactly as they would have.
+        """
         s = self.s
         x, d, y = self._batch(b, idx)
         m = None
         fg = None
+        fresh = None
         if self.use_mask:
-            m = torch.from_numpy(np.asarray(b.mask[idx], dtype=bool)).unsqueeze(1).to(self.device)
+            m = self._to_device(np.asarray(b.mask[idx], dtype=bool)).unsqueeze(1)
             if b.fg is not None:
-                fg = torch.from_numpy(np.asarray(b.fg[idx], dtype=bool)).unsqueeze(1).to(self.device)
-            fresh = torch.from_numpy(~b.mask_set[idx]).to(self.device)
+                fg = self._to_device(np.asarray(b.fg[idx], dtype=bool)).unsqueeze(1)
+            fresh = self._to_device(~b.mask_set[idx])
         fixed_class_mask = self.class_masks and self._round >= self.first_class_mask_round
         eps, step_size = self._budget_of(b, idx)
         if fixed_class_mask:
             # one mask per class: the top pixels of the class's accumulated saliency (round 1 or the pre-pass)
-            m = topk_mask(self.class_score[id(b)][y].unsqueeze(1), self.ratio, fg)
+            m = self._class_mask(b, y, fg)
             d = d * m
+        floor = s.early_exit_loss
+        act = None  # positions of the samples still stepping; None: all of them
+        self.pgd_sample_steps_max += len(idx) * s.pgd_steps
         for step in range(s.pgd_steps):
-            d.requires_grad_(True)
-            loss = F.cross_entropy(model(self._view(torch.clamp(x + d, 0, 1))), y)
-            (grad,) = torch.autograd.grad(loss, d)
-            d = d.detach()
+            if act is None:
+                xa, ya, da, ma, fga, fra = x, y, d, m, fg, fresh
+                eps_a, step_a, idx_a = eps, step_size, idx
+            else:
+                xa, ya, da = x[act], y[act], d[act]
+                ma, fga, fra = (None if t is None else t[act] for t in (m, fg, fresh))
+                # per-sample budgets (series with different windows in one batch) follow the active subset
+                eps_a = eps[act] if torch.is_tensor(eps) else eps
+                step_a = step_size[act] if torch.is_tensor(step_size) else step_size
+                idx_a = idx[act.cpu().numpy()]
+            self.pgd_sample_steps += len(ya)
+            da.requires_grad_(True)
+            logits = self._logits(model, self._view(torch.clamp(xa + da, 0, 1))).float()
+            if floor is None:
+                loss = F.cross_entropy(logits, ya)
+            else:
+                per_sample = F.cross_entropy(logits, ya, reduction="none")
+                loss = per_sample.sum()  # only the sign / ranking of the gradient is used: the scale is free
+            done = None
+            if floor is not None:
+                done = per_sample.detach() <= floor
+                if fra is not None:
+                    done &= ~fra  # a sample's first step always runs: it chooses the sample's mask
+                if bool(done.all()):
+                    break  # every remaining sample is at the floor: no backward pass at all
+                if not bool(done.any()):
+                    done = None
+            (grad,) = torch.autograd.grad(loss, da)
+            da = da.detach()
+            prev_d, prev_m = da, ma
             if self.class_masks and not fixed_class_mask:
-                self._add_class_saliency(b, y, grad)
+                self._add_class_saliency(b, ya, grad)
             if fixed_class_mask:
-                d = d - step_size * torch.sign(grad) * m
+                da = da - step_a * torch.sign(grad) * ma
             elif self.use_mask:
                 recompute = self.mode == "step" or (self.mode == "round" and step == 0)
-                if recompute or bool(fresh.any()):
-                    new_m = topk_mask(grad.abs(), self.ratio, fg)
+                if recompute or bool(fra.any()):
+                    new_m = topk_mask(grad.abs(), self.ratio, fga)
                     if recompute:
-                        m = new_m
+                        ma = new_m
                     else:
-                        m = torch.where(fresh.view(-1, *([1] * (m.ndim - 1))), new_m, m)
-                    if s.init == "random" and bool(fresh.any()):
+                        ma = torch.where(fra.view(-1, *([1] * (ma.ndim - 1))), new_m, ma)
+                    if s.init == "random" and bool(fra.any()):
                         gen = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + int(idx[0]))
-                        r = (torch.rand(d.shape, generator=gen) * 2 - 1).to(self.device) * eps
-                        d = torch.where(fresh.view(-1, *([1] * (d.ndim - 1))), r, d)
-                    fresh = torch.zeros_like(fresh)
-                    d = d * m
-                d = d - step_size * torch.sign(grad) * m
+                        r = (torch.rand(da.shape, generator=gen) * 2 - 1).to(self.device) * eps_a
+                        da = torch.where(fra.view(-1, *([1] * (da.ndim - 1))), r, da)
+                    fra = torch.zeros_like(fra)
+                    da = da * ma
+                da = da - step_a * torch.sign(grad) * ma
             else:
-                d = d - step_size * torch.sign(grad)
-            d = _project(self._remove_local_mean(d, m, b, idx), x, eps)
-        with torch.no_grad():
-            logits = model(self._antialias(torch.clamp(x + d, 0, 1)))
+                da = da - step_a * torch.sign(grad)
+            da = _project(self._remove_local_mean(da, ma, b, idx_a), xa, eps_a)
+            if done is not None:  # samples at the floor keep their noise and mask
+                keep = done.view(-1, *([1] * (da.ndim - 1)))
+                da = torch.where(keep, prev_d, da)
+                if ma is not None:
+                    ma = torch.where(keep, prev_m, ma)
+            if act is None:
+                d, m, fresh = da, ma, fra
+            else:
+                d[act] = da
+                if m is not None:
+                    m[act] = ma
+                    fresh[act] = fra
+            if done is not None:
+                still = torch.nonzero(~done).squeeze(1)
+                act = still if act is None else act[still]
+                if act.numel() == 0:
+                    break
+        with torch.no_grad():  # the stop criterion in float32 whatever the precision of the steps
+            logits = model(self._model_input(self._antialias(torch.clamp(x + d, 0, 1))))
             pred = logits.argmax(1)
             loss_sum = float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        b.delta[idx] = d.squeeze(1).cpu().numpy().astype(np.float16)
+        b.delta[idx] = d.detach().squeeze(1).cpu().numpy().astype(np.float16)
         if self.use_mask:
             b.mask[idx] = m.squeeze(1).cpu().numpy().astype(np.uint8)
             b.mask_set[idx] = True
@@ -538,7 +651,7 @@ class _Job:
         for ser in self.series:
             for ki, smp in enumerate(ser.samples):
                 orig = smp.read()
-                prot = result.protected(ser.id, ki)
+                prot = result._protected_from(ser, ki, orig)
                 diff = np.abs(prot.astype(np.float64) - orig)
                 changed += int(np.count_nonzero(diff))
                 numel += diff.size
@@ -575,6 +688,9 @@ class _Job:
             "extra_rounds": int(self.s.extra_rounds),
             "stop_loss": self.s.stop_loss,
             "seed": self.s.seed,
+            "precision": self.precision,
+            "pgd_steps_run_fraction": (round(self.pgd_sample_steps / self.pgd_sample_steps_max, 4)
+                                       if self.pgd_sample_steps_max else None),
         }
 
 

@@ -41,6 +41,8 @@ class ProtectSettings:
     surrogate_lr: float = 0.1
     init: str = "zero"  # "zero" | "random": start the noise at 0 or uniform in the budget (inside the mask)
     robust: bool | str = False  # False | True ("full") | "pgd": expectation over random blur/median/shift/noise/quantize (robust.py)
+    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "bf16_all": surrogate arithmetic (device.PRECISIONS); auto = bf16 where native
+    early_exit_loss: float | None = 1e-3  # a sample whose loss is at most this skips the rest of the round's PGD steps; None: never
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -68,6 +70,10 @@ class ProtectSettings:
         if self.init not in ("zero", "random"):
             raise ValueError(f"init must be 'zero' or 'random', got {self.init!r}")
         self.mask_mode  # validates recompute_mask
+        if self.precision not in ("auto", "fp32", "bf16", "bf16_all"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or bf16_all, got {self.precision!r}")
+        if self.early_exit_loss is not None and not self.early_exit_loss > 0:
+            raise ValueError(f"early_exit_loss must be positive (or None), got {self.early_exit_loss}")
         if self.mask_scope not in MASK_SCOPES:
             raise ValueError(f"mask_scope must be one of {', '.join(MASK_SCOPES)}, got {self.mask_scope!r}")
 

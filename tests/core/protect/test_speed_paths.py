@@ -1,0 +1,87 @@
+"""The fast paths of the engine (issue 20): bf16 autocast, early exit of PGD, precision choice.
+
+Speed itself is measured in benchmarks/throughput.py; these tests check that the fast paths keep
+the budget, the quantization, the mask and determinism, on real BreastMNIST images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from salm_desktop.core.evaluate import medmnist_series
+from salm_desktop.core.protect import ProtectSettings, protect_series
+from salm_desktop.core.protect.device import native_bf16, resolve_precision
+
+torch.set_num_threads(1)
+FAST = dict(max_rounds=2, pgd_steps=5, train_steps=4, batch_size=32, mask_ratio=0.1)
+
+
+@pytest.fixture(scope="module")
+def breast(medmnist_dir: Path):
+    return medmnist_series(medmnist_dir / "breastmnist.npz", "train", n=64)
+
+
+def _protected(result, series) -> np.ndarray:
+    return np.stack([result.protected(series.id, i) for i in range(len(series.samples))])
+
+
+def _orig(series) -> np.ndarray:
+    return np.stack([s.read() for s in series.samples])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16_all"])
+def test_both_precisions_keep_budget_mask_and_uint8_quantization(breast, precision):
+    r = protect_series([breast], ProtectSettings(precision=precision, **FAST))
+    assert r.summary["precision"] == precision
+    prot, orig = _protected(r, breast), _orig(breast)
+    diff = np.abs(prot - orig)
+    assert diff.max() <= 8.0 + 1e-6  # 8/255 of the uint8 window is 8 grey levels
+    assert diff.max() >= 7.0  # the noise uses the budget in both precisions
+    assert np.all(prot == np.rint(prot)) and prot.min() >= 0 and prot.max() <= 255
+    assert r.summary["fraction_pixels_changed"] <= 0.1 + 1e-9
+    for i in range(len(breast.samples)):  # the noise handed out is float32, zero outside the mask
+        d = r.delta(breast.id, i)
+        assert d.dtype == np.float32 and np.count_nonzero(d) <= round(0.1 * d.size)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_settings_give_bit_identical_output_with_early_exit(breast, precision):
+    settings = ProtectSettings(precision=precision, early_exit_loss=0.05, **FAST)
+    a = protect_series([breast], settings)
+    b = protect_series([breast], settings)
+    assert np.array_equal(_protected(a, breast), _protected(b, breast))
+    assert a.summary["pgd_steps_run_fraction"] == b.summary["pgd_steps_run_fraction"]
+
+
+def test_early_exit_keeps_the_noise_of_samples_at_the_floor(breast):
+    """A floor no loss can be above: every sample leaves after its first step, which makes its mask.
+
+    The result must equal one PGD step without early exit (fp32, one round, full batches of 32)."""
+    base = {**{k: v for k, v in FAST.items() if k != "pgd_steps"}, "max_rounds": 1, "precision": "fp32"}
+    exiting = protect_series([breast], ProtectSettings(pgd_steps=5, early_exit_loss=100.0, **base))
+    one_step = protect_series([breast], ProtectSettings(pgd_steps=1, early_exit_loss=None, **base))
+    assert np.array_equal(_protected(exiting, breast), _protected(one_step, breast))
+    # step 1 is computed for every sample (its loss decides the exit), steps 2-4 are skipped
+    assert exiting.summary["pgd_steps_run_fraction"] == pytest.approx(2 / 5)
+    assert one_step.summary["pgd_steps_run_fraction"] == 1.0
+
+
+def test_without_early_exit_every_step_runs(breast):
+    r = protect_series([breast], ProtectSettings(precision="fp32", early_exit_loss=None, **FAST))
+    assert r.summary["pgd_steps_run_fraction"] == 1.0
+
+
+def test_precision_choice_and_validation():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("bf16_all", cpu) == "bf16_all"
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        ProtectSettings(precision="fp16")
+    with pytest.raises(ValueError, match="early_exit_loss"):
+        ProtectSettings(early_exit_loss=0.0)
