@@ -33,7 +33,6 @@ import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -168,7 +167,7 @@ def main() -> int:
         target = REPO / "benchmarks" / "results" / f"hostile-inputs-{stamp}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-        print(f"| family | cases | loaded | skipped at scan | skipped at pixel read | aborted |\n|---|---|---|---|---|---|")
+        print("| family | cases | loaded | skipped at scan | skipped at pixel read | aborted |\n|---|---|---|---|---|---|")
         for family, counts in sorted(per_family.items()):
             print(f"| {family} | {sum(counts.values())} | {counts['loaded']} | {counts['skipped']} | "
                   f"{counts['pixel_skip']} | {counts['aborted']} |")

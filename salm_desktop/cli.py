@@ -180,6 +180,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return _cmd_evaluate_legacy(args)
 
 
+def _evaluation_splits(args: argparse.Namespace):
+    """(protected train, clean train, clean test) of ``evaluate``, checked to have one image size."""
+    from salm_desktop.core.evaluate import load_split
+
+    try:
+        protected = load_split(args.protected, "train")
+        clean_train = load_split(args.clean, "train")
+        clean_test = load_split(args.clean, "test")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if protected[0].shape[1:] != clean_test[0].shape[1:]:
+        raise UsageError(f"{args.protected}: image size {protected[0].shape[1:]} differs from the clean test split {clean_test[0].shape[1:]}")
+    return protected, clean_train, clean_test
+
+
 def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
     """The realistic thief suite; the last line of stdout is the verdict (or, with --json, the JSON document)."""
     from salm_desktop.core.evaluate import load_split
@@ -195,18 +210,11 @@ def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
         seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
     except ValueError as exc:
         raise UsageError(f"--thieves/--seeds: {exc}") from exc
-    try:
-        protected = load_split(args.protected, "train")
-        clean_train = load_split(args.clean, "train")
-        clean_test = load_split(args.clean, "test")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    protected, clean_train, clean_test = _evaluation_splits(args)
     try:
         clean_val = load_split(args.clean, "val")
     except ValueError:
         clean_val = None  # the suite holds out part of the clean training split instead
-    if protected[0].shape[1:] != clean_test[0].shape[1:]:
-        raise UsageError(f"{args.protected}: image size {protected[0].shape[1:]} differs from the clean test split {clean_test[0].shape[1:]}")
     if protected[0].ndim != 3:
         raise UsageError(f"{args.protected}: the thief suite evaluates 2D grey images only")
 
@@ -230,7 +238,7 @@ def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate_legacy(args: argparse.Namespace) -> int:
     """The countermeasure check (--defense): the earlier attackers (docs/robustness.md)."""
-    from salm_desktop.core.evaluate import ARCHS, evaluate_efficacy, load_split
+    from salm_desktop.core.evaluate import ARCHS, evaluate_efficacy
     from salm_desktop.core.evaluate.verdict import decide, verdict_line
 
     args.arch = args.arch or "cnn"
@@ -249,14 +257,7 @@ def _cmd_evaluate_legacy(args: argparse.Namespace) -> int:
         defenses = [canonical(d) for d in str(args.defense or "none").split(",") if d.strip()] or [None]
     except ValueError as exc:
         raise UsageError(f"--defense: {exc}") from exc
-    try:
-        protected = load_split(args.protected, "train")
-        clean_train = load_split(args.clean, "train")
-        clean_test = load_split(args.clean, "test")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    if protected[0].shape[1:] != clean_test[0].shape[1:]:
-        raise UsageError(f"{args.protected}: image size {protected[0].shape[1:]} differs from the clean test split {clean_test[0].shape[1:]}")
+    protected, clean_train, clean_test = _evaluation_splits(args)
 
     def show(ev) -> None:  # noqa: ANN001
         if ev.stage == "evaluate" and not args.json:

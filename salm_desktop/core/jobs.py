@@ -9,7 +9,6 @@ unless ``overwrite=True``; an output folder inside an input tree (or around one)
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import json
@@ -380,8 +379,6 @@ def protect_job(
 
     The caller must pass the returned job to :func:`write_job` or close it.
     """
-    from salm_desktop.core.protect import protect_series
-
     progress = progress or Progress()
     if formats != "auto":
         raise JobError(f"output format {formats!r} is not supported: the output is written in the inputs' own formats ('auto')")
