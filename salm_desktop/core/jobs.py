@@ -154,6 +154,38 @@ def _drop_file_from_plan(plan: list[tuple[Series, bool]], bad) -> tuple[list[tup
     return kept, skipped
 
 
+def protect_skipping_unreadable(series: Sequence[Series], settings: Any, progress: Progress | None = None):
+    """``protect_series`` for a caller that holds its own series (the wizard): a file whose pixels
+    cannot be read is dropped with its reason and the others are protected again, as a job does.
+
+    Returns ``(result, kept_series, skipped)``; ``kept_series`` are the series actually protected
+    (a series that lost a file is a copy without it; one that lost every file is gone). Raises
+    :class:`JobError` when nothing readable is left.
+    """
+    from salm_desktop.core.protect import protect_series
+
+    progress = progress or Progress()
+    plan: list[tuple[Series, bool]] = [(s, True) for s in series]
+    skipped: list[Skipped] = []
+    for _ in range(1 + len({p for s, _ in plan for p in s.files})):
+        try:
+            kept = [s for s, _ in plan]
+            return protect_series(kept, settings, progress), kept, skipped
+        except (ValueError, OSError) as exc:
+            bad = _unreadable_input(exc)
+            if bad is None:
+                raise
+            plan, lost = _drop_file_from_plan(plan, bad)
+            if not lost:
+                raise
+            skipped.extend(lost)
+            if not plan:
+                raise JobError(f"nothing left to protect: every input was skipped (last: {bad.path.name}: "
+                               f"{bad.reason})") from None
+            progress.log(f"skipped {bad.path}: {bad.reason}; protecting the other files again")
+    raise JobError("too many unreadable files")
+
+
 def _drop_missing_from_plan(plan: list[tuple[Series, bool]]) -> tuple[list[tuple[Series, bool]], list[Skipped]]:
     kept: list[tuple[Series, bool]] = []
     gone: list[Skipped] = []

@@ -632,6 +632,17 @@ class WizardState:
     def selected_series(self) -> list[Series]:
         return [s for s in self.series if s.id not in self.excluded]
 
+    def drop_unreadable(self, protected: Sequence[Series], asked: Sequence[str], skipped: Sequence[Any]) -> None:
+        """After a protection that skipped unreadable files: each series asked for becomes the copy that
+        was protected (without those files), one that lost every file leaves the study, and the files
+        join the study's skipped list, so that review and export see what was protected."""
+        if self.load_result is None or not skipped:
+            return
+        kept = {s.id: s for s in protected}
+        series = [kept.get(s.id, s) for s in self.load_result.series if s.id in kept or s.id not in set(asked)]
+        self.load_result = dataclasses.replace(self.load_result, series=series,
+                                               skipped=[*self.load_result.skipped, *skipped])
+
     def series_by_id(self, sid: str) -> Series | None:
         for s in self.series:
             if s.id == sid:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from salm_desktop.core.model import IntensityMap, LoadResult, Sample, Series
+from salm_desktop.core.model import IntensityMap, LoadResult, Sample, Series, Skipped
 from salm_desktop.core.progress import Progress
 
 from .model import WizardSettings, build_protect_settings
@@ -44,10 +44,25 @@ def load(paths: Sequence[Path | str], settings: WizardSettings, progress: Progre
     return result
 
 
-def protect(series: Sequence[Series], settings: WizardSettings, progress: Progress | None = None) -> Any:
-    from salm_desktop.core.protect import protect_series
+@dataclass
+class ProtectRun:
+    """A wizard protection: the result, the series it covers (a series that lost an unreadable file
+    is a copy without it) and the files skipped on the way, each with its reason."""
 
-    return protect_series(list(series), build_protect_settings(settings), progress)
+    result: Any
+    series: list[Series]
+    skipped: list[Skipped]
+
+
+def protect(series: Sequence[Series], settings: WizardSettings, progress: Progress | None = None) -> ProtectRun:
+    """Protect ``series`` the way a job does: one unreadable file is skipped, the others are protected."""
+    from salm_desktop.core.jobs import JobError, protect_skipping_unreadable
+
+    try:
+        result, kept, skipped = protect_skipping_unreadable(list(series), build_protect_settings(settings), progress)
+    except JobError as exc:
+        raise ValueError(str(exc)) from None
+    return ProtectRun(result, kept, skipped)
 
 
 def preview_mask(sample: Sample, intensity: IntensityMap, settings: WizardSettings, mask_ratio: float) -> np.ndarray:

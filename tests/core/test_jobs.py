@@ -300,3 +300,18 @@ def test_cli_efficacy_file_goes_into_report_and_manifest(ct_copy, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
     assert cli.main(["protect", str(ct_copy), "--out", str(tmp_path / "p"), "--efficacy", str(bad)]) == cli.EXIT_USAGE
+
+
+def test_protect_skipping_unreadable_fails_clearly_when_nothing_readable_is_left(dicom_dir, tmp_path):
+    from salm_desktop.core.jobs import protect_skipping_unreadable
+    from salm_desktop.core.protect import ProtectSettings
+    from salm_desktop.core.studies import load_paths
+
+    data = (dicom_dir / "pydicom_small" / "MR_small_jp2klossless.dcm").read_bytes()
+    fragment = data.find(b"\xfe\xff\x00\xe0", data.find(b"\xfe\xff\x00\xe0") + 8) + 8
+    broken = tmp_path / "broken_j2k.dcm"
+    broken.write_bytes(data[: fragment + 2] + b"\0" * 2000 + data[fragment + 2002:])
+    series = load_paths([broken]).series
+    assert len(series) == 1  # the header passes the scan; only decoding fails
+    with pytest.raises(JobError, match="nothing left to protect.*broken_j2k.dcm"):
+        protect_skipping_unreadable(series, ProtectSettings(method="random", seed=0, device="cpu"))

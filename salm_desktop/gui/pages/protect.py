@@ -209,7 +209,16 @@ class ProtectPage(QWidget, WorkerHost):
             if sid in self.bars:
                 self.bars[sid].setValue(int(1000 * fraction))
 
-    def _done(self, result) -> None:
+    def _done(self, run) -> None:
+        result = run.result
+        if run.skipped:  # unreadable files were left out; the others are protected
+            self.ctx.state.drop_unreadable(run.series, self.series_ids, run.skipped)
+            kept_ids = {s.id for s in run.series}
+            self.series_ids = [sid for sid in self.series_ids if sid in kept_ids]
+            for item in run.skipped:
+                self._log(f"Skipped {item.path}: {item.reason}")
+            self.message_label.setText(f"{len(run.skipped)} file(s) could not be read and were left out; "
+                                       "the others are protected (see the log).")
         previous = self.ctx.state.protect_result
         self.ctx.state.protect_result = result
         self.ctx.state.protect_settings = self._settings
