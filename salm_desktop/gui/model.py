@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 
 from salm_desktop.core.model import IntensityMap, LoadResult, Series
 
@@ -359,6 +362,246 @@ def device_choices() -> list[tuple[str, str]]:
     return choices
 
 
+# -- protect page ----------------------------------------------------------------------------------
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+ROUND_LOG = re.compile(r"round (\d+), surrogate accuracy on perturbed data ([0-9.]+), loss ([0-9.eE+-]+)")
+
+
+@dataclass
+class RoundPoint:
+    round: int
+    accuracy: float
+    loss: float
+    at_s: float  # seconds since the run started when the round ended
+
+
+@dataclass
+class ProtectStatus:
+    """What the Protect page shows, folded from progress events.
+
+    The time left comes from measured rounds only: (time since the samples were read) / (rounds
+    finished) x (rounds still allowed). Before the first round has finished there is no estimate.
+    It is an upper bound: the engine stops early once the surrogate reaches the stop accuracy.
+    """
+
+    fraction: float = 0.0
+    message: str = ""
+    round: int | None = None
+    accuracy: float | None = None
+    eta_s: float | None = None
+    elapsed_s: float = 0.0
+    per_series: dict[str, float] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    max_rounds: int | None = None
+    history: list[RoundPoint] = field(default_factory=list)  # one point per finished round
+    rounds_started_s: float | None = None  # when the first round began (the samples were read)
+    reading_until_s: float | None = None
+
+    def update(self, event: Any, series_ids: Sequence[str] = (), now_s: float | None = None) -> None:
+        """``now_s``: seconds since the run started (the page's clock); the event's own elapsed time
+        when not given."""
+        now = event.elapsed_s if now_s is None else now_s
+        if event.stage == "log":
+            if event.message:
+                self.log.append(event.message)
+                match = ROUND_LOG.search(event.message)
+                if match:
+                    self._round_finished(int(match.group(1)), float(match.group(2)), float(match.group(3)), now)
+            return
+        self.fraction = event.fraction
+        self.elapsed_s = now
+        if event.message:
+            self.message = event.message
+        metrics = event.metrics or {}
+        if metrics.get("round") is not None:
+            self.round = int(metrics["round"])
+            if self.round == 0:  # still reading samples: round 1 (its training first) starts after this
+                self.reading_until_s, self.rounds_started_s = now, None
+            elif self.rounds_started_s is None:
+                self.rounds_started_s = self.reading_until_s if self.reading_until_s is not None else now
+        for key in ("surrogate_accuracy", "accuracy", "train_accuracy"):
+            if metrics.get(key) is not None:
+                self.accuracy = float(metrics[key])
+                break
+        self.eta_s = self._eta(now)
+        if event.message == "done":
+            self.eta_s = 0.0
+        sid = metrics.get("series") or metrics.get("series_id")
+        if sid is not None and "series_fraction" in metrics:
+            self.per_series[str(sid)] = float(metrics["series_fraction"])
+        elif sid is not None:
+            self.per_series[str(sid)] = event.fraction
+        elif series_ids:
+            for s in series_ids:  # the engine protects all series together: they advance together
+                self.per_series[s] = event.fraction
+
+    def _round_finished(self, rnd: int, accuracy: float, loss: float, now: float) -> None:
+        self.history = [p for p in self.history if p.round != rnd]
+        self.history.append(RoundPoint(rnd, accuracy, loss, now))
+        self.eta_s = self._eta(now)
+
+    def seconds_per_round(self) -> float | None:
+        if not self.history or self.rounds_started_s is None:
+            return None
+        last = max(self.history, key=lambda p: p.round)
+        spent = last.at_s - self.rounds_started_s
+        return spent / last.round if spent > 0 and last.round > 0 else None
+
+    def _eta(self, now: float) -> float | None:
+        per_round = self.seconds_per_round()
+        if per_round is None or self.max_rounds is None:
+            return None
+        finished = max(p.round for p in self.history)
+        in_round = max(0.0, now - max(p.at_s for p in self.history))
+        return max(0.0, per_round * (self.max_rounds - finished) - in_round)
+
+    def eta_text(self) -> str:
+        if self.eta_s is None:
+            return "measuring the first round…" if self.round else "–"
+        if self.eta_s == 0:
+            return "0 s"
+        return f"at most {duration_text(self.eta_s)} (less if the surrogate reaches the stop accuracy sooner)"
+
+    def accuracy_text(self) -> str:
+        return "–" if self.accuracy is None else f"{100 * self.accuracy:.1f} %"
+
+
+def number_with_unit(value: Any, unit: str = "") -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip()
+
+
+def run_summary_lines(summary: dict[str, Any], unit: str = "") -> list[str]:
+    """A protection summary in words and units (for the log and the export page), not a key dump."""
+    lines: list[str] = []
+    if not summary:
+        return lines
+    method = {"salm": "SALM", "em": "EM", "random": "random noise"}.get(str(summary.get("method")), summary.get("method"))
+    if "method" in summary:
+        ratio = summary.get("mask_ratio")
+        lines.append(f"Method: {method}" + (f", mask ratio {100 * float(ratio):.0f} % of the pixels" if ratio is not None
+                                           and summary.get("method") == "salm" else ""))
+    if summary.get("epsilon") is not None:
+        eps = float(summary["epsilon"])
+        native = summary.get("epsilon_native")
+        lines.append(f"Budget: ±{epsilon_text(eps)} of the intensity window"
+                     + (f" (±{number_with_unit(float(native), unit)})" if native is not None else ""))
+    if summary.get("samples") is not None:
+        lines.append(f"Images protected: {summary['samples']}" + (f" in {summary['series']} series" if summary.get("series") else ""))
+    if summary.get("rounds") is not None:
+        lines.append(f"Rounds: {summary['rounds']}")
+    if summary.get("surrogate_accuracy") is not None:
+        lines.append(f"Surrogate accuracy on the protected images: {100 * float(summary['surrogate_accuracy']):.1f} %")
+    if summary.get("fraction_pixels_changed") is not None:
+        lines.append(f"Pixels changed: {100 * float(summary['fraction_pixels_changed']):.1f} %")
+    if summary.get("max_abs_change_native") is not None:
+        lines.append(f"Largest change of a pixel: {number_with_unit(float(summary['max_abs_change_native']), unit)}")
+    if summary.get("seconds") is not None:
+        lines.append(f"Protection time: {duration_text(float(summary['seconds']))}")
+    if summary.get("device") is not None:
+        lines.append(f"Device: {device_label(str(summary['device']))}")
+    return lines
+
+
+def device_label(device: str) -> str:
+    """"cpu" -> "CPU", "cuda:0" -> "CUDA 0", "mps" -> "Apple MPS"."""
+    if device == "cpu":
+        return "CPU"
+    if device == "mps":
+        return "Apple MPS"
+    if device.startswith("cuda"):
+        return "CUDA " + (device.split(":")[1] if ":" in device else "0")
+    return device
+
+
+# -- review page -----------------------------------------------------------------------------------
+
+def fidelity_numbers(original: np.ndarray, protected: np.ndarray, intensity: IntensityMap) -> dict[str, float]:
+    """PSNR (normalized scale), largest/mean change (native), fraction of pixels changed."""
+    original = np.asarray(original, np.float64)
+    protected = np.asarray(protected, np.float64)
+    diff = protected - original
+    changed = diff != 0
+    norm_diff = diff / intensity.width
+    mse = float(np.mean(norm_diff**2)) if diff.size else 0.0
+    psnr = float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    return {
+        "psnr_db": psnr,
+        "max_abs_change_native": float(np.max(np.abs(diff))) if diff.size else 0.0,
+        "mean_abs_change_native": float(np.mean(np.abs(diff))) if diff.size else 0.0,
+        "fraction_changed": float(np.mean(changed)) if diff.size else 0.0,
+    }
+
+
+def fidelity_rows(per_series: dict[str, dict[str, float]], units: dict[str, str]) -> list[list[str]]:
+    rows = []
+    for sid, m in per_series.items():
+        unit = units.get(sid, "")
+        unit = f" {unit}" if unit else ""
+        psnr = m.get("psnr_db", float("nan"))
+        rows.append([
+            sid,
+            "∞" if psnr == float("inf") else f"{psnr:.1f} dB",
+            f"{m.get('ssim', float('nan')):.4f}" if "ssim" in m else "–",
+            f"{m.get('max_abs_change_native', 0):.4g}{unit}",
+            f"{m.get('mean_abs_change_native', 0):.3g}{unit}",
+            f"{100 * m.get('fraction_changed', 0):.1f} %",
+            f"{100 * m['foreground_fraction_changed']:.1f} %" if "foreground_fraction_changed" in m else "–",
+        ])
+    return rows
+
+
+FIDELITY_COLUMNS = ["Series", "PSNR", "SSIM", "Largest change", "Mean change", "Pixels changed", "Changed in body"]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def default_output_dir(inputs: Sequence[Path | str], parent: Path | str | None = None) -> Path | None:
+    """``<name>_protected`` in ``parent`` (the last output folder used; default ``~/salm-out``), never
+    inside an input's folder tree (a study's own folder is its tree); a free name (``_2``, ``_3``, …)
+    when that folder already exists and is not empty."""
+    if not inputs:
+        return None
+    first = Path(inputs[0])
+    name = (first.name.split(".")[0] if first.is_file() else first.name) or "study"
+    trees = [Path(p) for p in inputs if Path(p).is_dir()]  # a file input: its folder's siblings are fine
+    # the folder that holds a study ("ct_3slice_dcmqi" for ".../ct_3slice_dcmqi/dicom") is its tree too
+    trees += [t.parent for t in trees if t.name.lower() in ("dicom", "images", "data", "series")]
+    home_default = Path.home() / "salm-out"
+    chosen = Path(parent) if parent else home_default
+    if any(_inside(chosen, t) for t in trees):
+        chosen = home_default
+    if any(_inside(chosen, t) for t in trees):  # the inputs are under ~/salm-out itself
+        chosen = Path(tempfile.gettempdir()) / "salm-out"
+    base = chosen / f"{name}_protected"
+    candidate, n = base, 2
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        candidate = base.with_name(f"{base.name}_{n}")
+        n += 1
+    return candidate
+
+
 @dataclass
 class WizardState:
     """What the steps hand to each other."""
@@ -422,3 +665,100 @@ class WizardState:
         splits = sorted({str((s.meta or {}).get("split")) for s in self.selected_series
                          if s.kind == "npz" and (s.meta or {}).get("split")})
         return tuple(splits) or ("train",)
+
+
+# -- batch -----------------------------------------------------------------------------------------
+
+@dataclass
+class BatchItem:
+    path: Path
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    message: str = ""
+    out_dir: Path | None = None
+    result: Any = None
+
+
+class BatchQueue:
+    """Several folders protected one after another with the same settings (no Qt here).
+
+    Runs through the core's batch runner (``salm_desktop.core.batch.run_batch``, the same as
+    ``salm-protect batch``): one job per folder written to ``<output root>/<folder name>``, a failing
+    folder is recorded with its one-line reason and the queue goes on; a cancel keeps the series
+    already finished, and running the same queue again with the same settings resumes there.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[BatchItem] = []
+        self.summary_path: Path | None = None
+
+    def add(self, path: Path | str) -> bool:
+        path = Path(path)
+        if any(item.path == path for item in self.items):
+            return False
+        self.items.append(BatchItem(path))
+        return True
+
+    def remove(self, index: int) -> None:
+        if 0 <= index < len(self.items) and self.items[index].status != "running":
+            del self.items[index]
+
+    def job_names(self) -> list[str]:
+        import re
+
+        names: list[str] = []
+        for item in self.items:
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", item.path.name).strip("._") or "job"
+            while name in names:
+                name = f"{name}-{len(names) + 1}"
+            names.append(name)
+        return names
+
+    def build_config(self, out_root: Path, settings: WizardSettings) -> Any:
+        from salm_desktop.core.batch import BatchConfig, BatchJob
+
+        settings = dataclasses.replace(settings, device=resolved_device(settings.device))  # reports name what ran
+        protect_settings = build_protect_settings(settings)
+        options = {**settings.engine_kwargs(), "labels_source": settings.loader_labels(),
+                   "splits": [x.strip() for x in settings.splits.split(",") if x.strip()] or ["train"],
+                   "report": bool(settings.report)}
+        jobs = [BatchJob(name, [item.path], dict(options), protect_settings, settings.loader_labels())
+                for name, item in zip(self.job_names(), self.items)]
+        return BatchConfig(path=Path("(wizard batch queue)"), output=Path(out_root), jobs=jobs)
+
+    def run(self, out_root: Path, settings: WizardSettings, progress: Any, run_batch: Any = None) -> list[BatchItem]:
+        from salm_desktop.core.progress import Cancelled
+
+        if run_batch is None:
+            from salm_desktop.core.batch import run_batch
+        config = self.build_config(out_root, settings)
+        for item, job in zip(self.items, config.jobs):
+            item.status, item.message, item.out_dir = "queued", "", Path(out_root) / job.name
+
+        def on_job(index: int, job: Any) -> None:
+            self.items[index].status = "running"
+            if progress is not None:
+                progress.log(f"Batch {index + 1}/{len(self.items)}: {self.items[index].path.name}")
+
+        try:
+            result = run_batch(config, progress, on_job=on_job)
+        except Cancelled:
+            for item in self.items:
+                if item.status == "running":
+                    item.status, item.message = "cancelled", "cancelled; finished series are kept for a rerun"
+                elif item.status == "queued":
+                    item.status, item.message = "cancelled", "not started"
+            raise
+        self.summary_path = getattr(result, "summary_path", None)
+        for item, outcome in zip(self.items, result.jobs):
+            item.result = outcome
+            item.status = "done" if outcome.status in ("done", "already done") else outcome.status
+            item.message = outcome.message or ("finished in an earlier run" if outcome.status == "already done" else "protected")
+            if outcome.skipped and item.status == "done":
+                item.message = f"{len(outcome.skipped)} skipped: " + "; ".join(
+                    f"{Path(k['path']).name}: {k['reason']}" for k in outcome.skipped[:2])
+            if outcome.out_dir is not None:
+                item.out_dir = Path(outcome.out_dir)
+        return self.items
+
+    def rows(self) -> list[list[str]]:
+        return [[str(i.path), i.status, str(i.out_dir or ""), i.message] for i in self.items]

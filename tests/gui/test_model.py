@@ -9,10 +9,7 @@ import pytest
 
 from salm_desktop.core.model import IntensityMap, LoadResult, Sample, Series, Skipped, SourceRef, StoredFormat
 from salm_desktop.core.progress import Cancelled, Progress, ProgressEvent
-from salm_desktop.gui import batch_queue as bq
 from salm_desktop.gui import model as m
-from salm_desktop.gui import protect_status as ps
-from salm_desktop.gui import review_export as rx
 
 
 def _series(sid="abc123", modality="CT", intensity=None, n=3, shape=(4, 4), labels=None, kind="dicom", meta=None):
@@ -81,16 +78,16 @@ def test_budget_in_normalized_and_native_units():
 
 
 def test_protect_status_folds_progress_events():
-    st = ps.ProtectStatus(max_rounds=10)
+    st = m.ProtectStatus(max_rounds=10)
     st.update(ProgressEvent("protect", 5, 20, "batch", {"round": 2, "surrogate_accuracy": 0.875}, 10.0, 30.0), ["a", "b"])
     st.update(ProgressEvent("log", 0, 0, "round 2 done"))
     assert st.fraction == 0.25 and st.round == 2 and st.accuracy_text() == "87.5 %"
     assert st.per_series == {"a": 0.25, "b": 0.25} and st.log == ["round 2 done"]
-    assert ps.duration_text(30.0) == "30 s" and ps.duration_text(125) == "2 min 05 s" and ps.duration_text(None) == "–"
+    assert m.duration_text(30.0) == "30 s" and m.duration_text(125) == "2 min 05 s" and m.duration_text(None) == "–"
 
 
 def test_time_left_comes_from_measured_rounds_only():
-    st = ps.ProtectStatus(max_rounds=10)
+    st = m.ProtectStatus(max_rounds=10)
     st.update(ProgressEvent("protect", 1, 100, "reading samples", {"round": 0}, 1.0, 99.0), now_s=1.0)
     st.update(ProgressEvent("protect", 12, 100, "round 1: perturbing", {"round": 1}, 2.0, 5.0), now_s=2.0)
     # the core's own linear guess (5 s) is not shown: no round has been measured yet
@@ -109,7 +106,7 @@ def test_time_left_comes_from_measured_rounds_only():
 
 
 def test_run_summary_is_words_and_units():
-    lines = ps.run_summary_lines({"method": "salm", "mask_ratio": 0.2, "epsilon": 8 / 255, "epsilon_native": 62.75,
+    lines = m.run_summary_lines({"method": "salm", "mask_ratio": 0.2, "epsilon": 8 / 255, "epsilon_native": 62.75,
                                  "samples": 3, "series": 1, "rounds": 2, "surrogate_accuracy": 0.5,
                                  "fraction_pixels_changed": 0.197, "max_abs_change_native": 12.0,
                                  "seconds": 31.2, "device": "cpu"}, "HU")
@@ -152,12 +149,12 @@ def test_fidelity_numbers_against_hand_computed_values():
     original = np.zeros((10, 10), np.float32)
     protected = original.copy()
     protected[0, :5] = 10.0  # 5 % of the pixels changed by 10 native units in a 2000-unit window
-    out = rx.fidelity_numbers(original, protected, IntensityMap(-1000.0, 1000.0, "HU"))
+    out = m.fidelity_numbers(original, protected, IntensityMap(-1000.0, 1000.0, "HU"))
     mse = 5 * (10 / 2000) ** 2 / 100
     assert out["psnr_db"] == pytest.approx(10 * np.log10(1 / mse))
     assert out["max_abs_change_native"] == 10 and out["fraction_changed"] == pytest.approx(0.05)
     assert out["mean_abs_change_native"] == pytest.approx(0.5)
-    rows = rx.fidelity_rows({"abc": out}, {"abc": "HU"})
+    rows = m.fidelity_rows({"abc": out}, {"abc": "HU"})
     assert rows[0][3] == "10 HU" and rows[0][5] == "5.0 %"
 
 
@@ -179,23 +176,23 @@ def test_default_output_dir_is_outside_the_input_tree(tmp_path, monkeypatch):
     study = tmp_path / "data" / "ct_study" / "dicom"
     study.mkdir(parents=True)
     out = tmp_path / "home" / "salm-out"
-    assert rx.default_output_dir([study]) == out / "dicom_protected"
+    assert m.default_output_dir([study]) == out / "dicom_protected"
     # a remembered output folder is used, unless it lies inside the study's tree
-    assert rx.default_output_dir([study], tmp_path / "exports") == tmp_path / "exports" / "dicom_protected"
-    assert rx.default_output_dir([study], tmp_path / "data" / "ct_study") == out / "dicom_protected"
+    assert m.default_output_dir([study], tmp_path / "exports") == tmp_path / "exports" / "dicom_protected"
+    assert m.default_output_dir([study], tmp_path / "data" / "ct_study") == out / "dicom_protected"
     f = tmp_path / "data.npz"
     f.write_bytes(b"")
-    assert rx.default_output_dir([f], tmp_path / "exports") == tmp_path / "exports" / "data_protected"
+    assert m.default_output_dir([f], tmp_path / "exports") == tmp_path / "exports" / "data_protected"
     (out / "dicom_protected").mkdir(parents=True)
     (out / "dicom_protected" / "x").write_text("taken")
-    assert rx.default_output_dir([study]) == out / "dicom_protected_2"
-    assert rx.default_output_dir([]) is None
+    assert m.default_output_dir([study]) == out / "dicom_protected_2"
+    assert m.default_output_dir([]) is None
 
 
 def test_batch_queue_maps_core_batch_outcomes_and_cancel(tmp_path):
     from salm_desktop.core.batch import BatchResult, JobOutcome
 
-    q = bq.BatchQueue()
+    q = m.BatchQueue()
     for name in ("a", "b", "a b"):
         assert q.add(tmp_path / name)
     assert not q.add(tmp_path / "a")

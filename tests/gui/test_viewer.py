@@ -10,8 +10,7 @@ from PySide6.QtGui import QWheelEvent
 from salm_desktop.core.studies import load_paths
 from salm_desktop.gui import imaging
 from salm_desktop.gui.frames import SeriesFrames
-from salm_desktop.gui.slice_viewer import SliceViewer
-from salm_desktop.gui.viewer import ViewState
+from salm_desktop.gui.viewer import SliceViewer, ViewState
 
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     assert numbers["max_abs_change_native"] <= 8.5  # 8/255 of 0..255, rounded to uint8
     assert numbers["psnr_db"] > 30 and 0.9 < numbers["ssim"] <= 1.0
     assert review.table.rowCount() == 1 and review.table.item(0, 0).text() == train.id
-    from salm_desktop.gui.review_export import fidelity_numbers
+    from salm_desktop.gui.model import fidelity_numbers
 
     independent = fidelity_numbers(np.stack([s.read() for s in train.samples]),
                                    np.stack([first.protected(train.id, i) for i in range(len(train.samples))]),

@@ -24,9 +24,7 @@ from PySide6.QtWidgets import (
 
 from .. import services
 from ..context import Context
-from ..model import FORMATS
-from ..review_export import default_output_dir
-from ..protect_status import run_summary_lines
+from ..model import FORMATS, default_output_dir, run_summary_lines
 from ..verify_dialog import OwnershipKeysOption
 from ..widgets import heading, hint
 from ..workers import Worker, WorkerHost

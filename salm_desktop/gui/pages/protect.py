@@ -19,8 +19,7 @@ from PySide6.QtWidgets import (
 
 from .. import services
 from ..context import Context
-from ..model import device_text, for_run, labels_summary, series_name
-from ..protect_status import ProtectStatus, duration_text, run_summary_lines
+from ..model import ProtectStatus, device_text, duration_text, for_run, labels_summary, run_summary_lines, series_name
 from ..plot import RoundPlot
 from ..widgets import fill_table, heading, hint, make_table
 from ..workers import Worker, WorkerHost

@@ -9,10 +9,8 @@ from PySide6.QtCore import Qt
 from .. import services
 from ..context import Context
 from ..frames import SeriesFrames
-from ..model import series_name
-from ..review_export import FIDELITY_COLUMNS, fidelity_rows
-from ..slice_viewer import SliceViewer
-from ..viewer import ViewState
+from ..model import FIDELITY_COLUMNS, fidelity_rows, series_name
+from ..viewer import SliceViewer, ViewState
 from ..widgets import fill_table, heading, hint, make_table
 from ..workers import Worker, retire
 
