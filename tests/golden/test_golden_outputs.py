@@ -1,0 +1,105 @@
+"""Golden outputs: the same inputs, settings and seed give the same output bytes.
+
+The job pipeline (options, writers, output transaction, record) is refactored around a fixed point:
+the protected pixel data. Each case protects a small real input with fixed settings and compares the
+SHA-256 of what was written (DICOM PixelData, the NIfTI data array, every npz array) with the values
+checked in next to this file. To re-record after an *intended* change of the written values, run
+``SALM_GOLDEN_UPDATE=1 python -m pytest tests/golden`` and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from salm_desktop.core.jobs import run_protect_job
+from salm_desktop.core.protect import ProtectSettings
+
+GOLDEN = Path(__file__).with_name("golden_hashes.json")
+# few, short rounds: the point is the path from inputs to bytes, not the strength of the noise
+SETTINGS = dict(method="salm", seed=7, device="cpu", precision="fp32", max_rounds=2, pgd_steps=3, train_steps=2,
+                batch_size=32, mask_ratio=0.2)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _dicom_hashes(out: Path) -> dict[str, str]:
+    import pydicom
+
+    found = {}
+    for path in sorted(out.rglob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        found[f"{ds.InstanceNumber:04d}"] = _sha(ds.PixelData)  # file names may be pseudonymised
+    return found
+
+
+def _nifti_hashes(out: Path) -> dict[str, str]:
+    import nibabel as nib
+
+    found = {}
+    for path in sorted(out.rglob("*.nii*")):
+        img = nib.load(path)
+        data = np.asanyarray(img.dataobj)
+        found[path.name] = f"{data.dtype.str}{data.shape}:" + _sha(np.ascontiguousarray(data).tobytes())
+    return found
+
+
+def _npz_hashes(out: Path) -> dict[str, str]:
+    found = {}
+    for path in sorted(out.rglob("*.npz")):
+        with np.load(path) as z:
+            for key in sorted(z.files):
+                a = z[key]
+                found[f"{path.name}:{key}"] = f"{a.dtype.str}{a.shape}:" + _sha(np.ascontiguousarray(a).tobytes())
+    return found
+
+
+@pytest.fixture
+def single_thread():
+    """Float reductions must not depend on how many threads the host gives torch."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cases(data_dir: Path, tmp: Path) -> dict[str, tuple[Path, dict, object]]:
+    breast = np.load(data_dir / "medmnist" / "breastmnist.npz")
+    subset = tmp / "inputs" / "breast48.npz"
+    subset.parent.mkdir(parents=True)
+    np.savez(subset, **{f"{split}_{kind}": breast[f"{split}_{kind}"][:n]
+                        for split, n in (("train", 48), ("test", 8)) for kind in ("images", "labels")})
+    nifti = tmp / "inputs" / "nifti"
+    nifti.mkdir()
+    shutil.copy(data_dir / "nifti" / "nibabel" / "anatomical.nii", nifti / "anatomical.nii")
+    return {
+        "dicom_hitachi_mr": (data_dir / "dicom" / "hitachi_shoulder_mr" / "dicom", dict(labels="clusters"), _dicom_hashes),
+        "nifti_anatomical": (nifti, dict(labels="clusters"), _nifti_hashes),
+        "npz_breastmnist48": (subset, dict(), _npz_hashes),
+    }
+
+
+def test_outputs_match_the_recorded_hashes(data_dir, tmp_path, single_thread):
+    recorded = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    got: dict[str, dict[str, str]] = {}
+    for name, (source, extra, hashes) in _cases(data_dir, tmp_path).items():
+        out = tmp_path / "out" / name
+        run_protect_job([source], out, ProtectSettings(**SETTINGS, **extra), report=False,
+                        labels="none" if extra.get("labels") == "clusters" else None)
+        got[name] = hashes(out)
+        assert got[name], f"{name}: nothing was written"
+    if os.environ.get("SALM_GOLDEN_UPDATE"):
+        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+        return
+    assert recorded, f"{GOLDEN} is missing: record it with SALM_GOLDEN_UPDATE=1"
+    for name in got:
+        assert got[name] == recorded[name], f"{name}: the written values changed"
