@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from salm_desktop import __version__
+from salm_desktop.core.options import add_setting_arguments
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -46,20 +47,8 @@ def _build_parser() -> argparse.ArgumentParser:
     protect.add_argument("inputs", nargs="+", type=str, metavar="INPUT",
                          help="a file or folder, or a PACS source: dicomweb:URL[/studies/UID] or dimse:AET@HOST:PORT")
     protect.add_argument("--out", required=True, type=Path, metavar="DIR", help="a new (or empty) folder outside the inputs")
-    protect.add_argument("--method", default="salm", choices=["salm", "em", "random", "em-class", "tap", "ar", "lsp", "ops"],
-                         help="salm (default); em, random and the published peers em-class, tap, ar, lsp, ops (docs/algorithm.md)")
-    protect.add_argument("--epsilon", default="8/255",
-                         help="budget: a fraction of the reader's window (the file's own window; CT without one: "
-                              "W400; 8-bit: 0..255), e.g. 8/255 or 0.03, or native units, e.g. 12HU")
-    protect.add_argument("--noise-cap", default=None, metavar="FRACTION",
-                         help="also cap the budget at this fraction of each series' own noise SD, e.g. 0.5")
-    protect.add_argument("--mask-ratio", default=None, help="fraction of pixels SALM may change (default: the engine's)")
-    protect.add_argument("--labels", default=None,
-                         help="folders | npz | csv:FILE | clusters:K (pseudo-labels; needed for unlabelled DICOM/NIfTI)")
     protect.add_argument("--splits", default="train", help="npz splits to protect, comma-separated (others are copied)")
-    protect.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    protect.add_argument("--seed", type=int, default=0)
-    protect.add_argument("--max-rounds", type=int, default=None, help="upper bound on min-min rounds")
+    add_setting_arguments(protect)  # every ProtectSettings field, from the one option schema
     protect.add_argument("--roi", type=Path, default=None, metavar="LABELMAP",
                          help="label map (e.g. NRRD) for ROI mean/std changes in the report")
     protect.add_argument("--efficacy", type=Path, default=None, metavar="JSON",
@@ -326,12 +315,10 @@ def _cmd_protect(args: argparse.Namespace) -> int:
     args.inputs = [Path(p) for p in args.inputs]
     from salm_desktop.core.jobs import JobError, run_protect_job
     from salm_desktop.core.progress import Cancelled, Progress
-    from salm_desktop.core.options import OptionError, build_settings
+    from salm_desktop.core.options import OptionError, build_settings, options_from_args
 
-    options = {"method": args.method, "epsilon": args.epsilon, "mask_ratio": args.mask_ratio, "labels": args.labels,
-               "device": args.device, "seed": args.seed, "max_rounds": args.max_rounds, "noise_cap": args.noise_cap}
     try:
-        settings, loader_labels = build_settings(options)
+        settings, loader_labels = build_settings(options_from_args(args))
     except OptionError as exc:
         raise UsageError(str(exc)) from None
     splits = [s.strip() for s in str(args.splits).split(",") if s.strip()]

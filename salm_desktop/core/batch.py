@@ -37,12 +37,16 @@ import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from salm_desktop import __version__
 from salm_desktop.core.model import LoadResult, Series
-from salm_desktop.core.options import OptionError, build_settings
+from salm_desktop.core.options import OptionError, build_settings, resolved_settings_dict, settings_fingerprint
 from salm_desktop.core.progress import Cancelled, Progress
+
+if TYPE_CHECKING:
+    from salm_desktop.core.export.manifest import Manifest
+    from salm_desktop.core.protect.settings import ProtectSettings
 
 STATE_NAME = "state.json"
 SUMMARY_NAME = "batch-summary.json"
@@ -65,8 +69,8 @@ class BatchBusy(ConfigError):
 class BatchJob:
     name: str
     inputs: list[Path]
-    options: dict[str, Any]  # settings options (see options.build_settings) + splits/report
-    settings: Any = None
+    options: dict[str, Any]  # settings options (see options.build_settings) + splits/report/de-identification
+    settings: ProtectSettings | None = None
     loader_labels: str | None = None
 
     @property
@@ -90,14 +94,25 @@ class BatchJob:
                            allow_burned_in=bool(o.get("allow_burned_in", False)),
                            secret=Path(secret) if secret else None)
 
+    def job_options(self) -> dict[str, Any]:
+        """The options that are not engine settings, with their defaults filled in (same meaning, same value)."""
+        o = self.options
+        values: dict[str, Any] = {"splits": self.splits, "report": self.report,
+                                  "secret": str(o["secret"]) if o.get("secret") else None}
+        values.update({k: bool(o.get(k, False)) for k in sorted(DEID_OPTIONS - {"secret"})})
+        return values
+
     def fingerprint(self) -> str:
-        """Same inputs + same settings + same software -> a rerun may reuse finished work."""
-        text = json.dumps({
+        """Same inputs + same resolved settings + same software -> a rerun may reuse finished work.
+
+        Over the settings as they will run (options.resolved_settings_dict), not as they were typed,
+        so a batch started in the wizard and the same batch from the CLI resume each other."""
+        return settings_fingerprint({
             "inputs": [str(p.resolve()) for p in self.inputs],
-            "options": self.options,
+            "settings": resolved_settings_dict(self.settings, self.loader_labels),
+            "job": self.job_options(),
             "version": __version__,
-        }, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+        }, length=20)
 
 
 @dataclass
@@ -339,8 +354,10 @@ def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = T
     from salm_desktop.core.studies import load_paths
 
     from salm_desktop.core.export.deid import DeidError, default_steward_dir, prepare
+    from salm_desktop.core.transaction import JobError, recover_interrupted
 
     final = output / job.name
+    recover_interrupted(final, progress)  # an assembly killed before its rename (the batch holds the root's lock)
     try:  # the secret and the private record's place are checked before any work
         deid = prepare(job.deid_options(), final, default_steward_dir(final), job.inputs)
     except DeidError as exc:
@@ -387,6 +404,8 @@ def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = T
         summary = _assemble(job, units, units_dir, partial, final, fingerprint, skipped, deid)
     except OSError as exc:
         return JobOutcome(job.name, "failed", None, f"could not assemble the job output: {exc.strerror or exc}")
+    except JobError as exc:  # the output transaction's own checks
+        return JobOutcome(job.name, "failed", None, f"could not assemble the job output: {exc}")
     return JobOutcome(job.name, "done", final, "", len(units), len(units), reused, skipped, summary)
 
 
@@ -498,8 +517,8 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
     are hashes of UIDs), skipped inputs are named by file name only, no UID map is in the manifest, and
     the units' private records are merged into ``<job>.steward`` next to the job folder.
     """
-    from salm_desktop.core.export.common import sha256_file
-    from salm_desktop.core.export.deid import STEWARD_FILE, Pseudonyms, write_steward_record
+    from salm_desktop.core.export.deid import Pseudonyms
+    from salm_desktop.core.transaction import OutputTransaction
 
     private = deid is not None and deid.enabled
     pseudonyms = Pseudonyms(deid.secret, "") if private else None
@@ -507,9 +526,24 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
     def unit_name(unit_id: str) -> str:
         return "unit-" + pseudonyms.release_id(unit_id) if pseudonyms is not None else unit_id
 
-    assembled = partial / "assembled"
-    shutil.rmtree(assembled, ignore_errors=True)
-    assembled.mkdir()
+    transaction = OutputTransaction(final).__enter__()  # the same temporary folder and rename as a single job
+    try:
+        summary = _assemble_into(transaction.tmp, job, units, units_dir, partial, final, fingerprint, skipped, deid,
+                                 unit_name)
+        transaction.commit()
+    finally:
+        transaction.abort()  # no-op once committed
+    shutil.rmtree(partial, ignore_errors=True)
+    return summary
+
+
+def _assemble_into(assembled: Path, job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, final: Path,
+                   fingerprint: str, skipped: list[dict[str, str]], deid: Any, unit_name: Callable[[str], str]
+                   ) -> dict[str, Any]:
+    from salm_desktop.core.export.deid import STEWARD_FILE, write_steward_record
+    from salm_desktop.core.export.manifest import Manifest, file_entries
+
+    private = deid is not None and deid.enabled
     unit_manifests: list[dict[str, Any]] = []
     files: list[dict[str, Any]] = []
     uid_map: dict[str, str] = {}
@@ -526,8 +560,7 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
                 target = assembled / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)  # copy, not move: the unit stays valid until the job is renamed
-            files.append({"path": target.relative_to(assembled).as_posix(), "bytes": target.stat().st_size,
-                          "sha256": sha256_file(target)})
+            files.extend(file_entries(assembled, [target]))
         uid_map.update(manifest.get("uid_map", {}))
         skipped.extend(manifest.get("skipped", []))
         unit_manifests.append({"unit": unit_name(unit.id), "summary": manifest.get("summary", {}),
@@ -535,25 +568,16 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
                                "report": f"reports/{unit_name(unit.id)}/report.html" if (unit_dir / "report.html").exists() else None})
 
     summary = _job_summary(unit_manifests)
-    document = {
-        "manifest_version": 1,
-        "software": {"name": "SALM Desktop", "version": __version__},
-        "batch": {"job": job.name, "fingerprint": fingerprint, "units": len(units)},
-        "settings": job.settings.as_dict(),
-        "seed": job.settings.seed,
-        "summary": summary,
-        "units": unit_manifests,
-        "files": files,
-        "uid_map": uid_map,
-        "skipped": skipped,
-    }
+    document = Manifest(settings=job.settings.as_dict(), summary=summary, files=files, skipped=skipped,
+                        series=[s for u in unit_manifests for s in u["series"]], uid_map=uid_map,
+                        batch={"job": job.name, "fingerprint": fingerprint, "units": len(units)}, units=unit_manifests)
     steward_table: dict[str, Any] = {"uid_map": {}, "patients": {}, "series_ids": {}, "private_attributes_dropped": 0}
     if private:
-        del document["uid_map"]  # the map back to the originals never goes into a release
-        document["deidentification"] = deid.options.release_facts()
+        document.uid_map = None  # the map back to the originals never goes into a release
+        document.deidentification = deid.options.release_facts()
         unit_ids = {u.id for u in units}
-        document["skipped"] = [{"path": unit_name(s["path"]) if s["path"] in unit_ids else Path(s["path"]).name,
-                                "reason": s["reason"]} for s in skipped]
+        document.skipped = [{"path": unit_name(s["path"]) if s["path"] in unit_ids else Path(s["path"]).name,
+                             "reason": s["reason"]} for s in skipped]
         for unit in units:
             record = _read_json(partial / "steward" / unit.id / STEWARD_FILE) or {}
             for key in ("uid_map", "patients", "series_ids"):
@@ -562,14 +586,10 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
         steward_table["units"] = {unit_name(u.id): u.id for u in units}
     if job.report:
         _write_job_report(assembled, job, document)
-        for name in ("report.html", "report.pdf"):
-            target = assembled / name
-            files.append({"path": name, "bytes": target.stat().st_size, "sha256": sha256_file(target)})
-    _write_json_atomic(assembled / "manifest.json", document)
+        files.extend(file_entries(assembled, [assembled / "report.html", assembled / "report.pdf"]))
+    document.write(assembled)
     if private:
         write_steward_record(deid.steward, release=final, options=deid.options, table=steward_table, skipped=skipped)
-    os.replace(assembled, final)
-    shutil.rmtree(partial, ignore_errors=True)
     return summary
 
 
@@ -597,7 +617,7 @@ def _job_summary(unit_manifests: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _write_job_report(folder: Path, job: BatchJob, document: dict[str, Any]) -> None:
+def _write_job_report(folder: Path, job: BatchJob, document: Manifest) -> None:
     """The job's report: one row per series with its numbers and a link to the series' full report."""
     import html
 
@@ -605,22 +625,22 @@ def _write_job_report(folder: Path, job: BatchJob, document: dict[str, Any]) -> 
     from matplotlib.figure import Figure
 
     rows = []
-    for unit in document["units"]:
+    for unit in document.units or []:
         s = unit["summary"]
         rows.append([unit["unit"], str(s.get("samples", "")), f"{float(s.get('psnr_db') or 0):.1f}",
                      f"{float(s.get('ssim') or 0):.4f}", f"{100 * float(s.get('fraction_pixels_changed') or 0):.1f} %",
                      f"{float(s.get('max_abs_change_native') or 0):.4g}", unit.get("report") or ""])
     head = ["series", "samples", "PSNR dB", "SSIM", "pixels changed", "max change (native)", "full report"]
-    summary = document["summary"]
+    summary = document.summary
     lines = [
         f"Job {job.name}: {summary.get('samples')} samples in {summary.get('series')} series, method {summary.get('method')}, "
         f"epsilon {float(summary.get('epsilon') or 0):.4f}, device {summary.get('device')}, {summary.get('seconds')} s.",
-        f"Skipped or failed inputs: {len(document['skipped'])}.",
+        f"Skipped or failed inputs: {len(document.skipped)}.",
     ]
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r[:-1])
         + (f"<td><a href=\"{html.escape(r[-1])}\">report</a></td>" if r[-1] else "<td></td>") + "</tr>" for r in rows)
-    skipped = "".join(f"<li>{html.escape(Path(s['path']).name)}: {html.escape(s['reason'])}</li>" for s in document["skipped"])
+    skipped = "".join(f"<li>{html.escape(Path(s['path']).name)}: {html.escape(s['reason'])}</li>" for s in document.skipped)
     (folder / "report.html").write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SALM Desktop batch job report</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"

@@ -1,34 +1,35 @@
 """One protect job: load -> protect -> export -> manifest -> report. The CLI, the GUI and batch all
 call :func:`run_protect_job`.
 
-Safety rules (DESIGN.md): inputs are only ever opened for reading; the output is written to a
-temporary folder next to ``out_dir`` and renamed into place (``os.replace``) when complete, so a
-cancelled or failed job leaves nothing half-written; an existing non-empty output folder is refused
-unless ``overwrite=True``; an output folder inside an input tree (or around one) is refused.
+Safety rules (DESIGN.md): inputs are only ever opened for reading; the output is written through
+the one output transaction (:mod:`salm_desktop.core.transaction`: checks, lock, temporary folder,
+atomic rename), so a cancelled or failed job leaves nothing half-written.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from salm_desktop import __version__
 from salm_desktop.core.model import LoadResult, Series, Skipped
+from salm_desktop.core.options import settings_fingerprint
 from salm_desktop.core.progress import Cancelled, Progress
+from salm_desktop.core.transaction import (  # noqa: F401 - public names of this module since the first release
+    PARTIAL_PREFIX,
+    JobError,
+    OutputLock,
+    OutputTransaction,
+    _os_message,
+    check_output_location,
+    recover_interrupted,
+)
 
-PARTIAL_PREFIX = ".salm-partial-"
-
-
-class JobError(Exception):
-    """A job that cannot run or could not finish; the message is one line for the user."""
-
+if TYPE_CHECKING:
+    from salm_desktop.core.protect.engine import ProtectResult
+    from salm_desktop.core.protect.settings import ProtectSettings
 
 @dataclass
 class JobResult:
@@ -56,41 +57,7 @@ class JobResult:
         return out
 
 
-# -- checks before anything runs --------------------------------------------------------------------
-def _is_within(path: Path, parent: Path) -> bool:
-    try:
-        path.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def check_output_location(inputs: Sequence[Path], out_dir: Path, overwrite: bool = False) -> Path:
-    """Validate the output folder; returns it resolved. Raises :class:`JobError` with a clear reason."""
-    out = Path(out_dir).expanduser().resolve()
-    for raw in inputs:
-        src = Path(raw).expanduser().resolve()
-        root = src if src.is_dir() else src.parent
-        if out == src or (src.is_dir() and _is_within(out, root)):
-            raise JobError(f"output folder {out} is inside the input {src}: choose a folder outside the input tree")
-        if _is_within(src, out):
-            raise JobError(f"output folder {out} contains the input {src}: choose a separate, new folder")
-    if out.exists() and not out.is_dir():
-        raise JobError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise JobError(f"output folder {out} already exists and is not empty; choose a new folder or allow overwriting")
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
-        raise JobError(f"cannot create output folder {out}: {parent} is a file")
-    return out
-
-
-def _settings_fingerprint(settings_dict: dict[str, Any]) -> str:
-    text = json.dumps(settings_dict, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def derivation_text(settings: Any, series: Series, epsilon: float | None = None) -> str:
+def derivation_text(settings: ProtectSettings, series: Series, epsilon: float | None = None) -> str:
     eps = float(settings.epsilon) if epsilon is None else float(epsilon)  # the series' own budget when known
     native = series.intensity.delta_to_native(eps)
     unit = f" {series.intensity.unit}" if series.intensity.unit else ""
@@ -100,12 +67,6 @@ def derivation_text(settings: Any, series: Series, epsilon: float | None = None)
         f"epsilon={eps:.5g} of the intensity window [{series.intensity.low:g}, {series.intensity.high:g}] "
         f"(+/-{native:.4g}{unit}), mask_ratio={ratio:g}, seed={settings.seed}; written losslessly"
     )
-
-
-def _series_budget(result: Any, settings: Any, series: Series) -> float:
-    """The budget the engine used for ``series`` (its window, a native budget, a noise cap)."""
-    per_series = (getattr(result, "summary", None) or {}).get("epsilon_per_series") or {}
-    return float(per_series.get(series.id, settings.epsilon))
 
 
 def _drop_missing(series: Series) -> tuple[Series | None, list[Skipped]]:
@@ -154,7 +115,8 @@ def _drop_file_from_plan(plan: list[tuple[Series, bool]], bad) -> tuple[list[tup
     return kept, skipped
 
 
-def protect_skipping_unreadable(series: Sequence[Series], settings: Any, progress: Progress | None = None):
+def protect_skipping_unreadable(series: Sequence[Series], settings: ProtectSettings, progress: Progress | None = None
+                                ) -> tuple[ProtectResult, list[Series], list[Skipped]]:
     """``protect_series`` for a caller that holds its own series (the wizard): a file whose pixels
     cannot be read is dropped with its reason and the others are protected again, as a job does.
 
@@ -199,17 +161,6 @@ def _drop_missing_from_plan(plan: list[tuple[Series, bool]]) -> tuple[list[tuple
     return kept, gone
 
 
-def _os_message(exc: OSError) -> str:
-    where = exc.filename or ""
-    if exc.errno == errno.ENOSPC:
-        reason = "no space left on the device"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        reason = "the output location is not writable"
-    else:
-        reason = exc.strerror or str(exc)
-    return f"could not write the output{f' ({where})' if where else ''}: {reason}"
-
-
 def _load(inputs: list[Path], labels: str | None, progress: Progress) -> LoadResult:
     from salm_desktop.core.studies import load_paths
 
@@ -217,96 +168,6 @@ def _load(inputs: list[Path], labels: str | None, progress: Progress) -> LoadRes
         return load_paths(inputs, labels=labels, progress=progress)
     except (ValueError, FileNotFoundError) as exc:  # LabelsError is a ValueError
         raise JobError(str(exc)) from None
-
-
-# -- one job per output folder ------------------------------------------------------------------------
-class OutputLock:
-    """An exclusive ``flock`` on a lock file for one output folder, held from the checks to the rename.
-
-    The kernel drops the lock when the process dies (kill -9 included), so a crash never leaves a
-    stale lock. The lock files live in the temporary folder, keyed by the resolved output path, so a
-    read-only or not yet existing output parent can still be locked.
-    """
-
-    def __init__(self, out: Path, fd: int, path: Path) -> None:
-        self.out, self._fd, self.path = out, fd, path
-
-    @classmethod
-    def acquire(cls, out: Path) -> "OutputLock | None":
-        import fcntl
-
-        folder = Path(tempfile.gettempdir()) / f"salm-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
-        try:
-            folder.mkdir(mode=0o700, exist_ok=True)
-        except OSError:
-            return None  # no lock possible: the rename-time check still refuses a folder that appeared
-        path = folder / (hashlib.sha256(str(out).encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".lock")
-        for _attempt in range(5):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-            except OSError:
-                return None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise JobError(f"another SALM job is writing to {out}; wait for it to finish or choose another output folder") from None
-            except OSError:
-                os.close(fd)
-                return None
-            try:  # the holder before us may have unlinked the file after we opened it: lock the live one
-                if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()} {out}\n".encode("utf-8", "surrogateescape"))
-                    return cls(out, fd, path)
-            except OSError:
-                pass
-            os.close(fd)
-        return None
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-        os.close(self._fd)
-        self._fd = None
-
-
-def recover_interrupted(out: Path, progress: Progress | None = None) -> None:
-    """Clean up after a job on ``out`` that was killed (call with the output lock held).
-
-    A temporary folder of a killed job is removed. A kill during an overwrite, between moving the old
-    output aside and moving the new one in, leaves the old output in a backup folder: it is put back.
-    """
-    import re
-
-    parent = out.parent
-    if not parent.is_dir():
-        return
-    partial = re.compile(rf"^{re.escape(PARTIAL_PREFIX)}{re.escape(out.name)}-[a-z0-9_]{{8}}$")
-    backup = re.compile(rf"^{re.escape(PARTIAL_PREFIX)}old-{re.escape(out.name)}-[a-z0-9_]{{8}}$")
-    try:
-        entries = sorted(parent.iterdir())
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            if backup.match(entry.name) and entry.is_dir():
-                old = entry / "old"
-                if old.is_dir() and not out.exists():
-                    os.replace(old, out)
-                    if progress is not None:
-                        progress.log(f"restored the previous output {out} (an overwrite was interrupted)")
-                shutil.rmtree(entry, ignore_errors=True)
-            elif partial.match(entry.name) and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-                if progress is not None:
-                    progress.log(f"removed {entry.name}, left by an interrupted job")
-        except OSError:
-            continue
 
 
 # -- the job -----------------------------------------------------------------------------------------
@@ -320,9 +181,9 @@ class ProtectedJob:
 
     inputs: list[Path]
     out: Path
-    settings: Any
+    settings: ProtectSettings
     plan: list[tuple[Series, bool]]  # (series, protect?)
-    result: Any  # a ProtectResult
+    result: ProtectResult
     skipped: list[Skipped]
     overwrite: bool = False
     owns_result: bool = True
@@ -342,7 +203,7 @@ class ProtectedJob:
 def run_protect_job(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
-    settings: Any,
+    settings: ProtectSettings,
     *,
     labels: str | None = None,
     splits: Sequence[str] = ("train",),
@@ -353,7 +214,7 @@ def run_protect_job(
     roi: str | Path | None = None,
     efficacy: dict[str, Any] | None = None,
     loaded: LoadResult | None = None,
-    result: Any = None,
+    result: ProtectResult | None = None,
     deid: Any = None,
     steward_record: str | Path | None = None,
     keys: str | Path | None = None,
@@ -396,7 +257,7 @@ def prepare_deid(deid: Any, out_dir: str | Path, steward_record: str | Path | No
 def protect_job(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
-    settings: Any,
+    settings: ProtectSettings,
     *,
     labels: str | None = None,
     splits: Sequence[str] = ("train",),
@@ -404,7 +265,7 @@ def protect_job(
     progress: Progress | None = None,
     overwrite: bool = False,
     loaded: LoadResult | None = None,
-    result: Any = None,
+    result: ProtectResult | None = None,
     keys: str | Path | None = None,
 ) -> ProtectedJob:
     """The first half of :func:`run_protect_job`: checks, load and protect; nothing is written.
@@ -442,8 +303,8 @@ def protect_job(
     return job
 
 
-def _protect_locked(inputs: list[Path], out: Path, settings: Any, labels: str | None, splits: Sequence[str],
-                    progress: Progress, overwrite: bool, loaded: LoadResult | None, result: Any,
+def _protect_locked(inputs: list[Path], out: Path, settings: ProtectSettings, labels: str | None, splits: Sequence[str],
+                    progress: Progress, overwrite: bool, loaded: LoadResult | None, result: ProtectResult | None,
                     keys: Path | None = None) -> ProtectedJob:
     from salm_desktop.core.protect import protect_series
 
@@ -460,7 +321,7 @@ def _protect_locked(inputs: list[Path], out: Path, settings: Any, labels: str | 
     for series in loaded.series:
         protect = series.kind != "npz" or str(series.meta.get("split", "")) in split_set
         if protect and result is not None:
-            if not _result_covers(result, series):
+            if not result.covers(series):
                 raise JobError(f"series {series.id} is not part of the protection result; protect it first")
         elif protect:  # files that vanished since loading are dropped before protecting
             kept, gone = _drop_missing(series)
@@ -507,7 +368,7 @@ def _protect_locked(inputs: list[Path], out: Path, settings: Any, labels: str | 
                     if not to_protect:
                         raise JobError("nothing left to protect (all input files disappeared)") from None
         else:
-            settings = getattr(result, "settings", settings)
+            settings = result.settings
     except Cancelled:
         raise
     except ValueError as exc:
@@ -536,16 +397,13 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
     except JobError:
         job.close()
         raise
-    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # made by us, removed on failure
+    transaction = OutputTransaction(out, job.overwrite)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{out.name}-", dir=out.parent))
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the output folder is an ordinary one
-    except OSError as exc:
+        transaction.__enter__()
+    except JobError:
         job.close()
-        _remove_empty(created)
-        raise JobError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
-
+        raise
+    tmp = transaction.tmp
     keyset = None
     try:
         release_result = job.result
@@ -568,14 +426,13 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
 
             write_release_keys(job.keys, keyset, marked_series, written["manifest"])
         try:
-            _move_into_place(tmp, out, job.overwrite)
+            transaction.commit()
         except BaseException:
             if keyset is not None:
                 shutil.rmtree(job.keys, ignore_errors=True)  # keys of a release that was never written
             raise
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_empty(created)
+        transaction.abort()
         if isinstance(exc, OSError):
             raise JobError(_os_message(exc)) from None
         if isinstance(exc, ValueError) and not isinstance(exc, JobError):
@@ -584,9 +441,7 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
     finally:
         job.close()
 
-    def final(p: Path | None) -> Path | None:
-        return None if p is None else out / p.relative_to(tmp)
-
+    final = transaction.final
     return JobResult(
         out_dir=out,
         summary=written["summary"],
@@ -603,23 +458,20 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
 
 def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, report: bool,
             skipped: list[Skipped], roi, efficacy, deid=None) -> dict[str, Any]:
-    from salm_desktop.core.export.common import ExportError, OutputLayout, WriteResult
-    from salm_desktop.core.export.dicom import write_dicom_series
-    from salm_desktop.core.export.images import write_image_series
+    from salm_desktop.core.export.common import ExportError, OutputLayout, WriteContext, WriteResult
     from salm_desktop.core.export.manifest import write_manifest
-    from salm_desktop.core.export.nifti import write_nifti_series
     from salm_desktop.core.export.npz import write_npz_file
-    from salm_desktop.core.export.volume import write_volume_series
+    from salm_desktop.core.export.writers import resolve_writer
     from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity
 
-    settings_dict = settings.as_dict() if hasattr(settings, "as_dict") else dict(vars(settings))
-    salt = _settings_fingerprint(settings_dict)
+    settings_dict = settings.as_dict()
+    salt = settings_fingerprint(settings_dict)
     deidentifier = None
     if deid is not None and deid.enabled:
         from salm_desktop.core.export.deid import DicomDeidentifier
 
         # the options change the files, so they are part of what makes derived UIDs distinct
-        deidentifier = DicomDeidentifier(deid.options, deid.secret, _settings_fingerprint(
+        deidentifier = DicomDeidentifier(deid.options, deid.secret, settings_fingerprint(
             {"settings": settings_dict, "deid": deid.options.fingerprint_dict()}))
 
     def release_id(series_id: str) -> str:  # internal series ids are plain hashes of UIDs: not in a release
@@ -648,6 +500,9 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
     def protected_fn(series: Series):
         return lambda i: result.protected(series.id, i)
 
+    context = WriteContext(tmp, layout, progress, salt,
+                           lambda series: derivation_text(settings, series, result.budget(series.id)),
+                           deidentifier)
     total_files = sum(len(s.files) for s, _ in plan)
     done = 0
     progress.update("export", 0, total_files, "writing the protected copy")
@@ -659,28 +514,15 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
                 path = Path(series.samples[0].source.path) if series.samples else Path(series.root)
                 npz_files.setdefault(path, []).append((series, protected_fn(series) if protect else None))
                 continue
-            fid = fidelity.add_series(SeriesFidelity.for_series(series, _series_budget(result, settings, series), roi_fns.get(series.id)))
+            fid = fidelity.add_series(SeriesFidelity.for_series(series, result.budget(series.id), roi_fns.get(series.id)))
             fid.series_id = release_id(series.id)
-            kwargs = dict(observer=fid.add, progress=progress, done_offset=done, total=total_files)
-            if series.kind in ("nifti", "nrrd", "volume") and deidentifier is not None:
-                kwargs["deidentify"] = True
-            if series.kind == "dicom":
-                part = write_dicom_series(series, protected_fn(series), tmp, layout,
-                                          derivation=derivation_text(settings, series, _series_budget(result, settings, series)),
-                                          uid_salt=salt, deidentifier=deidentifier, **kwargs)
-            elif series.kind == "nifti":
-                part = write_nifti_series(series, protected_fn(series), tmp, layout, **kwargs)
-            elif series.kind == "images":
-                part = write_image_series(series, protected_fn(series), tmp, layout, **kwargs)
-            elif series.kind in ("nrrd", "volume"):
-                part = write_volume_series(series, protected_fn(series), tmp, layout, **kwargs)
-            else:
-                raise JobError(f"series {series.id}: writing {series.kind!r} data is not supported")
+            part = resolve_writer(series.kind)(series, protected_fn(series), context, observer=fid.add, done_offset=done,
+                                               total=total_files)
             written.extend(part)
             done += len(series.files)
         for path, parts in npz_files.items():
             progress.update("export", done, total_files, f"writing {path.name}")
-            fids = {s.id: fidelity.add_series(SeriesFidelity.for_series(s, _series_budget(result, settings, s))) for s, fn in parts if fn is not None}
+            fids = {s.id: fidelity.add_series(SeriesFidelity.for_series(s, result.budget(s.id))) for s, fn in parts if fn is not None}
             for sid, fid in fids.items():
                 fid.series_id = release_id(sid)
             part = write_npz_file(path, parts, tmp, layout, observer=lambda s, i, o, w: fids[s.id].add(i, o, w), progress=progress)
@@ -747,22 +589,6 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
             "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict, "steward": steward}
 
 
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove folders this job created (innermost first) if they are still empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
-
-
-def _result_covers(result, series: Series) -> bool:
-    where = getattr(result, "_where", None)
-    if where is None:
-        return True
-    return all((series.id, i) in where for i in range(len(series.samples)))
-
-
 def _labels_used(result, series: Series) -> dict[str, int] | None:
     try:
         labels = result.labels_used(series.id)
@@ -791,33 +617,3 @@ def _skipped_dict(item: Skipped, inputs: Sequence[Path]) -> dict[str, str]:
     return {"path": path.name, "reason": item.reason}
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where /proc allows (threads may be writing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished temporary folder to ``out`` (atomic on one filesystem)."""
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:  # appeared while we were working
-            raise JobError(f"output folder {out} was created by someone else while the job ran; nothing was written")
-        backup = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}old-{out.name}-", dir=out.parent))
-        os.replace(out, backup / "old")
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(backup / "old", out)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
-        return
-    if out.is_dir():
-        out.rmdir()  # empty: replace it
-    os.replace(tmp, out)

@@ -1,123 +1,93 @@
-"""User-facing option values -> ProtectSettings, shared by the CLI, batch configs and the GUI.
+"""User-facing option values -> ProtectSettings, for the CLI, batch configs and the wizard alike.
 
-Each parser raises :class:`OptionError` (a ValueError) with a one-line message naming the option.
+The options themselves (keys, parsers, help) are the table in :mod:`option_schema`; this module
+turns that table into argparse arguments, a ``ProtectSettings`` and the settings fingerprint that
+single jobs, batch journals and the GUI queue share. Each parser raises :class:`OptionError` (a
+ValueError) with a one-line message naming the option.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping
+import argparse
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any, Mapping
+
+from salm_desktop.core.option_schema import (
+    NATIVE_UNITS,
+    OPTIONS,
+    SCHEMA,
+    OptionError,
+    parse_epsilon,
+    parse_fraction,
+    parse_label_spec,
+)
+
+if TYPE_CHECKING:
+    from salm_desktop.core.protect.settings import ProtectSettings
+
+__all__ = ["NATIVE_UNITS", "OPTIONS", "SCHEMA", "OptionError", "add_setting_arguments", "build_settings",
+           "options_from_args", "parse_epsilon", "parse_fraction", "parse_label_spec", "resolved_settings_dict",
+           "settings_fingerprint"]
 
 
-class OptionError(ValueError):
-    """An option value the user gave that cannot be used."""
-
-
-def parse_fraction(text: Any, name: str = "value") -> float:
-    """'8/255' -> 0.0313..., '0.03' -> 0.03, 0.03 -> 0.03."""
-    raw = str(text).strip()
-    try:
-        if "/" in raw:
-            num, den = raw.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(raw)
-    except (ValueError, ZeroDivisionError):
-        raise OptionError(f"{name} {text!r} is not a number or a fraction like 8/255") from None
-    if not math.isfinite(value):
-        raise OptionError(f"{name} {text!r} is not a finite number")
-    return value
-
-
-NATIVE_UNITS = {"hu": "HU", "native": "", "units": ""}
-
-
-def parse_epsilon(text: Any, name: str = "epsilon") -> tuple[float | None, float | None, str]:
-    """A budget -> ``(fraction of the window, native value, native unit)``; one of the first two is None.
-
-    ``8/255`` or ``0.03``: a fraction of each series' window (the reader's window; 8-bit: 0..255).
-    ``12HU`` / ``12 HU``: 12 Hounsfield units on every CT series (refused for data in other units);
-    ``30native``: 30 in the series' own (arbitrary) units.
-    """
-    raw = str(text).strip()
-    lower = raw.lower()
-    for suffix, unit in NATIVE_UNITS.items():
-        if lower.endswith(suffix):
-            number = raw[: len(raw) - len(suffix)].strip()
-            try:
-                value = float(number)
-            except ValueError:
-                raise OptionError(f"{name} {text!r}: expected a number before {suffix!r}, e.g. 12HU") from None
-            if not math.isfinite(value) or value <= 0:
-                raise OptionError(f"{name} {text!r}: a budget in native units must be a positive number")
-            return None, value, unit
-    value = parse_fraction(raw, name)
-    if not 0 < value <= 1:
-        raise OptionError(f"{name} {text!r}: a fraction of the window must be in (0, 1], e.g. 8/255; "
-                          f"for native units write e.g. 12HU")
-    return value, None, ""
-
-
-def parse_label_spec(spec: str | None, name: str = "--labels") -> tuple[str | None, str, int | None]:
-    """A label source -> (loader labels source, engine label mode, number of clusters).
-
-    ``None`` (auto), ``folders``, ``npz``, ``csv:FILE`` and ``none`` go to the loader;
-    ``clusters`` / ``clusters:K`` asks the engine for K pseudo-labels (Unlearnable Clusters).
-    """
-    if spec is None or str(spec).strip() == "":
-        return None, "given", None
-    spec = str(spec).strip()
-    if spec.startswith("clusters"):
-        _, _, k = spec.partition(":")
-        try:
-            n = int(k) if k else 2
-        except ValueError:
-            raise OptionError(f"{name} {spec!r}: expected clusters:K with an integer K >= 2") from None
-        if n < 2:
-            raise OptionError(f"{name} {spec!r}: K must be at least 2")
-        return None, "clusters", n
-    return spec, "given", None
-
-
-def build_settings(options: Mapping[str, Any]):
+def build_settings(options: Mapping[str, Any]) -> tuple["ProtectSettings", str | None]:
     """A ProtectSettings from loosely typed options (strings from a CLI or TOML are fine).
 
-    Recognised keys: method, epsilon (8/255, 0.03 or 12HU, see :func:`parse_epsilon`), noise_cap, mask_ratio, labels (a label spec), device, seed, max_rounds,
-    batch_size, foreground, recompute_mask. Returns ``(settings, loader_labels)``.
+    Keys are those of :data:`option_schema.SCHEMA`; a value of None means "the engine's default".
+    Returns ``(settings, loader_labels)`` (the ``labels`` argument of ``load_paths``).
     """
-    from salm_desktop.core.protect import ProtectSettings
+    from salm_desktop.core.protect.settings import ProtectSettings
 
-    known = {"method", "epsilon", "mask_ratio", "labels", "device", "seed", "max_rounds", "batch_size",
-             "foreground", "recompute_mask", "noise_cap"}
-    unknown = sorted(set(options) - known)
+    unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise OptionError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    loader_labels, label_mode, clusters = parse_label_spec(options.get("labels"), "labels")
-    values: dict[str, Any] = {"labels": label_mode}
-    if clusters is not None:
-        values["n_clusters"] = clusters
-    for key in ("method", "device", "recompute_mask"):
-        if options.get(key) is not None:
-            values[key] = options[key]
-    if options.get("epsilon") is not None:
-        fraction, native, unit = parse_epsilon(options["epsilon"])
-        if fraction is not None:
-            values["epsilon"] = fraction
-        else:
-            values["epsilon_native"], values["epsilon_unit"] = native, unit
-    if options.get("noise_cap") is not None:
-        values["noise_cap"] = parse_fraction(options["noise_cap"], "noise-cap")
-    if options.get("mask_ratio") is not None:
-        values["mask_ratio"] = parse_fraction(options["mask_ratio"], "mask-ratio")
-    for key in ("seed", "max_rounds", "batch_size"):
-        if options.get(key) is not None:
-            try:
-                values[key] = int(options[key])
-            except (TypeError, ValueError):
-                raise OptionError(f"{key} {options[key]!r} is not an integer") from None
-    if options.get("foreground") is not None:
-        values["foreground"] = bool(options["foreground"])
+        raise OptionError(f"unknown setting(s): {', '.join(unknown)} (known: {', '.join(sorted(OPTIONS))})")
+    loader_labels, _, _ = parse_label_spec(options.get("labels"), "labels")
+    values: dict[str, Any] = {"labels": "given"}
+    for key, value in options.items():
+        if value is not None:
+            values.update(OPTIONS[key].parse(value, key.replace("_", "-")))
     try:
         return ProtectSettings(**values), loader_labels
     except (TypeError, ValueError) as exc:
         raise OptionError(str(exc)) from None
+
+
+# -- argparse ----------------------------------------------------------------------------------------
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per option of the schema; the rare ones in an "advanced settings" group.
+
+    Every default is None (the engine's default), so that a flag not given never overrides a value.
+    """
+    advanced = parser.add_argument_group("advanced settings", "measured knobs of the optimisation (docs/algorithm.md)")
+    for option in SCHEMA:
+        target = advanced if option.advanced else parser
+        target.add_argument(option.flag, dest=option.key, default=None, metavar=option.metavar or option.key.upper(),
+                            help=option.help)
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The schema's options from parsed arguments (see :func:`add_setting_arguments`)."""
+    return {o.key: getattr(args, o.key) for o in SCHEMA if getattr(args, o.key, None) is not None}
+
+
+# -- fingerprint -------------------------------------------------------------------------------------
+def resolved_settings_dict(settings: "ProtectSettings", loader_labels: str | None = None) -> dict[str, Any]:
+    """The settings as the engine will really run them: the device resolved ("auto" -> "cpu"), the mask
+    ratio em really uses, and the loader's label source only where labels are used at all."""
+    from salm_desktop.core.protect.device import resolve_device
+
+    values = settings.as_dict()
+    try:
+        values["device"] = str(resolve_device(settings.device))
+    except (RuntimeError, ValueError):
+        pass  # a device that does not exist here: the engine reports it; the name stands
+    values["mask_ratio"] = settings.effective_mask_ratio
+    values["loader_labels"] = None if settings.labels == "clusters" else loader_labels
+    return values
+
+
+def settings_fingerprint(document: Mapping[str, Any], length: int = 16) -> str:
+    """A short hash of a JSON-able document (settings and what else makes outputs differ)."""
+    text = json.dumps(document, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]

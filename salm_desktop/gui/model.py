@@ -11,13 +11,14 @@ import math
 import re
 import tempfile
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
 
 from salm_desktop.core.model import IntensityMap, LoadResult, Series
+
+if TYPE_CHECKING:
+    from salm_desktop.core.protect.settings import ProtectSettings
 
 METHODS = [("salm", "SALM (sparse local mask)"), ("em", "EM (full image, baseline)"), ("random", "Random noise (baseline)")]
 LABEL_SOURCES = [
@@ -33,19 +34,13 @@ FORMATS = [("auto", "As input (DICOM → DICOM, NIfTI → NIfTI, npz → npz, PN
 
 
 def parse_epsilon(text: str) -> float:
-    """"8/255", "0.03", "8" (read as 8/255 when > 1) -> a normalized budget in (0, 1]."""
-    text = str(text).strip()
-    if not text:
-        raise ValueError("the budget is empty")
-    try:
-        value = float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"'{text}' is not a number or a fraction like 8/255") from None
-    if value > 1.0:
-        value = value / 255.0
-    if not (0.0 < value <= 1.0) or not math.isfinite(value):
-        raise ValueError(f"the budget must be between 0 and 1 (got {text})")
-    return value
+    """"8/255", "0.03", "8" (= 8/255) -> a normalized budget in (0, 1], by the core's one parser."""
+    from salm_desktop.core.options import parse_epsilon as parse_budget
+
+    fraction, _, _ = parse_budget(text, "the budget")
+    if fraction is None:
+        raise ValueError(f"'{text}' is a budget in native units, not a fraction of the window")
+    return fraction
 
 
 def epsilon_text(value: float) -> str:
@@ -89,6 +84,18 @@ class WizardSettings:
     batch_size: int = _engine_default("batch_size", 64)
     surrogate: str = _engine_default("surrogate", "auto")
     recompute_mask: str = str(_engine_default("recompute_mask", "never"))
+    # the schema's rare options (core/option_schema.py), as typed; "" = the engine's default
+    noise_cap: str = ""
+    extra_rounds: str = ""
+    stop_loss: str = ""
+    step_size: str = ""
+    mask_scope: str = ""
+    local_mean_free: str = ""
+    surrogate_lr: str = ""
+    init: str = ""
+    robust: str = ""
+    precision: str = ""
+    early_exit_loss: str = ""
     # export
     output_format: str = "auto"
     report: bool = True
@@ -110,26 +117,19 @@ class WizardSettings:
         and warn that they are not used (the engine replaces them with clusters either way)."""
         return None if self.label_source == "clusters" else self.loader_labels()
 
-    def engine_kwargs(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "epsilon": float(self.epsilon),
-            "epsilon_native": float(self.epsilon_native) if self.epsilon_native > 0 else None,
-            "epsilon_unit": self.epsilon_unit if self.epsilon_native > 0 else "",
-            "mask_ratio": float(self.mask_ratio) if self.method != "em" else 1.0,
-            "device": self.device,
-            "seed": int(self.seed),
-            "pgd_steps": int(self.pgd_steps),
-            "train_steps": int(self.train_steps),
-            "max_rounds": int(self.max_rounds),
-            "stop_accuracy": float(self.stop_accuracy),
-            "foreground": bool(self.foreground),
-            "batch_size": int(self.batch_size),
-            "surrogate": self.surrogate,
-            "recompute_mask": self.recompute_mask,
-            "labels": "clusters" if self.label_source == "clusters" else "given",
-            "n_clusters": int(self.n_clusters),
+    def options(self) -> dict[str, Any]:
+        """The settings as options of the one schema (core/option_schema.py), as the CLI and TOML give them."""
+        native = f"{self.epsilon_native!r}{self.epsilon_unit or 'native'}" if self.epsilon_native > 0 else None
+        values: dict[str, Any] = {
+            "method": self.method, "epsilon": native or float(self.epsilon), "mask_ratio": float(self.mask_ratio),
+            "device": self.device, "seed": int(self.seed), "pgd_steps": int(self.pgd_steps),
+            "train_steps": int(self.train_steps), "max_rounds": int(self.max_rounds),
+            "stop_accuracy": float(self.stop_accuracy), "foreground": bool(self.foreground),
+            "batch_size": int(self.batch_size), "surrogate": self.surrogate, "recompute_mask": self.recompute_mask,
+            "labels": f"clusters:{int(self.n_clusters)}" if self.label_source == "clusters" else self.loader_labels(),
         }
+        values.update({key: getattr(self, key) for key in ADVANCED_OPTIONS if str(getattr(self, key)).strip()})
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,18 +168,40 @@ class WizardSettings:
             settings.epsilon = defaults.epsilon
         if not (0 < settings.mask_ratio <= 1):
             settings.mask_ratio = defaults.mask_ratio
+        for key in ADVANCED_OPTIONS:
+            if option_error(key, getattr(settings, key)):
+                setattr(settings, key, "")
         return settings
 
 
-def build_protect_settings(settings: WizardSettings, cls: type | None = None) -> Any:
-    """A core ``ProtectSettings`` from the wizard settings, passing only the fields it has."""
-    if cls is None:
-        from salm_desktop.core.protect import ProtectSettings as cls  # noqa: N813
-    kwargs = settings.engine_kwargs()
-    if dataclasses.is_dataclass(cls):
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in kwargs.items() if k in names}
-    return cls(**kwargs)
+ADVANCED_OPTIONS = ("noise_cap", "extra_rounds", "stop_loss", "step_size", "mask_scope", "local_mean_free",
+                    "surrogate_lr", "init", "robust", "precision", "early_exit_loss")
+
+
+def option_error(key: str, text: str) -> str:
+    """"" when ``text`` is a usable value of the schema option ``key`` (or empty: the default), else why not."""
+    from salm_desktop.core.option_schema import OPTIONS, OptionError
+
+    if not str(text).strip():
+        return ""
+    try:
+        OPTIONS[key].parse(text, key.replace("_", "-"))
+    except OptionError as exc:
+        return str(exc)
+    return ""
+
+
+def option_help(key: str) -> str:
+    from salm_desktop.core.option_schema import OPTIONS
+
+    return OPTIONS[key].help
+
+
+def build_protect_settings(settings: WizardSettings) -> "ProtectSettings":
+    """A core ``ProtectSettings`` from the wizard settings, through the same parser as the CLI and TOML."""
+    from salm_desktop.core.options import build_settings
+
+    return build_settings(settings.options())[0]
 
 
 # -- load page -------------------------------------------------------------------------------------
@@ -532,23 +554,6 @@ def device_label(device: str) -> str:
 
 # -- review page -----------------------------------------------------------------------------------
 
-def fidelity_numbers(original: np.ndarray, protected: np.ndarray, intensity: IntensityMap) -> dict[str, float]:
-    """PSNR (normalized scale), largest/mean change (native), fraction of pixels changed."""
-    original = np.asarray(original, np.float64)
-    protected = np.asarray(protected, np.float64)
-    diff = protected - original
-    changed = diff != 0
-    norm_diff = diff / intensity.width
-    mse = float(np.mean(norm_diff**2)) if diff.size else 0.0
-    psnr = float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
-    return {
-        "psnr_db": psnr,
-        "max_abs_change_native": float(np.max(np.abs(diff))) if diff.size else 0.0,
-        "mean_abs_change_native": float(np.mean(np.abs(diff))) if diff.size else 0.0,
-        "fraction_changed": float(np.mean(changed)) if diff.size else 0.0,
-    }
-
-
 def fidelity_rows(per_series: dict[str, dict[str, float]], units: dict[str, str]) -> list[list[str]]:
     rows = []
     for sid, m in per_series.items():
@@ -718,9 +723,8 @@ class BatchQueue:
 
         settings = dataclasses.replace(settings, device=resolved_device(settings.device))  # reports name what ran
         protect_settings = build_protect_settings(settings)
-        options = {**settings.engine_kwargs(), "labels_source": settings.loader_labels(),
-                   "splits": [x.strip() for x in settings.splits.split(",") if x.strip()] or ["train"],
-                   "report": bool(settings.report)}
+        options = {"splits": [x.strip() for x in settings.splits.split(",") if x.strip()] or ["train"],
+                   "report": bool(settings.report)}  # the settings themselves are protect_settings
         jobs = [BatchJob(name, [item.path], dict(options), protect_settings, settings.loader_labels())
                 for name, item in zip(self.job_names(), self.items)]
         return BatchConfig(path=Path("(wizard batch queue)"), output=Path(out_root), jobs=jobs)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -15,6 +15,10 @@ from salm_desktop.core.model import IntensityMap, LoadResult, Sample, Series, Sk
 from salm_desktop.core.progress import Progress
 
 from .model import WizardSettings, build_protect_settings
+
+if TYPE_CHECKING:
+    from salm_desktop.core.jobs import JobResult
+    from salm_desktop.core.protect.engine import ProtectResult
 
 
 @dataclass
@@ -49,7 +53,7 @@ class ProtectRun:
     """A wizard protection: the result, the series it covers (a series that lost an unreadable file
     is a copy without it) and the files skipped on the way, each with its reason."""
 
-    result: Any
+    result: ProtectResult
     series: list[Series]
     skipped: list[Skipped]
 
@@ -74,7 +78,7 @@ def preview_mask(sample: Sample, intensity: IntensityMap, settings: WizardSettin
     return np.asarray(mask, dtype=bool)
 
 
-def series_fidelity(series: Series, result: Any, progress: Progress | None = None,
+def series_fidelity(series: Series, result: "ProtectResult", progress: Progress | None = None,
                     max_samples: int = 256) -> dict[str, float]:
     """Fidelity numbers of one series, computed by the core (the same definitions as the report).
 
@@ -104,39 +108,26 @@ def series_fidelity(series: Series, result: Any, progress: Progress | None = Non
     return numbers
 
 
-def export(state_series: Sequence[Series], result: Any, inputs: Sequence[Path], out_dir: Path,
+def export(state_series: Sequence[Series], result: "ProtectResult | None", inputs: Sequence[Path], out_dir: Path,
            settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None,
            loaded: LoadResult | None = None, overwrite: bool = False,
-           keys: Path | None = None) -> Any:
+           keys: Path | None = None) -> "JobResult":
     """Write the protected copy, the manifest and (optionally) the report through the job pipeline.
 
     ``loaded`` is the wizard's LoadResult restricted to what the user kept (npz splits that are not
-    protected are still passed so that they are copied unchanged). When the pipeline accepts an
-    existing protection result (a ``protected``/``result`` parameter) the reviewed pixels are written
-    as they are; otherwise the pipeline protects again with the same settings and seed, which gives
-    the same pixels on the same device.
+    protected are still passed so that they are copied unchanged); with it, ``result`` (the reviewed
+    protection) is written as it is.
     """
-    import inspect as _inspect
-
     from salm_desktop.core.jobs import run_protect_job
 
-    kwargs: dict[str, Any] = dict(labels=settings.loader_labels(), splits=tuple(splits),
-                                  formats=settings.output_format, report=bool(settings.report), progress=progress,
-                                  overwrite=bool(overwrite))
-    params = _inspect.signature(run_protect_job).parameters
-    if loaded is not None and "loaded" in params:
-        kwargs["loaded"] = loaded
-    for name in ("protected", "result", "protect_result"):
-        if result is not None and name in params:
-            kwargs[name] = result
-            break
-    if keys is not None:  # ownership keys (core/ownership): KEYDIR outside the release
-        kwargs["keys"] = Path(keys)
-    return run_protect_job([Path(p) for p in inputs], Path(out_dir), build_protect_settings(settings), **kwargs)
+    return run_protect_job([Path(p) for p in inputs], Path(out_dir), build_protect_settings(settings),
+                           labels=settings.loader_labels(), splits=tuple(splits), formats=settings.output_format,
+                           report=bool(settings.report), progress=progress, overwrite=bool(overwrite), loaded=loaded,
+                           result=result, keys=Path(keys) if keys is not None else None)
 
 
 def run_job(inputs: Sequence[Path | str], out_dir: Path, settings: WizardSettings,
-            splits: Sequence[str] = ("train",), progress: Progress | None = None) -> Any:
+            splits: Sequence[str] = ("train",), progress: Progress | None = None) -> "JobResult":
     """The CLI's one call: load, protect, export, manifest, report (batch uses it per folder)."""
     from salm_desktop.core.jobs import run_protect_job
 
@@ -145,27 +136,7 @@ def run_job(inputs: Sequence[Path | str], out_dir: Path, settings: WizardSetting
                            formats=settings.output_format, report=bool(settings.report), progress=progress)
 
 
-def job_paths(job_result: Any, out_dir: Path) -> dict[str, Path | None]:
-    """Where the report and manifest of a finished job are (tolerant of the JobResult's shape)."""
-    found: dict[str, Path | None] = {"out_dir": Path(out_dir), "report": None, "report_pdf": None, "manifest": None}
-    for key, names in {
-        "report": ("report_html", "report", "report_path"),
-        "report_pdf": ("report_pdf", "pdf"),
-        "manifest": ("manifest", "manifest_path"),
-        "out_dir": ("out_dir", "output_dir"),
-    }.items():
-        for name in names:
-            value = getattr(job_result, name, None)
-            if value is None and isinstance(job_result, dict):
-                value = job_result.get(name)
-            if value:
-                found[key] = Path(value)
-                break
-    out = found["out_dir"] or Path(out_dir)
-    if found["report"] is None and (out / "report.html").exists():
-        found["report"] = out / "report.html"
-    if found["report_pdf"] is None and (out / "report.pdf").exists():
-        found["report_pdf"] = out / "report.pdf"
-    if found["manifest"] is None and (out / "manifest.json").exists():
-        found["manifest"] = out / "manifest.json"
-    return found
+def job_paths(job_result: "JobResult", out_dir: Path) -> dict[str, Path | None]:
+    """Where the report and manifest of a finished job are."""
+    return {"out_dir": job_result.out_dir or Path(out_dir), "report": job_result.report_html,
+            "report_pdf": job_result.report_pdf, "manifest": job_result.manifest}

@@ -52,11 +52,44 @@ def test_wizard_defaults_are_the_engine_defaults():
 def test_build_protect_settings_maps_labels_and_em():
     s = m.WizardSettings(method="em", mask_ratio=0.1, label_source="clusters", n_clusters=3, seed=5, device="cpu")
     ps = m.build_protect_settings(s)
-    assert (ps.method, ps.mask_ratio, ps.labels, ps.n_clusters, ps.seed, ps.device) == ("em", 1.0, "clusters", 3, 5, "cpu")
+    assert (ps.method, ps.effective_mask_ratio, ps.labels, ps.n_clusters, ps.seed, ps.device) == ("em", 1.0, "clusters", 3, 5, "cpu")
     assert m.WizardSettings(label_source="clusters").loader_labels() == "none"
     assert m.WizardSettings(label_source="clusters").study_labels() is None  # shown on the Load page, not used
     assert m.WizardSettings(label_source="auto").loader_labels() is None
     assert m.WizardSettings(label_source="csv", csv_path="/a/b.csv").loader_labels() == "csv:/a/b.csv"
+
+
+def test_wizard_settings_reach_every_option_of_the_schema():
+    from salm_desktop.core.option_schema import OPTIONS
+
+    s = m.WizardSettings(**{key: "1" if key in ("extra_rounds",) else "" for key in m.ADVANCED_OPTIONS})
+    assert set(s.options()) | set(m.ADVANCED_OPTIONS) == set(OPTIONS)
+    s = m.WizardSettings(mask_scope="sample", robust="pgd", stop_loss="0.1", epsilon_native=12.0, epsilon_unit="HU")
+    ps = m.build_protect_settings(s)
+    assert (ps.mask_scope, ps.robust, ps.stop_loss, ps.epsilon_native, ps.epsilon_unit) == ("sample", "pgd", 0.1, 12.0, "HU")
+    assert m.option_error("robust", "maybe") and not m.option_error("robust", "full") and not m.option_error("init", "")
+    restored = m.WizardSettings.from_dict({**s.to_dict(), "robust": "maybe"})  # a bad stored value falls back
+    assert restored.robust == "" and restored.mask_scope == "sample"
+
+
+def test_a_batch_from_the_wizard_and_the_same_batch_from_toml_share_one_fingerprint(tmp_path):
+    from salm_desktop.core.batch import load_config
+
+    study = tmp_path / "study"
+    study.mkdir()
+    settings = m.WizardSettings(method="salm", epsilon=4 / 255, mask_ratio=0.3, seed=3, label_source="clusters",
+                                n_clusters=3, device="auto", mask_scope="sample", splits="train,val")
+    q = m.BatchQueue()
+    q.add(study)
+    gui_job = q.build_config(tmp_path / "out", settings).jobs[0]
+    config = tmp_path / "batch.toml"
+    config.write_text('output = "out"\ninputs = ["study"]\n[settings]\nmethod = "salm"\nepsilon = "4/255"\n'
+                      'mask_ratio = 0.3\nseed = 3\nlabels = "clusters:3"\nmask_scope = "sample"\n'
+                      'splits = ["train", "val"]\n')
+    cli_job = load_config(config).jobs[0]
+    assert gui_job.fingerprint() == cli_job.fingerprint()
+    config.write_text(config.read_text().replace("seed = 3", "seed = 4"))
+    assert load_config(config).jobs[0].fingerprint() != gui_job.fingerprint()
 
 
 def test_series_and_skipped_rows():
@@ -145,17 +178,10 @@ def test_auto_device_is_resolved_to_what_runs():
         assert m.device_text("auto") == "CPU"
 
 
-def test_fidelity_numbers_against_hand_computed_values():
-    original = np.zeros((10, 10), np.float32)
-    protected = original.copy()
-    protected[0, :5] = 10.0  # 5 % of the pixels changed by 10 native units in a 2000-unit window
-    out = m.fidelity_numbers(original, protected, IntensityMap(-1000.0, 1000.0, "HU"))
-    mse = 5 * (10 / 2000) ** 2 / 100
-    assert out["psnr_db"] == pytest.approx(10 * np.log10(1 / mse))
-    assert out["max_abs_change_native"] == 10 and out["fraction_changed"] == pytest.approx(0.05)
-    assert out["mean_abs_change_native"] == pytest.approx(0.5)
-    rows = m.fidelity_rows({"abc": out}, {"abc": "HU"})
-    assert rows[0][3] == "10 HU" and rows[0][5] == "5.0 %"
+def test_fidelity_rows_show_the_core_numbers_in_units():
+    numbers = {"psnr_db": 46.0, "max_abs_change_native": 10.0, "mean_abs_change_native": 0.5, "fraction_changed": 0.05}
+    rows = m.fidelity_rows({"abc": numbers}, {"abc": "HU"})
+    assert rows[0][1] == "46.0 dB" and rows[0][3] == "10 HU" and rows[0][5] == "5.0 %"
 
 
 def test_state_selection_and_npz_splits():

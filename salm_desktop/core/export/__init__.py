@@ -4,21 +4,26 @@ The pipeline that calls them is :func:`salm_desktop.core.jobs.run_protect_job`; 
 describes the rules (derived DICOM, lossless syntaxes, layout, manifest).
 """
 
-from .common import ExportError, OutputLayout, WriteResult, sha256_file
+from .common import ExportError, OutputLayout, WriteContext, WriteResult, sha256_file
 from .dicom import choose_output_syntax, derive_uid, write_dicom_series
 from .images import write_image_series
 from .manifest import MANIFEST_NAME, write_manifest
 from .nifti import write_nifti_series
 from .npz import write_npz_file
 from .volume import write_volume_series
+from .writers import Writer, register_writer, resolve_writer
 
 __all__ = [
     "MANIFEST_NAME",
+    "WriteContext",
+    "Writer",
     "ExportError",
     "OutputLayout",
     "WriteResult",
     "choose_output_syntax",
     "derive_uid",
+    "register_writer",
+    "resolve_writer",
     "sha256_file",
     "write_dicom_series",
     "write_image_series",

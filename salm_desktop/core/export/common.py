@@ -12,10 +12,14 @@ import numpy as np
 from salm_desktop.core.model import Sample, Series, Skipped
 
 if TYPE_CHECKING:
+    from salm_desktop.core.export.deid import DicomDeidentifier
     from salm_desktop.core.progress import Progress
 
 # ``protected(sample_index) -> native float32 array`` or ``None`` where the sample is copied unchanged.
 ProtectedFn = Callable[[int], "np.ndarray | None"]
+
+
+Observer = Callable[[int, np.ndarray, np.ndarray], None]  # (sample index, original, written back) in native units
 
 
 class ExportError(Exception):
@@ -73,6 +77,18 @@ class OutputLayout:
             return prefix / path.relative_to(root)
         except ValueError:  # not under the root (should not happen): keep the name only
             return prefix / path.name
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """What every writer of one job shares (see export/writers.py)."""
+
+    out_root: Path  # the job's temporary folder
+    layout: OutputLayout
+    progress: "Progress | None" = None
+    uid_salt: str = ""  # derived DICOM UIDs depend on the settings
+    derivation: Callable[[Series], str] = lambda series: ""  # DerivationDescription of a series
+    deidentifier: "DicomDeidentifier | None" = None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

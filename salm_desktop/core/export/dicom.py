@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pydicom
@@ -37,17 +36,17 @@ from pydicom.uid import (
 
 from salm_desktop.core.export.common import (
     ExportError,
-    OutputLayout,
+    Observer,
     ProtectedFn,
+    WriteContext,
     WriteResult,
     iter_source_files,
     read_members,
     reread_failure,
     stored_dtype_array,
 )
-from salm_desktop.core.export.deid import DicomDeidentifier, burned_in_reason
+from salm_desktop.core.export.deid import burned_in_reason
 from salm_desktop.core.model import Series, Skipped
-from salm_desktop.core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -235,20 +234,15 @@ def _place(frames: np.ndarray, sample_shape: tuple[int, ...], frame: int | None,
 def write_dicom_series(
     series: Series,
     protected: ProtectedFn,
-    out_root: Path,
-    layout: OutputLayout,
+    ctx: WriteContext,
     *,
-    derivation: str,
-    uid_salt: str,
-    observer: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-    progress: Progress | None = None,
+    observer: Observer | None = None,
     done_offset: int = 0,
     total: int = 0,
-    deidentifier: "DicomDeidentifier | None" = None,
 ) -> WriteResult:
-    """Write every file of a DICOM ``series`` as a derived instance under ``out_root``.
+    """Write every file of a DICOM ``series`` as a derived instance under ``ctx.out_root``.
 
-    With a ``deidentifier`` (the default of a job) each file is also de-identified (PS3.15 Basic
+    With a ``ctx.deidentifier`` (the default of a job) each file is also de-identified (PS3.15 Basic
     Profile, see deid.py): UIDs become keyed pseudonyms, no SourceImageSequence, and path components
     that carry the file's identifiers are replaced. A file that may show burned-in annotations is
     skipped with the reason unless the options allow it. Without one, identity is kept (internal use).
@@ -259,6 +253,7 @@ def write_dicom_series(
     be read is skipped with its reason; an OSError while writing (read-only, disk full) propagates.
     """
     result = WriteResult()
+    deidentifier, uid_salt, derivation = ctx.deidentifier, ctx.uid_salt, ctx.derivation(series)
     series_uid = str(series.meta.get("series_uid", "") or "")
     if deidentifier is not None:
         new_series_uid = deidentifier.pseudonyms.uid(series_uid or series.id, instance=True)
@@ -266,7 +261,7 @@ def write_dicom_series(
         new_series_uid = derive_uid(series_uid or series.id, uid_salt)
     if series_uid:
         result.uid_map[series_uid] = new_series_uid
-    for path, members in iter_source_files(series, progress, done_offset, total, "file"):
+    for path, members in iter_source_files(series, ctx.progress, done_offset, total, "file"):
         try:
             ds = pydicom.dcmread(path)
             originals, natives = read_members(members, protected)
@@ -308,7 +303,7 @@ def write_dicom_series(
         _drop_group_lengths(ds)
 
         old_sop = str(ds.SOPInstanceUID)
-        relative = layout.relative(path, series.root)
+        relative = ctx.layout.relative(path, series.root)
         if deidentifier is not None:
             try:
                 found = deidentifier.deidentify(ds)
@@ -335,7 +330,7 @@ def write_dicom_series(
         if deidentifier is not None:
             deidentifier.clean_file_meta(ds)
 
-        dest = out_root / relative
+        dest = ctx.out_root / relative
         dest.parent.mkdir(parents=True, exist_ok=True)
         pydicom.dcmwrite(dest, ds, enforce_file_format=True)
         result.files.append(dest)

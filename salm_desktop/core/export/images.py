@@ -4,14 +4,13 @@ JPEG inputs are written as PNG (same name, ".png"), since the perturbation would
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from salm_desktop.core.export.common import OutputLayout, ProtectedFn, WriteResult, iter_source_files, reread_failure, stored_dtype_array
+from salm_desktop.core.export.common import (Observer, ProtectedFn, WriteContext, WriteResult, iter_source_files, reread_failure,
+                                             stored_dtype_array)
 from salm_desktop.core.model import Series
-from salm_desktop.core.progress import Progress
 
 LOSSY_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".webp"}
 
@@ -32,16 +31,14 @@ def _to_image(stored: np.ndarray, source_mode: str) -> Image.Image:
 def write_image_series(
     series: Series,
     protected: ProtectedFn,
-    out_root: Path,
-    layout: OutputLayout,
+    ctx: WriteContext,
     *,
-    observer: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-    progress: Progress | None = None,
+    observer: Observer | None = None,
     done_offset: int = 0,
     total: int = 0,
 ) -> WriteResult:
     result = WriteResult()
-    for path, members in iter_source_files(series, progress, done_offset, total, "image", every=64):
+    for path, members in iter_source_files(series, ctx.progress, done_offset, total, "image", every=64):
         index, sample = members[0]
         try:
             with Image.open(path) as im:
@@ -54,7 +51,7 @@ def write_image_series(
         stored = sample.stored.to_stored(original) if native is None else stored_dtype_array(sample, native)
         if observer is not None:
             observer(index, original, sample.stored.to_native(stored))
-        dest = out_root / output_name(layout.relative(path, series.root))
+        dest = ctx.out_root / output_name(ctx.layout.relative(path, series.root))
         dest.parent.mkdir(parents=True, exist_ok=True)
         _to_image(stored, mode).save(dest)
         result.files.append(dest)

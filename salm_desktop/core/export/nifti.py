@@ -3,16 +3,15 @@ is kept; only the stored voxel values change. Written with nibabel."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
 
 from salm_desktop.core.export.common import (
     ExportError,
-    OutputLayout,
+    Observer,
     ProtectedFn,
+    WriteContext,
     WriteResult,
     iter_source_files,
     read_members,
@@ -20,7 +19,6 @@ from salm_desktop.core.export.common import (
     stored_dtype_array,
 )
 from salm_desktop.core.model import Sample, Series, StoredFormat
-from salm_desktop.core.progress import Progress
 
 
 def _slicer(sample: Sample, volume_shape: tuple[int, ...]) -> tuple:
@@ -78,19 +76,16 @@ def _clear_text_fields(header) -> None:
 def write_nifti_series(
     series: Series,
     protected: ProtectedFn,
-    out_root: Path,
-    layout: OutputLayout,
+    ctx: WriteContext,
     *,
-    observer: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-    progress: Progress | None = None,
+    observer: Observer | None = None,
     done_offset: int = 0,
     total: int = 0,
-    deidentify: bool = False,
 ) -> WriteResult:
-    """``deidentify``: the free-text header fields (descrip, aux_file, intent_name, db_name) are emptied
+    """De-identifying (``ctx.deidentifier``): the free-text header fields (descrip, aux_file, intent_name, db_name) are emptied
     and header extensions (which may hold a whole DICOM header) are dropped; geometry stays."""
-    result = WriteResult()
-    for path, members in iter_source_files(series, progress, done_offset, total, "volume"):
+    result, deidentify = WriteResult(), ctx.deidentifier is not None
+    for path, members in iter_source_files(series, ctx.progress, done_offset, total, "volume"):
         try:
             img = nib.load(str(path))
             raw = np.array(img.dataobj.get_unscaled())  # stored values, a writable copy
@@ -122,7 +117,7 @@ def write_nifti_series(
         new = type(img)(raw, None, header=header)
         if not (slope == 1.0 and inter == 0.0):
             new.header.set_slope_inter(slope, inter)
-        dest = out_root / layout.relative(path, series.root)
+        dest = ctx.out_root / ctx.layout.relative(path, series.root)
         dest.parent.mkdir(parents=True, exist_ok=True)
         nib.save(new, str(dest))
         # nibabel may choose its own scaling for some data types: verify that the file holds our values.

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import SimpleITK as sitk
 
 from salm_desktop.core.export.common import (
     ExportError,
-    OutputLayout,
+    Observer,
     ProtectedFn,
+    WriteContext,
     WriteResult,
     iter_source_files,
     read_members,
@@ -20,7 +18,6 @@ from salm_desktop.core.export.common import (
     stored_dtype_array,
 )
 from salm_desktop.core.model import Series
-from salm_desktop.core.progress import Progress
 
 
 # Metadata keys that describe the grid and the encoding only (what a de-identified copy keeps).
@@ -36,19 +33,16 @@ def _is_geometry_key(key: str) -> bool:
 def write_volume_series(
     series: Series,
     protected: ProtectedFn,
-    out_root: Path,
-    layout: OutputLayout,
+    ctx: WriteContext,
     *,
-    observer: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-    progress: Progress | None = None,
+    observer: Observer | None = None,
     done_offset: int = 0,
     total: int = 0,
-    deidentify: bool = False,
 ) -> WriteResult:
-    """``deidentify``: only the geometry and encoding keys of the source metadata are copied (free-text
+    """De-identifying (``ctx.deidentifier``): only the geometry and encoding keys of the source metadata are copied (free-text
     keys such as NRRD "content" or vendor keys may carry names)."""
-    result = WriteResult()
-    for path, members in iter_source_files(series, progress, done_offset, total, "volume"):
+    result, deidentify = WriteResult(), ctx.deidentifier is not None
+    for path, members in iter_source_files(series, ctx.progress, done_offset, total, "volume"):
         try:
             image = sitk.ReadImage(str(path))
             array = sitk.GetArrayFromImage(image).copy()  # (z, y, x)
@@ -74,7 +68,7 @@ def write_volume_series(
             if deidentify and not _is_geometry_key(key):
                 continue
             new.SetMetaData(key, image.GetMetaData(key))
-        dest = out_root / layout.relative(path, series.root)
+        dest = ctx.out_root / ctx.layout.relative(path, series.root)
         dest.parent.mkdir(parents=True, exist_ok=True)
         compress = "gzip" in image.GetMetaData("NRRD_encoding").lower() if image.HasMetaDataKey("NRRD_encoding") else path.suffix == ".gz"
         try:

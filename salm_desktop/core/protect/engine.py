@@ -99,6 +99,14 @@ class ProtectResult:
     def labels_used(self, series_id: str) -> list[int]:
         return list(self._labels[series_id])
 
+    def covers(self, series: Series) -> bool:
+        """Whether every sample of ``series`` has its noise in this result."""
+        return all((series.id, i) in self._where for i in range(len(series.samples)))
+
+    def budget(self, series_id: str) -> float:
+        """The normalized budget ``series_id`` was protected with (its window, a native budget, a noise cap)."""
+        return float(self._eps.get(series_id, self.settings.epsilon))
+
     def close(self) -> None:
         seen = set()
         for bucket, _ in self._where.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -29,12 +30,12 @@ from ..verify_dialog import OwnershipKeysOption
 from ..widgets import heading, hint
 from ..workers import Worker, WorkerHost
 
+if TYPE_CHECKING:
+    from salm_desktop.core.jobs import JobResult
 
-def summary_lines(job_result, paths: dict, unit: str = "") -> list[str]:
+
+def summary_lines(job_result: JobResult, paths: dict, unit: str = "") -> list[str]:
     """The export summary in words and units: where things went, what was done, what was skipped."""
-    summary = getattr(job_result, "summary", None)
-    if summary is None and isinstance(job_result, dict):
-        summary = job_result.get("summary", job_result)
     lines = [f"Output folder: {paths.get('out_dir')}"]
     if paths.get("report"):
         lines.append(f"Report: {paths['report']}")
@@ -42,13 +43,11 @@ def summary_lines(job_result, paths: dict, unit: str = "") -> list[str]:
         lines.append(f"Report (PDF): {paths['report_pdf']}")
     if paths.get("manifest"):
         lines.append(f"Manifest (every file with its checksum, the settings): {paths['manifest']}")
-    if isinstance(summary, dict):
-        lines += run_summary_lines(summary, unit)
-    skipped = getattr(job_result, "skipped", None) or []
-    if skipped:
-        lines.append(f"Skipped {len(skipped)} input(s):")
-        for s in skipped[:20]:
-            lines.append(f"  {getattr(s, 'path', s)}: {getattr(s, 'reason', '')}")
+    lines += run_summary_lines(job_result.summary, unit)
+    if job_result.skipped:
+        lines.append(f"Skipped {len(job_result.skipped)} input(s):")
+        for s in job_result.skipped[:20]:
+            lines.append(f"  {s.path}: {s.reason}")
     return lines
 
 
@@ -240,7 +239,7 @@ class ExportPage(QWidget, WorkerHost):
         self.progress.setValue(int(1000 * event.fraction))
         self.status.setText(f"{event.stage}: {event.message}" if event.message else event.stage)
 
-    def _done(self, job_result, out_dir: Path) -> None:
+    def _done(self, job_result: JobResult, out_dir: Path) -> None:
         self.ctx.state.export_result = job_result
         self.paths = services.job_paths(job_result, out_dir)
         self.progress.setValue(1000)
@@ -250,13 +249,12 @@ class ExportPage(QWidget, WorkerHost):
         self.open_folder.setEnabled(True)
         self.report_path.setText(str(self.paths.get("report") or self.paths.get("out_dir") or ""))
         self.copy_path.setEnabled(bool(self.report_path.text()))
-        skipped = getattr(job_result, "skipped", None) or []
         known = {str(k.path) for k in (self.ctx.state.load_result.skipped if self.ctx.state.load_result else [])}
-        skipped = [k for k in skipped if str(getattr(k, "path", k)) not in known]  # new since loading
+        skipped = [k for k in job_result.skipped if str(k.path) not in known]  # new since loading
         if skipped:
             first = skipped[0]
             self.ctx.report_error("Some inputs were skipped",
-                                  f"{getattr(first, 'path', first)}: {getattr(first, 'reason', '')}"
+                                  f"{first.path}: {first.reason}"
                                   + (f" (and {len(skipped) - 1} more, listed in the summary)" if len(skipped) > 1 else ""))
         self.finished.emit("done")
 

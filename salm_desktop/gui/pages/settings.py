@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from ..context import Context
 from ..model import (
+    ADVANCED_OPTIONS,
     LABEL_SOURCES,
     METHODS,
     WizardSettings,
@@ -29,6 +30,8 @@ from ..model import (
     device_text,
     epsilon_text,
     labels_summary,
+    option_error,
+    option_help,
     parse_epsilon,
 )
 from ..widgets import heading, hint
@@ -106,6 +109,12 @@ class SettingsPage(QWidget):
         adv.addRow("", self.foreground)
         adv.addRow("Batch size", self.batch_size)
         adv.addRow("Surrogate model", self.surrogate)
+        self.option_edits: dict[str, QLineEdit] = {}  # the schema's rare options, typed as on the command line
+        for key in ADVANCED_OPTIONS:
+            edit = self.option_edits[key] = QLineEdit()
+            edit.setPlaceholderText("engine default")
+            edit.setToolTip(option_help(key))
+            adv.addRow(key.replace("_", " ").capitalize(), edit)
         self.advanced_body = QWidget()
         self.advanced_body.setLayout(adv)
         box_layout = QVBoxLayout(self.advanced)
@@ -154,6 +163,8 @@ class SettingsPage(QWidget):
         self.csv_path.editingFinished.connect(self._labels_edited)
         self.csv_button.clicked.connect(self._choose_csv)
         self.epsilon.editingFinished.connect(self._edited)
+        for edit in self.option_edits.values():
+            edit.editingFinished.connect(self._edited)
         for w in (self.mask_ratio, self.stop_accuracy):
             w.valueChanged.connect(self._edited)
         for w in (self.n_clusters, self.seed, self.pgd_steps, self.train_steps, self.max_rounds, self.batch_size):
@@ -192,6 +203,8 @@ class SettingsPage(QWidget):
             self.batch_size.setValue(s.batch_size)
             self.surrogate.setCurrentText(s.surrogate if s.surrogate in SURROGATES else "auto")
             self._select(self.recompute_mask, s.recompute_mask)
+            for key, edit in self.option_edits.items():
+                edit.setText(getattr(s, key))
         finally:
             self._loading = False
         self._update_visibility()
@@ -231,6 +244,12 @@ class SettingsPage(QWidget):
         s.batch_size = self.batch_size.value()
         s.surrogate = self.surrogate.currentText()
         s.recompute_mask = self.recompute_mask.currentData()
+        for key, edit in self.option_edits.items():
+            error = option_error(key, edit.text())
+            if error:
+                self.error_label.setText(error)
+            else:
+                setattr(s, key, edit.text().strip())
         return s
 
     def _update_visibility(self) -> None:
