@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from .context import Context
-from .model import BatchQueue
+from .batch_queue import BatchQueue
 from .widgets import fill_table, hint, make_table
 from .workers import Worker, WorkerHost
 
