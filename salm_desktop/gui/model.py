@@ -55,8 +55,14 @@ def _engine_default(name: str, fallback: Any) -> Any:
         return fallback
 
 
+ADVANCED_OPTIONS = ("noise_cap", "extra_rounds", "stop_loss", "step_size", "mask_scope", "local_mean_free",
+                    "surrogate_lr", "init", "robust", "precision", "early_exit_loss")
+# the schema's rare options (core/option_schema.py), as typed on the command line; "" = the engine's default
+_AdvancedOptions = dataclasses.make_dataclass("_AdvancedOptions", [(key, str, field(default="")) for key in ADVANCED_OPTIONS])
+
+
 @dataclass
-class WizardSettings:
+class WizardSettings(_AdvancedOptions):
     """Everything the Settings page edits; persisted through QSettings as a flat dict."""
 
     label_source: str = "auto"  # auto | folders | npz | csv | clusters
@@ -78,18 +84,6 @@ class WizardSettings:
     batch_size: int = _engine_default("batch_size", 64)
     surrogate: str = _engine_default("surrogate", "auto")
     recompute_mask: str = str(_engine_default("recompute_mask", "never"))
-    # the schema's rare options (core/option_schema.py), as typed; "" = the engine's default
-    noise_cap: str = ""
-    extra_rounds: str = ""
-    stop_loss: str = ""
-    step_size: str = ""
-    mask_scope: str = ""
-    local_mean_free: str = ""
-    surrogate_lr: str = ""
-    init: str = ""
-    robust: str = ""
-    precision: str = ""
-    early_exit_loss: str = ""
     # export
     output_format: str = "auto"
     report: bool = True
@@ -166,10 +160,6 @@ class WizardSettings:
             if option_error(key, getattr(settings, key)):
                 setattr(settings, key, "")
         return settings
-
-
-ADVANCED_OPTIONS = ("noise_cap", "extra_rounds", "stop_loss", "step_size", "mask_scope", "local_mean_free",
-                    "surrogate_lr", "init", "robust", "precision", "early_exit_loss")
 
 
 def option_error(key: str, text: str) -> str:

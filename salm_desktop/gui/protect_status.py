@@ -158,18 +158,13 @@ def run_summary_lines(summary: dict[str, Any], unit: str = "") -> list[str]:
                      + (f" (±{number_with_unit(float(native), unit)})" if native is not None else ""))
     if summary.get("samples") is not None:
         lines.append(f"Images protected: {summary['samples']}" + (f" in {summary['series']} series" if summary.get("series") else ""))
-    if summary.get("rounds") is not None:
-        lines.append(f"Rounds: {summary['rounds']}")
-    if summary.get("surrogate_accuracy") is not None:
-        lines.append(f"Surrogate accuracy on the protected images: {100 * float(summary['surrogate_accuracy']):.1f} %")
-    if summary.get("fraction_pixels_changed") is not None:
-        lines.append(f"Pixels changed: {100 * float(summary['fraction_pixels_changed']):.1f} %")
-    if summary.get("max_abs_change_native") is not None:
-        lines.append(f"Largest change of a pixel: {number_with_unit(float(summary['max_abs_change_native']), unit)}")
-    if summary.get("seconds") is not None:
-        lines.append(f"Protection time: {duration_text(float(summary['seconds']))}")
-    if summary.get("device") is not None:
-        lines.append(f"Device: {device_label(str(summary['device']))}")
+    texts = (("rounds", lambda v: f"Rounds: {v}"),
+             ("surrogate_accuracy", lambda v: f"Surrogate accuracy on the protected images: {100 * float(v):.1f} %"),
+             ("fraction_pixels_changed", lambda v: f"Pixels changed: {100 * float(v):.1f} %"),
+             ("max_abs_change_native", lambda v: f"Largest change of a pixel: {number_with_unit(float(v), unit)}"),
+             ("seconds", lambda v: f"Protection time: {duration_text(float(v))}"),
+             ("device", lambda v: f"Device: {device_label(str(v))}"))
+    lines += [text(summary[key]) for key, text in texts if summary.get(key) is not None]
     return lines
 
 

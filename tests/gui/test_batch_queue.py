@@ -69,3 +69,21 @@ def test_batch_queue_maps_core_batch_outcomes_and_cancel(tmp_path):
         q.run(tmp_path / "out", settings, Progress(), run_batch=cancelling)
     assert [i.status for i in q.items] == ["cancelled", "cancelled", "cancelled"]
     assert q.items[1].message == "not started"
+
+
+def test_a_queue_finished_in_the_wizard_is_already_done_for_the_same_cli_batch(tmp_path, dicom_dir):
+    import shutil
+
+    from salm_desktop.core.batch import load_config, run_batch
+
+    study = tmp_path / "shoulder"
+    shutil.copytree(dicom_dir / "hitachi_shoulder_mr" / "dicom", study)
+    q = BatchQueue()
+    q.add(study)
+    settings = m.WizardSettings(method="random", seed=1, label_source="clusters", device="auto", report=False)
+    assert [i.status for i in q.run(tmp_path / "out", settings, Progress())] == ["done"]
+    config = tmp_path / "batch.toml"
+    config.write_text('output = "out"\ninputs = ["shoulder"]\n[settings]\nmethod = "random"\nseed = 1\n'
+                      'labels = "clusters"\nreport = false\n')
+    outcome = run_batch(load_config(config)).jobs[0]
+    assert outcome.status == "already done", outcome.message

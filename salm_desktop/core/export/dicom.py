@@ -34,17 +34,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from salm_desktop.core.export.common import (
-    ExportError,
-    Observer,
-    ProtectedFn,
-    WriteContext,
-    WriteResult,
-    iter_source_files,
-    read_members,
-    reread_failure,
-    stored_dtype_array,
-)
+from salm_desktop.core.export.common import (ExportError, Observer, ProtectedFn, WriteContext, WriteResult,
+                                             iter_source_files, read_members, reread_failure, stored_dtype_array)
 from salm_desktop.core.export.deid import burned_in_reason
 from salm_desktop.core.model import Series, Skipped
 
@@ -231,15 +222,8 @@ def _place(frames: np.ndarray, sample_shape: tuple[int, ...], frame: int | None,
     frames[f] = stored
 
 
-def write_dicom_series(
-    series: Series,
-    protected: ProtectedFn,
-    ctx: WriteContext,
-    *,
-    observer: Observer | None = None,
-    done_offset: int = 0,
-    total: int = 0,
-) -> WriteResult:
+def write_dicom_series(series: Series, protected: ProtectedFn, ctx: WriteContext, *, observer: Observer | None = None,
+                       done_offset: int = 0, total: int = 0) -> WriteResult:
     """Write every file of a DICOM ``series`` as a derived instance under ``ctx.out_root``.
 
     With a ``ctx.deidentifier`` (the default of a job) each file is also de-identified (PS3.15 Basic

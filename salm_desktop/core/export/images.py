@@ -28,15 +28,8 @@ def _to_image(stored: np.ndarray, source_mode: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(stored))
 
 
-def write_image_series(
-    series: Series,
-    protected: ProtectedFn,
-    ctx: WriteContext,
-    *,
-    observer: Observer | None = None,
-    done_offset: int = 0,
-    total: int = 0,
-) -> WriteResult:
+def write_image_series(series: Series, protected: ProtectedFn, ctx: WriteContext, *, observer: Observer | None = None,
+                       done_offset: int = 0, total: int = 0) -> WriteResult:
     result = WriteResult()
     for path, members in iter_source_files(series, ctx.progress, done_offset, total, "image", every=64):
         index, sample = members[0]

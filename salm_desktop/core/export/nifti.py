@@ -7,17 +7,8 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-from salm_desktop.core.export.common import (
-    ExportError,
-    Observer,
-    ProtectedFn,
-    WriteContext,
-    WriteResult,
-    iter_source_files,
-    read_members,
-    reread_failure,
-    stored_dtype_array,
-)
+from salm_desktop.core.export.common import (ExportError, Observer, ProtectedFn, WriteContext, WriteResult,
+                                             iter_source_files, read_members, reread_failure, stored_dtype_array)
 from salm_desktop.core.model import Sample, Series, StoredFormat
 
 
@@ -73,15 +64,8 @@ def _clear_text_fields(header) -> None:
         extensions.clear()
 
 
-def write_nifti_series(
-    series: Series,
-    protected: ProtectedFn,
-    ctx: WriteContext,
-    *,
-    observer: Observer | None = None,
-    done_offset: int = 0,
-    total: int = 0,
-) -> WriteResult:
+def write_nifti_series(series: Series, protected: ProtectedFn, ctx: WriteContext, *, observer: Observer | None = None,
+                       done_offset: int = 0, total: int = 0) -> WriteResult:
     """De-identifying (``ctx.deidentifier``): the free-text header fields (descrip, aux_file, intent_name, db_name) are emptied
     and header extensions (which may hold a whole DICOM header) are dropped; geometry stays."""
     result, deidentify = WriteResult(), ctx.deidentifier is not None

@@ -6,17 +6,8 @@ from __future__ import annotations
 
 import SimpleITK as sitk
 
-from salm_desktop.core.export.common import (
-    ExportError,
-    Observer,
-    ProtectedFn,
-    WriteContext,
-    WriteResult,
-    iter_source_files,
-    read_members,
-    reread_failure,
-    stored_dtype_array,
-)
+from salm_desktop.core.export.common import (ExportError, Observer, ProtectedFn, WriteContext, WriteResult,
+                                             iter_source_files, read_members, reread_failure, stored_dtype_array)
 from salm_desktop.core.model import Series
 
 
@@ -30,15 +21,8 @@ def _is_geometry_key(key: str) -> bool:
     return key in GEOMETRY_KEYS or key.startswith(("NRRD_space", "NRRD_kinds", "NRRD_thicknesses", "NRRD_centerings"))
 
 
-def write_volume_series(
-    series: Series,
-    protected: ProtectedFn,
-    ctx: WriteContext,
-    *,
-    observer: Observer | None = None,
-    done_offset: int = 0,
-    total: int = 0,
-) -> WriteResult:
+def write_volume_series(series: Series, protected: ProtectedFn, ctx: WriteContext, *, observer: Observer | None = None,
+                        done_offset: int = 0, total: int = 0) -> WriteResult:
     """De-identifying (``ctx.deidentifier``): only the geometry and encoding keys of the source metadata are copied (free-text
     keys such as NRRD "content" or vendor keys may carry names)."""
     result, deidentify = WriteResult(), ctx.deidentifier is not None
