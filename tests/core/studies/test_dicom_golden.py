@@ -17,13 +17,16 @@ from salm_desktop.core.studies import load_paths
 
 DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "dicom"
 GOLDEN = Path(__file__).with_name("golden_dicom_pixels.json")
-STUDIES = sorted(p.name for p in DATA.iterdir() if p.is_dir()) if DATA.is_dir() else []
+# each study folder, plus each pydicom_small file alone: they share one SOPInstanceUID, so loaded
+# together only the first encoding is decoded (RLE, JPEG 2000, JPEG-LS and big endian would be skipped)
+STUDIES = (sorted(p.name for p in DATA.iterdir() if p.is_dir())
+           + sorted(f"pydicom_small/{p.name}" for p in (DATA / "pydicom_small").glob("*.dcm"))) if DATA.is_dir() else []
 
 
 def describe_study(name: str) -> dict:
     """Everything the loader says about one study: series, warnings, skipped files, pixel hashes."""
     result = load_paths([DATA / name / "dicom"] if (DATA / name / "dicom").is_dir() else [DATA / name])
-    root = DATA / name
+    root = DATA / name.split("/")[0]
     out: dict = {"skipped": sorted(f"{s.path.relative_to(root)}: {s.reason}" for s in result.skipped), "series": []}
     for series in result.series:
         pixels = hashlib.sha256()
