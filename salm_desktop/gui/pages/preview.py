@@ -24,7 +24,7 @@ from .. import services
 from ..context import Context
 from ..frames import SeriesFrames
 from ..model import series_name
-from ..viewer import SliceViewer
+from ..slice_viewer import SliceViewer
 from ..widgets import heading, hint
 from ..workers import Worker, retire
 

@@ -10,7 +10,8 @@ from .. import services
 from ..context import Context
 from ..frames import SeriesFrames
 from ..model import FIDELITY_COLUMNS, fidelity_rows, series_name
-from ..viewer import SliceViewer, ViewState
+from ..slice_viewer import SliceViewer
+from ..viewer import ViewState
 from ..widgets import fill_table, heading, hint, make_table
 from ..workers import Worker, retire
 
