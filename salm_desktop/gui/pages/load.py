@@ -36,6 +36,7 @@ from ..workers import Worker, WorkerHost
 
 
 class LoadPage(QWidget, WorkerHost):
+    busy_owner = "load"
     finished = Signal(bool)  # a load ended (True: something loaded)
 
     def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
@@ -190,7 +191,7 @@ class LoadPage(QWidget, WorkerHost):
         if not paths:
             self.status.setText(load_summary(None))
             return
-        if self.ctx.busy and not self.running:  # protecting or exporting this study right now
+        if self.ctx.busy_except(self.busy_owner):  # protecting or exporting this study right now
             self.status.setText("Another step is working on the loaded study: wait for it or cancel it, then load.")
             return
         missing = [p for p in paths if not p.exists()]
@@ -207,7 +208,7 @@ class LoadPage(QWidget, WorkerHost):
         self.status.setText("Loading…")
         self.cancel_button.setEnabled(True)
         self.load_button.setEnabled(False)
-        self.ctx.set_busy(True)
+        self.ctx.set_busy(True, self.busy_owner)
         worker.start()
 
     def _progressed(self, event) -> None:
@@ -251,7 +252,7 @@ class LoadPage(QWidget, WorkerHost):
     def _worker_done(self) -> None:
         self.cancel_button.setEnabled(False)
         self.load_button.setEnabled(True)
-        self.ctx.set_busy(False)
+        self.ctx.set_busy(False, self.busy_owner)
 
     def _show_result(self) -> None:
         result = self.ctx.state.load_result
