@@ -29,11 +29,13 @@ from ..context import Context
 from ..model import FORMATS
 from ..verify_dialog import OwnershipKeysOption
 from ..widgets import heading, hint
-from ..workers import Worker, WorkerHost
+from ..workers import Worker
+from .presented_page import PresentedPage
 from .export_presenter import ExportPresenter
 
 
-class ExportPage(QWidget, WorkerHost):
+class ExportPage(QWidget, PresentedPage):
+    worker_name = "export"
     finished = Signal(str)  # "done" | "cancelled" | "failed"
     batch_requested = Signal()
 
@@ -147,19 +149,6 @@ class ExportPage(QWidget, WorkerHost):
         if not self.running:
             self.presenter.start(self.format.currentData(), self.report.isChecked())
 
-    # -- worker slots (WorkerHost) -> presenter -----------------------------------------------------
-    def _progressed(self, event) -> None:  # noqa: ANN001
-        self.presenter.progressed(event)
-
-    def _failed(self, message: str) -> None:
-        self.presenter.failed(message)
-
-    def _cancelled(self) -> None:
-        self.presenter.cancelled()
-
-    def _worker_done(self) -> None:
-        self.presenter.worker_done()
-
     # -- ExportView: what the presenter asks of the page ---------------------------------------------
     def destination_text(self) -> str:
         return self.destination.text()
@@ -176,11 +165,6 @@ class ExportPage(QWidget, WorkerHost):
 
     def ownership_keys(self) -> Path | None:
         return self.ownership.keydir()
-
-    def start_worker(self, job, on_success) -> None:  # noqa: ANN001
-        worker = Worker(job, self, name="export")
-        self._adopt(worker, on_success)
-        worker.start()
 
     def show_running(self, running: bool) -> None:
         self.export_button.setEnabled(not running)
@@ -222,6 +206,3 @@ class ExportPage(QWidget, WorkerHost):
 
     def copy_text(self, text: str) -> None:
         QGuiApplication.clipboard().setText(text)
-
-    def emit_finished(self, outcome: str) -> None:
-        self.finished.emit(outcome)

@@ -20,11 +20,13 @@ from PySide6.QtWidgets import (
 from ..context import Context
 from ..plot import RoundPlot
 from ..widgets import fill_table, heading, hint, make_table
-from ..workers import Worker, WorkerHost
+from ..workers import Worker
+from .presented_page import PresentedPage
 from .protect_presenter import ProtectPresenter
 
 
-class ProtectPage(QWidget, WorkerHost):
+class ProtectPage(QWidget, PresentedPage):
+    worker_name = "protect"
     finished = Signal(str)  # "done" | "cancelled" | "failed"
 
     def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
@@ -105,7 +107,7 @@ class ProtectPage(QWidget, WorkerHost):
     def series_ids(self) -> list[str]:
         return self.presenter.series_ids
 
-    # -- user actions and worker slots -> presenter ---------------------------------------------------
+    # -- user actions -> presenter -------------------------------------------------------------------
     def reset(self) -> None:
         self.presenter.reset(self.running)
 
@@ -118,18 +120,6 @@ class ProtectPage(QWidget, WorkerHost):
         if self.running:
             self.presenter.cancelling()
             self.worker.cancel()
-
-    def _progressed(self, event) -> None:  # noqa: ANN001
-        self.presenter.progressed(event)
-
-    def _failed(self, message: str) -> None:
-        self.presenter.failed(message)
-
-    def _cancelled(self) -> None:
-        self.presenter.cancelled()
-
-    def _worker_done(self) -> None:
-        self.presenter.worker_done()
 
     # -- ProtectView: what the presenter asks of the page ---------------------------------------------
     def build_table(self, rows) -> None:  # noqa: ANN001 - (series id, cells) pairs
@@ -195,11 +185,3 @@ class ProtectPage(QWidget, WorkerHost):
 
     def show_cancelling(self) -> None:
         self.cancel_button.setEnabled(False)
-
-    def start_worker(self, job, on_success) -> None:  # noqa: ANN001
-        worker = Worker(job, self, name="protect")
-        self._adopt(worker, on_success)
-        worker.start()
-
-    def emit_finished(self, outcome: str) -> None:
-        self.finished.emit(outcome)

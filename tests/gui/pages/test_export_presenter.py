@@ -3,7 +3,6 @@ MedMNIST subset protected with tiny settings), what it shows afterwards, opening
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
 
