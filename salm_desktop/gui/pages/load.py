@@ -51,6 +51,7 @@ class LoadPage(QWidget, WorkerHost):
         self.add_folder_button = QPushButton("Add folder…")
         self.add_folder_button.setToolTip("A folder of any supported files, e.g. a DICOM folder whose files have no extension")
         self.clear_button = QPushButton("Clear")
+        self.pacs_button = QPushButton("Open from PACS…")  # gui/pacs_dialog.py
         self.load_button = QPushButton("Load")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -76,7 +77,7 @@ class LoadPage(QWidget, WorkerHost):
         fill_table(self.skipped_table, ["Skipped file", "Reason"], [])
 
         buttons = QHBoxLayout()
-        for b in (self.add_files_button, self.add_folder_button, self.clear_button):
+        for b in (self.add_files_button, self.add_folder_button, self.pacs_button, self.clear_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.load_button)
@@ -118,6 +119,7 @@ class LoadPage(QWidget, WorkerHost):
         self.add_files_button.clicked.connect(self._choose_files)
         self.add_folder_button.clicked.connect(self._choose_folder)
         self.clear_button.clicked.connect(self.clear)
+        self.pacs_button.clicked.connect(self._open_from_pacs)
         self.load_button.clicked.connect(self.start_load)
         self.cancel_button.clicked.connect(self.cancel)
         self.series_table.itemChanged.connect(self._item_changed)
@@ -163,6 +165,11 @@ class LoadPage(QWidget, WorkerHost):
                                                 FILE_FILTERS)
         if files:
             self.add_paths(files)
+
+    def _open_from_pacs(self) -> None:
+        from ..pacs_dialog import open_from_pacs
+
+        open_from_pacs(self)
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a folder (DICOM folder, image folder…)",
@@ -272,7 +279,7 @@ class LoadPage(QWidget, WorkerHost):
         """While another step works on this study (protecting, exporting), it cannot be replaced or
         cleared under it; a load of its own is cancelled by Clear or a new Load."""
         free = not busy or self.running
-        for button in (self.clear_button, self.add_files_button, self.add_folder_button):
+        for button in (self.clear_button, self.add_files_button, self.add_folder_button, self.pacs_button):
             button.setEnabled(free)
         self.load_button.setEnabled(not busy)
         self.setAcceptDrops(free)
