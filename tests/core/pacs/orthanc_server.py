@@ -57,6 +57,7 @@ class Orthanc:
             "RemoteAccessAllowed": False, "AuthenticationEnabled": auth, "RegisteredUsers": {USER: PASSWORD},
             "Plugins": [str(dicomweb_plugin())], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True,
+            "DicomAlwaysAllowMove": True,
             "StorageCompression": False, "OverwriteInstances": False, "HttpThreadsCount": 8,
             "MaximumPduLength": 131072,  # Orthanc's default 16 kB PDUs cost DIMSE 2-3x in per-PDU overhead
             "StableAge": 3600,  # no stable-study jobs while a test runs
@@ -111,6 +112,11 @@ class Orthanc:
             r.raise_for_status()
             ids.append(r.json()["ID"])
         return ids
+
+    def register_modality(self, name: str, aet: str, port: int, host: str = "127.0.0.1") -> None:
+        """Tell Orthanc where ``aet`` listens (a C-MOVE destination), at run time through its REST API."""
+        r = self.session().put(f"{self.rest}/modalities/{name}", json={"AET": aet, "Host": host, "Port": port}, timeout=30)
+        r.raise_for_status()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
