@@ -230,12 +230,44 @@ def dimse_association(endpoint: Endpoint, creds: Credentials, contexts: list, *,
         raise PacsError(f"{endpoint.display}: association rejected by the server "
                         f"(is the called AE title {endpoint.aet!r} right, and is {creds.local_aet!r} allowed?)")
     if not assoc.is_established:
-        raise PacsError(f"{endpoint.display}: cannot reach the server (is it running, is the address right?)")
+        raise PacsError(f"{endpoint.display}: {_why_no_association(endpoint, creds)}")
     try:
         yield assoc
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _why_no_association(endpoint: Endpoint, creds: Credentials) -> str:
+    """pynetdicom reports every failed connection alike; a second, plain look tells the user which it was."""
+    import socket
+    import ssl
+
+    unreachable = "cannot reach the server (is it running, is the address right?)"
+    try:
+        raw = socket.create_connection((endpoint.host, endpoint.port), timeout=5)
+    except OSError:
+        return unreachable
+    with raw:
+        context = creds.ssl_context()
+        if context is None:
+            return ("the server accepted the connection but ended it before the association (does it require "
+                    "DICOM TLS? then set SALM_PACS_DIMSE_TLS=1, docs/pacs.md)")
+        try:
+            with context.wrap_socket(raw, server_hostname=endpoint.host) as tls:
+                tls.settimeout(2)
+                tls.recv(1)  # TLS 1.3: a refused client certificate shows as an alert after the handshake
+        except ssl.SSLCertVerificationError as exc:
+            return f"TLS error: the server's certificate is not trusted ({exc.verify_message}; set SALM_PACS_CA_BUNDLE)"
+        except ssl.SSLError as exc:
+            reason = str(exc.reason or exc)
+            if "CERTIFICATE" in reason.upper() or "HANDSHAKE" in reason.upper():
+                return (f"TLS error: the server refused our client certificate ({reason}; "
+                        "set SALM_PACS_TLS_CERT and SALM_PACS_TLS_KEY to one it trusts)")
+            return f"TLS error ({reason})"
+        except OSError:
+            pass
+    return unreachable
 
 
 def _dimse_find(assoc, endpoint: Endpoint, level: str, **keys: str) -> list:

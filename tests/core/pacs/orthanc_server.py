@@ -45,7 +45,7 @@ def free_port() -> int:
 class Orthanc:
     """``start()`` blocks until Orthanc says it has started; ``kill()`` is a crash (SIGKILL)."""
 
-    def __init__(self, workdir: Path, *, auth: bool = True) -> None:
+    def __init__(self, workdir: Path, *, auth: bool = True, dicom_tls: dict[str, str] | None = None) -> None:
         self.workdir = Path(workdir)
         self.http_port, self.dicom_port = free_port(), free_port()
         self.auth = auth
@@ -62,6 +62,8 @@ class Orthanc:
             "MaximumPduLength": 131072,  # Orthanc's default 16 kB PDUs cost DIMSE 2-3x in per-PDU overhead
             "StableAge": 3600,  # no stable-study jobs while a test runs
         }
+        if dicom_tls:  # DicomTlsEnabled, DicomTlsCertificate, …: the DICOM port then speaks TLS only
+            config.update(dicom_tls)
         self.config = self.workdir / "orthanc.json"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(json.dumps(config), encoding="utf-8")
@@ -136,10 +138,10 @@ def require_orthanc() -> None:
         pytest.skip("the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
 
 
-def start_orthanc(workdir: Path, files, auth: bool = True) -> Orthanc:  # noqa: ANN001
+def start_orthanc(workdir: Path, files, auth: bool = True, dicom_tls: dict[str, str] | None = None) -> Orthanc:  # noqa: ANN001
     """A started Orthanc holding ``files``; skips the calling test when Orthanc is not installed."""
     require_orthanc()
-    server = Orthanc(workdir, auth=auth).start()
+    server = Orthanc(workdir, auth=auth, dicom_tls=dicom_tls).start()
     try:
         server.upload(files)
     except BaseException:
