@@ -78,6 +78,7 @@ def test_open_from_pacs_protect_export_and_send_to_pacs(qtbot, drive, window, or
     assert "3 sent" in send.status.text()
     protected = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in out.rglob("*.dcm")}
     assert _held(orthanc) == originals | protected and len(protected) == 3 and not protected & originals
+    drive.wait_for(lambda: send.send_button.isEnabled(), 30)  # re-enabled when the worker's thread has ended
     with qtbot.waitSignal(send.sent, timeout=60_000):
         send.send_button.click()
     assert [send.table.item(r, 1).text() for r in range(3)] == ["already sent"] * 3
