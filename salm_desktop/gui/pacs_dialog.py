@@ -240,6 +240,12 @@ class PacsSession(QObject):
             self.discard(root)
 
 
+def attach_open_from_pacs(page) -> None:  # noqa: ANN001 - the load page and its pacs_button
+    """Wire the load page's "Open from PACS…": usable when the page could add a folder."""
+    page.pacs_button.clicked.connect(lambda: open_from_pacs(page))
+    page.ctx.busy_changed.connect(lambda busy: page.pacs_button.setEnabled(not busy or page.running))
+
+
 def open_from_pacs(page) -> PacsDialog:  # noqa: ANN001 - the load page
     """The load page's "Open from PACS…": a retrieved study is added to the inputs and loaded."""
     dialog = PacsDialog(page.ctx.store.qs, page)
@@ -346,6 +352,19 @@ class SendDialog(QDialog, WorkerHost):
         if self.worker is not None:
             self.worker.wait()
         super().done(code)
+
+
+def attach_send_to_pacs(page) -> None:  # noqa: ANN001 - the export page and its send_button
+    """Wire the export page's "Send to PACS…": enabled only while a finished release is shown and no
+    step is running (``page.paths`` holds the release only after the export succeeded)."""
+    def refresh(*_) -> None:  # noqa: ANN002
+        page.send_button.setEnabled(bool(page.paths.get("out_dir")) and not page.ctx.busy)
+
+    page.send_button.clicked.connect(lambda: open_send_dialog(page))
+    page.ctx.busy_changed.connect(refresh)
+    page.ctx.loaded.connect(refresh)
+    page.finished.connect(refresh)
+    refresh()
 
 
 def open_send_dialog(page) -> SendDialog | None:  # noqa: ANN001 - the export page

@@ -65,7 +65,7 @@ def test_open_from_pacs_protect_export_and_send_to_pacs(qtbot, drive, window, or
     with qtbot.waitSignal(export.finished, timeout=120_000) as outcome:
         export.start()
     assert outcome.args == ["done"], w.errors
-    assert export.send_button.isEnabled()
+    drive.wait_for(lambda: export.send_button.isEnabled(), 30)  # once the export's thread has ended
 
     # -- Send to PACS…: over DIMSE; each instance's outcome is listed; a second send sends nothing again
     export.send_button.click()

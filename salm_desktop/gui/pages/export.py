@@ -104,8 +104,7 @@ class ExportPage(QWidget, WorkerHost):
         self.report_path.setReadOnly(True)
         self.report_path.setObjectName("report_path")
         self.copy_path = QPushButton("Copy path")
-        self.send_button = QPushButton("Send to PACS…")  # the finished release; gui/pacs_dialog.py
-        self.send_button.setEnabled(False)
+        self.send_button = QPushButton("Send to PACS…")  # wired by gui/pacs_dialog.py
         self.copy_path.setEnabled(False)
         self.open_note = QLabel("")
         self.open_note.setWordWrap(True)
@@ -153,11 +152,13 @@ class ExportPage(QWidget, WorkerHost):
         self.open_report.clicked.connect(lambda: self._open(self.paths.get("report")))
         self.open_folder.clicked.connect(lambda: self._open(self.paths.get("out_dir")))
         self.copy_path.clicked.connect(self._copy_path)
-        self.send_button.clicked.connect(self._send_to_pacs)
         self.format.currentIndexChanged.connect(self._options_changed)
         self.report.toggled.connect(self._options_changed)
         ctx.loaded.connect(self._suggest_destination)
         ctx.loaded.connect(self._forget_export)
+        from ..pacs_dialog import attach_send_to_pacs
+
+        attach_send_to_pacs(self)
         self._show_options()
 
     def _show_options(self) -> None:
@@ -184,7 +185,7 @@ class ExportPage(QWidget, WorkerHost):
         self.status.setText("")
         self.open_note.setText("")
         self.report_path.clear()
-        for button in (self.open_report, self.open_folder, self.copy_path, self.send_button):
+        for button in (self.open_report, self.open_folder, self.copy_path):
             button.setEnabled(False)
 
     def _choose(self) -> None:
@@ -228,7 +229,6 @@ class ExportPage(QWidget, WorkerHost):
         self.open_report.setEnabled(False)
         self.open_folder.setEnabled(False)
         self.copy_path.setEnabled(False)
-        self.send_button.setEnabled(False)
         self.report_path.clear()
         self.open_note.setText("")
         self.status.setText("Exporting…")
@@ -253,7 +253,6 @@ class ExportPage(QWidget, WorkerHost):
         self.summary.setPlainText("\n".join(summary_lines(job_result, self.paths, self.unit)))
         self.open_report.setEnabled(bool(self.paths.get("report")))
         self.open_folder.setEnabled(True)
-        self.send_button.setEnabled(True)
         self.report_path.setText(str(self.paths.get("report") or self.paths.get("out_dir") or ""))
         self.copy_path.setEnabled(bool(self.report_path.text()))
         skipped = getattr(job_result, "skipped", None) or []
@@ -294,11 +293,6 @@ class ExportPage(QWidget, WorkerHost):
         self.open_note.setText(f"No program to open {Path(path).name} was found on this computer. Its path is "
                                "shown above: Copy path puts it on the clipboard for a browser or file manager.")
         return False
-
-    def _send_to_pacs(self) -> None:
-        from ..pacs_dialog import open_send_dialog
-
-        open_send_dialog(self)
 
     def _copy_path(self) -> None:
         QGuiApplication.clipboard().setText(self.report_path.text())

@@ -51,7 +51,7 @@ class LoadPage(QWidget, WorkerHost):
         self.add_folder_button = QPushButton("Add folder…")
         self.add_folder_button.setToolTip("A folder of any supported files, e.g. a DICOM folder whose files have no extension")
         self.clear_button = QPushButton("Clear")
-        self.pacs_button = QPushButton("Open from PACS…")  # gui/pacs_dialog.py
+        self.pacs_button = QPushButton("Open from PACS…")  # wired by gui/pacs_dialog.py
         self.load_button = QPushButton("Load")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -119,12 +119,14 @@ class LoadPage(QWidget, WorkerHost):
         self.add_files_button.clicked.connect(self._choose_files)
         self.add_folder_button.clicked.connect(self._choose_folder)
         self.clear_button.clicked.connect(self.clear)
-        self.pacs_button.clicked.connect(self._open_from_pacs)
         self.load_button.clicked.connect(self.start_load)
         self.cancel_button.clicked.connect(self.cancel)
         self.series_table.itemChanged.connect(self._item_changed)
         self.use_study_labels.clicked.connect(self._use_study_labels)
         ctx.busy_changed.connect(self._busy_changed)
+        from ..pacs_dialog import attach_open_from_pacs
+
+        attach_open_from_pacs(self)
         ctx.settings_changed.connect(self.show_labels)
         ctx.selection_changed.connect(self.show_labels)
 
@@ -165,11 +167,6 @@ class LoadPage(QWidget, WorkerHost):
                                                 FILE_FILTERS)
         if files:
             self.add_paths(files)
-
-    def _open_from_pacs(self) -> None:
-        from ..pacs_dialog import open_from_pacs
-
-        open_from_pacs(self)
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add a folder (DICOM folder, image folder…)",
@@ -279,7 +276,7 @@ class LoadPage(QWidget, WorkerHost):
         """While another step works on this study (protecting, exporting), it cannot be replaced or
         cleared under it; a load of its own is cancelled by Clear or a new Load."""
         free = not busy or self.running
-        for button in (self.clear_button, self.add_files_button, self.add_folder_button, self.pacs_button):
+        for button in (self.clear_button, self.add_files_button, self.add_folder_button):
             button.setEnabled(free)
         self.load_button.setEnabled(not busy)
         self.setAcceptDrops(free)
