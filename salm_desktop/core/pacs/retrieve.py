@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from salm_desktop.core.pacs.endpoints import Credentials, Endpoint, PacsError, credentials_from_env
-from salm_desktop.core.progress import Progress
+from salm_desktop.core.progress import Cancelled, Progress
 
 HTTP_TIMEOUT_S = 30
 # The export marks protected series so; a study pulled back after a send holds them next to the
@@ -300,15 +300,18 @@ def _retrieve_dimse(endpoint: Endpoint, sel: Selection, dest: Path, creds: Crede
     failures: list[str] = []
 
     def on_store(event) -> int:  # noqa: ANN001
+        if progress.cancelled:  # the rest is refused unsaved; the retrieval then ends with Cancelled
+            return 0xA700
         try:
             folder = _series_folder(dest, result, str(event.dataset.SeriesInstanceUID))
             _save_raw(event, folder, result)
-            progress.update("retrieve", result.instances, max(result.instances, expected["n"]),
-                            f"{result.instances} instances")
-            return 0x0000
         except Exception as exc:  # noqa: BLE001 - reported to the PACS as a failed sub-operation
             failures.append(exc.__class__.__name__)
             return 0xA700
+        with contextlib.suppress(Cancelled):  # raised on the SCP's thread: the main thread sees progress.cancelled
+            progress.update("retrieve", result.instances, max(result.instances, expected["n"]),
+                            f"{result.instances} instances")
+        return 0x0000
 
     expected = {"n": 0}
     wanted: set[str] = set()  # the series asked for: a C-MOVE SCP stores nothing else
@@ -326,6 +329,7 @@ def _retrieve_dimse(endpoint: Endpoint, sel: Selection, dest: Path, creds: Crede
             stack.callback(move.shutdown)
         assoc = stack.enter_context(dimse_association(endpoint, creds, contexts, roles=roles, handlers=handlers))
         _find_and_fetch(assoc, endpoint, sel, creds, progress, result, expected, wanted, move, verb)
+    progress.check()  # a cancel during the last series ends here, not as "could not be written"
     if failures:
         raise PacsError(f"{endpoint.display}: {len(failures)} instance(s) could not be written locally ({failures[0]})")
     progress.update("retrieve", result.instances, result.instances, f"{result.instances} instances")
@@ -407,6 +411,8 @@ def _find_and_fetch(assoc, endpoint: Endpoint, sel: Selection, creds: Credential
         else:
             answers = assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet)
         for status, _ in answers:
+            if status is None or "Status" not in status or status.Status not in (0x0000, 0xFF00, 0xFF01, 0xB000):
+                progress.check()  # what we refused after a cancel makes the PACS report a failure: it is a cancel
             if status is None or "Status" not in status:
                 raise PacsError(f"{endpoint.display}: the connection was lost during {verb}")
             if move is not None and status.Status == 0xA801:

@@ -206,3 +206,23 @@ def test_move_port_comes_from_the_environment():
     assert credentials_from_env({}).move_port is None
     with pytest.raises(PacsError, match="expected a port number"):
         credentials_from_env({"SALM_PACS_MOVE_PORT": "abc"})
+
+
+@pytest.mark.parametrize("by", ["c-get", "c-move"])
+def test_cancel_mid_dimse_retrieval_ends_cancelled_and_leaves_nothing(orthanc, ct_uids, tmp_path, monkeypatch, by):
+    from orthanc_server import free_port
+
+    from salm_desktop.core.progress import Cancelled
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    creds = Credentials()
+    if by == "c-move":
+        port = free_port()
+        orthanc.register_modality("salm-cancel", "SALMCANCEL", port)
+        creds = Credentials(local_aet="SALMCANCEL", move_port=port)
+    progress = Progress(lambda ev: progress.cancel() if ev.stage == "retrieve" and ev.done >= 1 else None)
+    with pytest.raises(Cancelled):
+        with private_retrieval([(parse_endpoint(orthanc.dimse), Selection(study=ct_uids["study"]))],
+                               credentials=creds, progress=progress):
+            pass
+    assert list(tmp_path.iterdir()) == []
