@@ -104,6 +104,7 @@ class ExportPage(QWidget, WorkerHost):
         self.report_path.setReadOnly(True)
         self.report_path.setObjectName("report_path")
         self.copy_path = QPushButton("Copy path")
+        self.send_button = QPushButton("Send to PACS…")  # wired by gui/pacs_dialog.py
         self.copy_path.setEnabled(False)
         self.open_note = QLabel("")
         self.open_note.setWordWrap(True)
@@ -128,6 +129,7 @@ class ExportPage(QWidget, WorkerHost):
         opens.addWidget(self.open_folder)
         opens.addWidget(self.report_path, 1)
         opens.addWidget(self.copy_path)
+        opens.addWidget(self.send_button)
 
         layout = QVBoxLayout(self)
         layout.addWidget(heading("6. Export"))
@@ -154,6 +156,9 @@ class ExportPage(QWidget, WorkerHost):
         self.report.toggled.connect(self._options_changed)
         ctx.loaded.connect(self._suggest_destination)
         ctx.loaded.connect(self._forget_export)
+        from ..pacs_dialog import attach_send_to_pacs
+
+        attach_send_to_pacs(self)
         self._show_options()
 
     def _show_options(self) -> None:
