@@ -75,6 +75,7 @@ class ExportPage(QWidget, PresentedPage):
         self.report_path.setReadOnly(True)
         self.report_path.setObjectName("report_path")
         self.copy_path = QPushButton("Copy path")
+        self.send_button = QPushButton("Send to PACS…")  # wired by gui/pacs_dialog.py
         self.copy_path.setEnabled(False)
         self.open_note = QLabel("")
         self.open_note.setWordWrap(True)
@@ -99,6 +100,7 @@ class ExportPage(QWidget, PresentedPage):
         opens.addWidget(self.open_folder)
         opens.addWidget(self.report_path, 1)
         opens.addWidget(self.copy_path)
+        opens.addWidget(self.send_button)
 
         layout = QVBoxLayout(self)
         layout.addWidget(heading("6. Export"))
@@ -125,6 +127,9 @@ class ExportPage(QWidget, PresentedPage):
         self.report.toggled.connect(self._options_changed)
         ctx.loaded.connect(self.presenter.suggest_destination)
         ctx.loaded.connect(lambda: self.presenter.forget_export(self.running))
+        from ..pacs_dialog import attach_send_to_pacs
+
+        attach_send_to_pacs(self)
         self.presenter.show_options()
 
     # -- the presenter's results (read by the self-test and the tests) -------------------------------

@@ -55,6 +55,7 @@ class LoadPage(QWidget, PresentedPage):
         self.add_folder_button = QPushButton("Add folder…")
         self.add_folder_button.setToolTip("A folder of any supported files, e.g. a DICOM folder whose files have no extension")
         self.clear_button = QPushButton("Clear")
+        self.pacs_button = QPushButton("Open from PACS…")  # wired by gui/pacs_dialog.py
         self.load_button = QPushButton("Load")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -80,7 +81,7 @@ class LoadPage(QWidget, PresentedPage):
         fill_table(self.skipped_table, ["Skipped file", "Reason"], [])
 
         buttons = QHBoxLayout()
-        for b in (self.add_files_button, self.add_folder_button, self.clear_button):
+        for b in (self.add_files_button, self.add_folder_button, self.pacs_button, self.clear_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.load_button)
@@ -127,6 +128,9 @@ class LoadPage(QWidget, PresentedPage):
         self.series_table.itemChanged.connect(self._item_changed)
         self.use_study_labels.clicked.connect(self.presenter.use_study_labels)
         ctx.busy_changed.connect(self.presenter.busy_changed)
+        from ..pacs_dialog import attach_open_from_pacs
+
+        attach_open_from_pacs(self)
         ctx.settings_changed.connect(self.presenter.show_labels)
         ctx.selection_changed.connect(self.presenter.show_labels)
 
