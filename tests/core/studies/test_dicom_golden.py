@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 
 from salm_desktop.core.studies import load_paths
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "dicom"
+# the same place as tests/conftest.py's DATA_DIR (the studies are needed at collection, for the parameters)
+DATA = Path(os.environ.get("SALM_TEST_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data")).resolve() / "dicom"
 GOLDEN = Path(__file__).with_name("golden_dicom_pixels.json")
 # each study folder, plus each pydicom_small file alone: they share one SOPInstanceUID, so loaded
 # together only the first encoding is decoded (RLE, JPEG 2000, JPEG-LS and big endian would be skipped)
@@ -52,7 +54,11 @@ def describe_study(name: str) -> dict:
     return out
 
 
-@pytest.mark.skipif(not STUDIES, reason="../shared/data/dicom is not present")
+def test_the_golden_record_covers_every_study():
+    assert STUDIES, f"no DICOM studies found at {DATA}"
+    assert sorted(json.loads(GOLDEN.read_text())) == sorted(STUDIES)
+
+
 @pytest.mark.parametrize("name", STUDIES)
 def test_study_loads_as_before_the_split(name):
     golden = json.loads(GOLDEN.read_text())
