@@ -14,21 +14,19 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..context import Context
 from ..model import FORMATS
 from ..verify_dialog import OwnershipKeysOption
-from ..widgets import heading, hint
+from ..widgets import form_layout, page_layout
 from ..workers import Worker
 from .presented_page import PresentedPage
 from .export_presenter import ExportPresenter
@@ -83,13 +81,9 @@ class ExportPage(QWidget, PresentedPage):
         dest = QHBoxLayout()
         dest.addWidget(self.destination, 1)
         dest.addWidget(self.browse)
-        form = QFormLayout()
-        form.addRow("Destination", dest)
-        form.addRow("Format", self.format)
-        form.addRow("", self.report)
-        form.addRow("", self.overwrite)
         self.ownership = OwnershipKeysOption(self)  # issue 14: secret ownership keys
-        form.addRow("Ownership", self.ownership)
+        form = form_layout([("Destination", dest), ("Format", self.format), ("", self.report), ("", self.overwrite),
+                            ("Ownership", self.ownership)])
         buttons = QHBoxLayout()
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.cancel_button)
@@ -102,11 +96,10 @@ class ExportPage(QWidget, PresentedPage):
         opens.addWidget(self.copy_path)
         opens.addWidget(self.send_button)
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(heading("6. Export"))
-        layout.addWidget(hint("The protected copy is written to a temporary folder and moved into place when it is "
-                              "complete; the originals are never changed. The manifest lists every file with its "
-                              "checksum, the settings and anything skipped."))
+        layout = page_layout(self, "6. Export",
+                             "The protected copy is written to a temporary folder and moved into place when it is "
+                             "complete; the originals are never changed. The manifest lists every file with its "
+                             "checksum, the settings and anything skipped.")
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QProgressBar,
     QPushButton,
-    QSplitter,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
@@ -21,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from ..context import Context
 from ..model import SERIES_COLUMNS, load_summary
-from ..widgets import fill_table, heading, hint, make_table
+from ..widgets import fill_table, make_table, page_layout, vertical_split
 from ..workers import Worker
 from .presented_page import PresentedPage
 from .load_presenter import LOAD_OWNER, LoadPresenter
@@ -98,15 +97,11 @@ class LoadPage(QWidget, PresentedPage):
         kl.setContentsMargins(0, 0, 0, 0)
         kl.addWidget(QLabel("Skipped files and reasons:"))
         kl.addWidget(self.skipped_table)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(series_box)
-        split.addWidget(skipped_box)
-        split.setSizes([300, 120])
+        split = vertical_split(series_box, skipped_box, [300, 120])
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(heading("1. Load a study"))
-        layout.addWidget(hint("Drag and drop DICOM folders, NIfTI files, MedMNIST-style .npz files or folders of "
-                              "PNG/JPEG images here, or use the buttons. Originals are only read, never changed."))
+        layout = page_layout(self, "1. Load a study",
+                             "Drag and drop DICOM folders, NIfTI files, MedMNIST-style .npz files or folders of "
+                             "PNG/JPEG images here, or use the buttons. Originals are only read, never changed.")
         layout.addWidget(self.inputs)
         layout.addLayout(buttons)
         layout.addLayout(prog)

@@ -17,14 +17,13 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QSlider,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..context import Context
 from ..frames import SeriesFrames
 from ..slice_viewer import SliceViewer
-from ..widgets import heading, hint
+from ..widgets import page_layout
 from ..workers import Worker, retire
 from .preview_presenter import PreviewPresenter
 
@@ -66,11 +65,10 @@ class PreviewPage(QWidget):
         top.addWidget(QLabel("Opacity"))
         top.addWidget(self.opacity)
         top.addWidget(self.show_mask)
-        layout = QVBoxLayout(self)
-        layout.addWidget(heading("3. Preview the protection mask"))
-        layout.addWidget(hint("Red marks the pixels SALM may change in this image (the most salient ones for a "
-                              "briefly trained surrogate). Wheel: slices · Ctrl+wheel: zoom · drag: pan · "
-                              "right drag: window/level · double click: fit · Page Up/Down: slices."))
+        layout = page_layout(self, "3. Preview the protection mask",
+                             "Red marks the pixels SALM may change in this image (the most salient ones for a "
+                             "briefly trained surrogate). Wheel: slices · Ctrl+wheel: zoom · drag: pan · "
+                             "right drag: window/level · double click: fit · Page Up/Down: slices.")
         layout.addLayout(top)
         layout.addWidget(self.viewer, 1)
         layout.addWidget(self.mask_status)

@@ -6,20 +6,18 @@ import time
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QTableWidget,
-    QVBoxLayout,
     QWidget,
 )
 
 from ..context import Context
 from ..plot import RoundPlot
-from ..widgets import fill_table, heading, hint, make_table
+from ..widgets import fill_table, form_layout, make_table, page_layout
 from ..workers import Worker
 from .presented_page import PresentedPage
 from .protect_presenter import ProtectPresenter
@@ -60,18 +58,15 @@ class ProtectPage(QWidget, PresentedPage):
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.plan_label, 1)
-        numbers = QFormLayout()
-        numbers.addRow("Overall", self.overall)
-        numbers.addRow("Round", self.round_label)
-        numbers.addRow("Surrogate accuracy on protected data", self.accuracy_label)
-        numbers.addRow("Elapsed", self.elapsed_label)
-        numbers.addRow("Time left", self.eta_label)
-        numbers.addRow("", self.message_label)
+        numbers = form_layout([
+            ("Overall", self.overall), ("Round", self.round_label),
+            ("Surrogate accuracy on protected data", self.accuracy_label), ("Elapsed", self.elapsed_label),
+            ("Time left", self.eta_label), ("", self.message_label),
+        ])
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(heading("4. Protect"))
-        layout.addWidget(hint("Protection runs in the background; the window stays usable and Cancel stops it "
-                              "at the next batch. Nothing is written until you export."))
+        layout = page_layout(self, "4. Protect",
+                             "Protection runs in the background; the window stays usable and Cancel stops it "
+                             "at the next batch. Nothing is written until you export.")
         layout.addLayout(buttons)
         numbers_and_plot = QHBoxLayout()
         numbers_and_plot.addLayout(numbers, 1)

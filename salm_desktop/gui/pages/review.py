@@ -7,15 +7,14 @@ The view: the two viewers and the table. What to show is decided by
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
-from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..context import Context
 from ..frames import SeriesFrames
 from ..model import FIDELITY_COLUMNS
 from ..slice_viewer import SliceViewer
 from ..viewer import ViewState
-from ..widgets import fill_table, heading, hint, make_table
+from ..widgets import fill_table, make_table, page_layout, vertical_split
 from ..workers import Worker, retire
 from .review_presenter import ReviewPresenter
 
@@ -72,15 +71,11 @@ class ReviewPage(QWidget):
         bl.addWidget(QLabel("Fidelity per series (PSNR and SSIM in the normalized scale, changes in native units):"))
         bl.addWidget(self.table)
         bl.addWidget(self.fidelity_status)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(view_box)
-        split.addWidget(bottom)
-        split.setSizes([520, 160])
+        split = vertical_split(view_box, bottom, [520, 160])
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(heading("5. Review before and after"))
-        layout.addWidget(hint("Both views move together: slice, zoom, pan and window. The difference map shows "
-                              "brighter pixels in red and darker ones in blue."))
+        layout = page_layout(self, "5. Review before and after",
+                             "Both views move together: slice, zoom, pan and window. The difference map shows "
+                             "brighter pixels in red and darker ones in blue.")
         layout.addLayout(top)
         layout.addWidget(split, 1)
         layout.addWidget(self.diff_label)

@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -24,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from ..context import Context
 from ..model import LABEL_SOURCES, METHODS, WizardSettings, device_choices
-from ..widgets import heading, hint
+from ..widgets import form_layout, page_layout
 from .settings_presenter import SURROGATES, SettingsPresenter
 MASK_MODES = [("never", "Fixed after the first step"), ("round", "Recomputed every round"), ("step", "Recomputed every step")]
 
@@ -89,15 +88,12 @@ class SettingsPage(QWidget):
         self.recompute_mask = QComboBox()
         for key, text in MASK_MODES:
             self.recompute_mask.addItem(text, key)
-        adv = QFormLayout()
-        adv.addRow("Perturbation steps per round", self.pgd_steps)
-        adv.addRow("Surrogate training steps per round", self.train_steps)
-        adv.addRow("Most rounds", self.max_rounds)
-        adv.addRow("Stop at surrogate accuracy", self.stop_accuracy)
-        adv.addRow("SALM mask", self.recompute_mask)
-        adv.addRow("", self.foreground)
-        adv.addRow("Batch size", self.batch_size)
-        adv.addRow("Surrogate model", self.surrogate)
+        adv = form_layout([
+            ("Perturbation steps per round", self.pgd_steps), ("Surrogate training steps per round", self.train_steps),
+            ("Most rounds", self.max_rounds), ("Stop at surrogate accuracy", self.stop_accuracy),
+            ("SALM mask", self.recompute_mask), ("", self.foreground), ("Batch size", self.batch_size),
+            ("Surrogate model", self.surrogate),
+        ])
         self.advanced_body = QWidget()
         self.advanced_body.setLayout(adv)
         box_layout = QVBoxLayout(self.advanced)
@@ -116,24 +112,17 @@ class SettingsPage(QWidget):
         budget.addWidget(self.budget_normalized)
         budget.addWidget(self.budget_native)
 
-        form = QFormLayout()
-        form.addRow("Labels", self.label_source)
-        form.addRow("", self.labels_note)
-        form.addRow("Labels file", self.csv_widget)
-        form.addRow("Pseudo-label clusters", self.n_clusters)
-        form.addRow("Method", self.method)
-        form.addRow("Budget (L∞)", budget)
-        form.addRow("Mask ratio", self.mask_ratio)
-        form.addRow("Device", self.device)
-        form.addRow("", self.device_note)
-        form.addRow("Seed", self.seed)
+        form = form_layout([
+            ("Labels", self.label_source), ("", self.labels_note), ("Labels file", self.csv_widget),
+            ("Pseudo-label clusters", self.n_clusters), ("Method", self.method), ("Budget (L∞)", budget),
+            ("Mask ratio", self.mask_ratio), ("Device", self.device), ("", self.device_note), ("Seed", self.seed),
+        ])
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color: #b00020")
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(heading("2. Labels and settings"))
-        layout.addWidget(hint("The defaults are a good start. The budget is the largest change any pixel may get, "
-                              "shown in the normalized scale and in the study's own units."))
+        layout = page_layout(self, "2. Labels and settings",
+                             "The defaults are a good start. The budget is the largest change any pixel may get, "
+                             "shown in the normalized scale and in the study's own units.")
         layout.addLayout(form)
         layout.addWidget(self.error_label)
         layout.addWidget(self.advanced)
