@@ -41,7 +41,10 @@ OPTION_BOXES = (
 )
 KEEP_IDENTITY_WARNING = ("IDENTITY KEPT: not for release outside the hospital. Names, IDs, dates and links to the "
                          "original images stay in the copy.")
-PREVIEW_COLUMNS = ("attribute", "tag", "before", "after", "change")
+PREVIEW_COLUMNS = ("attribute", "change", "before", "after", "tag")
+# shown first: what identifies the patient and links the copy to the originals
+FIRST = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName", "ReferringPhysicianName",
+         "StudyID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
 
 
 class DeidPanel(QGroupBox):
@@ -58,17 +61,21 @@ class DeidPanel(QGroupBox):
         self.profile.setObjectName("deid_profile")
         self.profile.setWordWrap(True)
         self.boxes: dict[str, QCheckBox] = {}
-        options = QVBoxLayout()
-        for name, text in OPTION_BOXES:
+        options = QHBoxLayout()  # two columns: the page must still fit a laptop screen
+        columns = (QVBoxLayout(), QVBoxLayout())
+        for i, (name, text) in enumerate(OPTION_BOXES):
             box = QCheckBox(text)
             box.setObjectName(f"deid_{name}")
             self.boxes[name] = box
-            options.addWidget(box)
+            columns[i % 2].addWidget(box)
             box.toggled.connect(self._options_changed)
         self.keep_identity = QCheckBox("Do NOT de-identify (internal use only)")
         self.keep_identity.setObjectName("deid_keep_identity")
         self.keep_identity.toggled.connect(self._options_changed)
-        options.addWidget(self.keep_identity)
+        columns[0].addWidget(self.keep_identity)
+        columns[1].addStretch(1)
+        for column in columns:
+            options.addLayout(column)
         self.warning = QLabel("")
         self.warning.setObjectName("deid_warning")
         self.warning.setWordWrap(True)
@@ -92,14 +99,17 @@ class DeidPanel(QGroupBox):
         self.preview_label.setWordWrap(True)
         self.preview = make_table()
         self.preview.setObjectName("deid_preview")
-        self.preview.setMinimumHeight(150)
+        self.preview.setMinimumHeight(120)
 
         form = QFormLayout()
         form.addRow("Profile", self.profile)
         form.addRow("Options", options)
         form.addRow("", self.warning)
-        form.addRow("Operator", self.operator)
-        form.addRow("Purpose", self.purpose)
+        who = QHBoxLayout()  # one row: the export page must fit a laptop screen
+        who.addWidget(self.operator, 1)
+        who.addWidget(QLabel("Purpose"))
+        who.addWidget(self.purpose, 2)
+        form.addRow("Operator", who)
         steward = QHBoxLayout()
         steward.addWidget(self.steward, 1)
         form.addRow("Private record", steward)
@@ -158,6 +168,7 @@ class DeidPanel(QGroupBox):
         for box in self.boxes.values():
             box.setEnabled(not keep)
         self.warning.setText(KEEP_IDENTITY_WARNING if keep else "")
+        self.warning.setVisible(keep)
         codes = "; ".join(f"{c} {m}" for c, m in options.codes()) if not keep else ""
         self.profile.setText(options.summary_line() + (f" (codes: {codes})" if codes else ""))
         self.steward.setEnabled(not keep)
@@ -178,7 +189,8 @@ class DeidPanel(QGroupBox):
             fill_table(self.preview, PREVIEW_COLUMNS, [])
             self.preview_label.setText(f"No preview: {exc}")
             return
-        rows = [(c.keyword, c.tag, c.before, c.after, c.action) for c in preview.changes]
+        order = sorted(preview.changes, key=lambda c: (FIRST.index(c.keyword) if c.keyword in FIRST else len(FIRST), c.tag))
+        rows = [(c.keyword, c.action, c.before, c.after, c.tag) for c in order]
         fill_table(self.preview, PREVIEW_COLUMNS, rows)
         text = (f"Preview of {self.preview_source.name}: {len(rows)} attributes change, {preview.kept} are kept"
                 + (f", {preview.private_removed} private attributes are removed" if preview.private_removed else "")
