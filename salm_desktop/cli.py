@@ -140,6 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                "jpeg75 | jpeg10 | bitdepth | advtrain; several comma-separated (each run in turn), "
                                "combine with '+' (jpeg10+augment)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document to stdout")
+    evaluate.add_argument("--report", type=Path, default=None, metavar="RELEASE",
+                          help="also put the verdict into the officer report of this finished release (its data and "
+                               "manifest are not changed)")
     evaluate.add_argument("--utility", action="store_true",
                           help="also measure clinical utility: a model trained on the CLEAN training split, tested on "
                                "the clean and on the protected test images (--protected must hold a protected test "
@@ -178,6 +181,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.defense is None and args.arch is None:
         return _cmd_evaluate_suite(args)
+    if args.report is not None:
+        raise UsageError("--report takes the thief suite's verdict: leave out --defense/--arch")
     return _cmd_evaluate_legacy(args)
 
 
@@ -212,6 +217,8 @@ def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--thieves/--seeds: {exc}") from exc
     protected, clean_train, clean_test = _evaluation_splits(args)
+    if args.report is not None and not (args.report / "manifest.json").is_file():  # before hours of training
+        raise UsageError(f"--report: {args.report}: not a finished release (no manifest.json)")
     try:
         clean_val = load_split(args.clean, "val")
     except ValueError:
@@ -229,6 +236,14 @@ def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
     res = evaluate_suite(protected, clean_train, clean_val, clean_test, recipes, seeds, progress=show)
     if utility is not None:
         res["utility"] = utility  # one JSON document stays one document
+    if args.report is not None:  # issue 15: fold this run into the release's officer report
+        from salm_desktop.core.export.officer_report import fold_in_evaluation
+
+        try:
+            written = fold_in_evaluation(args.report, res)
+        except ValueError as exc:
+            raise UsageError(f"--report: {exc}") from None
+        print(f"officer report updated: {written['officer_pdf']}", file=sys.stderr)
     if args.json:
         print(json.dumps(res))
     else:

@@ -224,7 +224,7 @@ def _deid_rows(manifest: dict[str, Any]) -> tuple[list[tuple[str, str]], bool]:
     return rows, True
 
 
-def _evaluation_rows(efficacy: dict[str, Any] | None) -> list[tuple[str, str]]:
+def _evaluation_rows(efficacy: dict[str, Any] | None, later: bool = False) -> list[tuple[str, str]]:
     if not efficacy:
         return [("Protection measured", "not measured with this release (run protect --evaluate on labelled data, or "
                                         "salm-protect evaluate); no claim is made about how well it protects")]
@@ -243,12 +243,17 @@ def _evaluation_rows(efficacy: dict[str, Any] | None) -> list[tuple[str, str]]:
     ]
     if efficacy.get("quick"):
         rows.append(("Scope of the measurement", str(efficacy["quick"])))
+    if later:
+        rows.append(("Attached", "after the release was made (salm-protect evaluate --report); the evaluation is not "
+                                 "part of manifest.json and not covered by the fingerprint"))
     return rows
 
 
 def build_officer_context(manifest: dict[str, Any], *, manifest_sha256: str, release_name: str,
-                          info: ReleaseInfo | None = None, created: str | None = None) -> dict[str, Any]:
-    """The report's content as plain data (the HTML and the PDF are drawn from it)."""
+                          info: ReleaseInfo | None = None, created: str | None = None,
+                          later_efficacy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report's content as plain data (the HTML and the PDF are drawn from it). ``later_efficacy``:
+    an evaluation run after the release was made (``evaluate --report``), shown as such."""
     info = (info or ReleaseInfo()).cleaned()
     summary = manifest.get("summary") or {}
     settings = manifest.get("settings") or {}
@@ -274,7 +279,7 @@ def build_officer_context(manifest: dict[str, Any], *, manifest_sha256: str, rel
                            ("Device actually used", _device_words(summary.get("device") or manifest.get("device")))]
          + _change_rows(manifest)),
         ("De-identification", deid_rows),
-        ("How well it protects", _evaluation_rows(manifest.get("efficacy"))),
+        ("How well it protects", _evaluation_rows(later_efficacy or manifest.get("efficacy"), later_efficacy is not None)),
     ]
     technical = [(k, "none" if v is None or v == "" else _num(v, 6) if not isinstance(v, (dict, list)) else json.dumps(v),
                   SETTING_MEANINGS.get(k, "")) for k, v in sorted(settings.items())]
@@ -294,7 +299,7 @@ def build_officer_context(manifest: dict[str, Any], *, manifest_sha256: str, rel
         "risks": list(RESIDUAL_RISKS),
         "settings": technical,
         "series": series_rows,
-        "efficacy": manifest.get("efficacy"),
+        "efficacy": later_efficacy or manifest.get("efficacy"),
         "skipped": [(str(i.get("path")), str(i.get("reason"))) for i in manifest.get("skipped", [])],
         "versions": (manifest.get("software") or {}),
     }
@@ -451,4 +456,47 @@ def write_officer_report(release_dir: Path, manifest_path: Path, *, info: Releas
     paths = {"officer_html": write_officer_html(Path(release_dir) / OFFICER_HTML, ctx)}
     if pdf:
         paths["officer_pdf"] = write_officer_pdf(Path(release_dir) / OFFICER_PDF, ctx)
+    return paths
+
+
+def read_officer_data(release_dir: Path) -> dict[str, Any]:
+    """The page-1 facts embedded in an officer-report.html ({} when there is none or it cannot be read)."""
+    import re
+
+    try:
+        text = (Path(release_dir) / OFFICER_HTML).read_text(encoding="utf-8")
+        found = re.search(r"<script type='application/json' id='officer-data'>(.*?)</script>", text, re.S)
+        return json.loads(found.group(1).replace("<\\/", "</")) if found else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def fold_in_evaluation(release_dir: Path, efficacy: dict[str, Any]) -> dict[str, Path]:
+    """``evaluate --report DIR``: redraw the officer report of a finished release with a later
+    evaluation. The release's data and manifest are not touched (the fingerprint stays the same);
+    each report file is replaced whole. Raises ValueError naming the folder and the reason."""
+    import os
+
+    release_dir = Path(release_dir)
+    manifest_path = release_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ValueError(f"{release_dir}: not a finished release (no readable manifest.json)") from None
+    before = read_officer_data(release_dir)
+    if before and before.get("fingerprint") != sha256_of(manifest_path):
+        raise ValueError(f"{release_dir}: officer-report.html does not belong to this manifest.json (fingerprint differs)")
+    info = ReleaseInfo(before.get("operator", ""), before.get("purpose", ""))
+    ctx = build_officer_context(manifest, manifest_sha256=sha256_of(manifest_path), release_name=release_dir.name,
+                                info=info, later_efficacy=efficacy)
+    paths = {}
+    for key, name, writer in (("officer_html", OFFICER_HTML, write_officer_html), ("officer_pdf", OFFICER_PDF, write_officer_pdf)):
+        tmp = release_dir / f".{name}.partial"
+        try:
+            writer(tmp, ctx)
+            os.replace(tmp, release_dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        paths[key] = release_dir / name
     return paths

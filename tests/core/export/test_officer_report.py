@@ -149,3 +149,26 @@ def test_evaluate_refuses_what_it_cannot_measure_before_any_work(ct_dicom, breas
     assert cli_main(["protect", str(breast_small), "--out", str(out), *FAST, "--evaluate-epochs", "2"]) == 2
     assert "need --evaluate" in capsys.readouterr().err
     assert not out.exists() and not out.with_name("never.steward").exists()
+
+
+def test_evaluate_report_folds_a_later_run_into_the_officer_report(breast_small, tmp_path, one_thread, capsys):
+    out = tmp_path / "release"
+    assert cli_main(["protect", str(breast_small), "--out", str(out), *FAST, "--operator", "A. Steward"]) == 0
+    manifest_before = (out / "manifest.json").read_bytes()
+    data_before = (out / "breastmnist.npz").read_bytes()
+    assert "not measured with this release" in _pages(out / "officer-report.pdf")[0]
+    capsys.readouterr()
+    code = cli_main(["evaluate", "--protected", str(out / "breastmnist.npz"), "--clean", str(breast_small),
+                     "--thieves", "cnn-sgd-aug", "--epochs", "1", "--json", "--report", str(out)])
+    assert code == 0
+    verdict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["verdict"]
+    first = " ".join(_pages(out / "officer-report.pdf")[0].split())
+    assert f"{verdict['verdict'].upper()} against 1 thief model(s)" in first and "Operator A. Steward" in first
+    assert "not part of manifest.json and not covered by the fingerprint" in first
+    assert hashlib.sha256(manifest_before).hexdigest() in first
+    assert (out / "manifest.json").read_bytes() == manifest_before and (out / "breastmnist.npz").read_bytes() == data_before
+    assert not list(out.glob(".*partial"))
+    # a folder that is not a release is refused before any thief is trained
+    assert cli_main(["evaluate", "--protected", str(out / "breastmnist.npz"), "--clean", str(breast_small),
+                     "--epochs", "1", "--report", str(tmp_path)]) == 2
+    assert "not a finished release" in capsys.readouterr().err
