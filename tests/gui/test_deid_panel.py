@@ -85,3 +85,36 @@ def test_unreadable_secret_is_a_message_in_the_panel(qtbot, window, ct_study, tm
     panel.set_study(sorted((ct_study / "dicom").glob("*.dcm")))
     assert panel.preview.rowCount() == 0
     assert panel.preview_label.text().startswith("No preview: de-identification secret") and "too short" in panel.preview_label.text()
+
+
+def test_the_export_carries_the_choices_into_the_release(qtbot, drive, window, ct_study, tmp_path):
+    import json
+    import subprocess
+
+    from PySide6.QtCore import Qt
+
+    window.ctx.settings.method = "random"  # the export is what is tested here, not the engine
+    window.settings_page.show_settings(window.ctx.settings)
+    drive.load(window, [ct_study])
+    window.go_to(3)
+    window.protect_page.start()
+    drive.wait_for(lambda: not window.protect_page.running and window.ctx.state.protect_result is not None, 120)
+    window.go_to(5)
+    export = window.export_page
+    out = tmp_path / "release"
+    export.destination.setText(str(out))
+    export.deid.boxes["retain_device_identity"].setChecked(True)
+    export.deid.operator.setText("A. Steward")
+    export.deid.purpose.setText("Liver study")
+    steward = tmp_path / "private" / "ct"
+    export.deid.steward.setText(str(steward))
+    with qtbot.waitSignal(export.finished, timeout=240_000) as outcome:
+        qtbot.mouseClick(export.export_button, Qt.MouseButton.LeftButton)
+    assert outcome.args == ["done"], window.errors
+    codes = [c["code"] for c in json.loads((out / "manifest.json").read_text())["deidentification"]["options"]]
+    assert codes == ["113100", "113109"]
+    assert (steward / "steward-record.json").is_file() and not out.with_name("release.steward").exists()
+    first = subprocess.run(["pdftotext", "-f", "1", "-l", "1", str(out / "officer-report.pdf"), "-"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "A. Steward" in first and "Liver study" in first and "113109" in first
+    assert f"Officer report (page 1 to sign): {out / 'officer-report.pdf'}" in export.summary.toPlainText()

@@ -43,6 +43,8 @@ def summary_lines(job_result, paths: dict, unit: str = "") -> list[str]:
         lines.append(f"Report (PDF): {paths['report_pdf']}")
     if paths.get("manifest"):
         lines.append(f"Manifest (every file with its checksum, the settings): {paths['manifest']}")
+    if getattr(job_result, "officer_pdf", None):  # issue 15: the record the data-protection officer signs
+        lines.append(f"Officer report (page 1 to sign): {job_result.officer_pdf}")
     if isinstance(summary, dict):
         lines += run_summary_lines(summary, unit)
     skipped = getattr(job_result, "skipped", None) or []
