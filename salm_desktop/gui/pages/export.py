@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from .. import services
 from ..context import Context
+from ..deid_panel import DeidPanel
 from ..model import FORMATS, default_output_dir, run_summary_lines
 from ..verify_dialog import OwnershipKeysOption
 from ..widgets import heading, hint
@@ -42,6 +43,8 @@ def summary_lines(job_result, paths: dict, unit: str = "") -> list[str]:
         lines.append(f"Report (PDF): {paths['report_pdf']}")
     if paths.get("manifest"):
         lines.append(f"Manifest (every file with its checksum, the settings): {paths['manifest']}")
+    if getattr(job_result, "officer_pdf", None):  # issue 15: the record the data-protection officer signs
+        lines.append(f"Officer report (page 1 to sign): {job_result.officer_pdf}")
     if isinstance(summary, dict):
         lines += run_summary_lines(summary, unit)
     skipped = getattr(job_result, "skipped", None) or []
@@ -137,6 +140,10 @@ class ExportPage(QWidget, WorkerHost):
                               "complete; the originals are never changed. The manifest lists every file with its "
                               "checksum, the settings and anything skipped."))
         layout.addLayout(form)
+        self.deid = DeidPanel(self)  # issue 15: de-identification preview, operator, purpose, private record
+        layout.addWidget(self.deid, 2)
+        self.destination.textChanged.connect(self.deid.set_destination)
+        ctx.loaded.connect(lambda: self.deid.set_study(f for s in (ctx.state.series or []) for f in s.files))
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -215,11 +222,12 @@ class ExportPage(QWidget, WorkerHost):
         loaded = state.export_load_result()
         overwrite = self.overwrite.isChecked()
         keys = self.ownership.keydir()
+        deid_kwargs = self.deid.job_kwargs()
         self.unit = _common_unit(series)
 
         def job(progress):
             return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded,
-                                   overwrite=overwrite, keys=keys)
+                                   overwrite=overwrite, keys=keys, **deid_kwargs)
 
         worker = Worker(job, self, name="export")
         self._adopt(worker, lambda r: self._done(r, out_dir))
