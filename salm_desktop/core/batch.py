@@ -533,7 +533,7 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
             continue  # a failed unit: listed in skipped
         for path in sorted(p for p in unit_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(unit_dir)
-            if rel.parts[0] in ("manifest.json", "report.html", "report.pdf"):
+            if rel.parts[0] in ("manifest.json", "report.html", "report.pdf", "officer-report.html", "officer-report.pdf"):
                 target = assembled / "reports" / unit_name(unit.id) / rel
             else:
                 target = assembled / rel

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..context import Context
+from ..deid_panel import DeidPanel
 from ..model import FORMATS
 from ..verify_dialog import OwnershipKeysOption
 from ..widgets import form_layout, page_layout
@@ -101,6 +102,10 @@ class ExportPage(QWidget, PresentedPage):
                              "complete; the originals are never changed. The manifest lists every file with its "
                              "checksum, the settings and anything skipped.")
         layout.addLayout(form)
+        self.deid = DeidPanel(self)  # issue 15: de-identification preview, operator, purpose, private record
+        layout.addWidget(self.deid, 2)
+        self.destination.textChanged.connect(self.deid.set_destination)
+        ctx.loaded.connect(lambda: self.deid.set_study(f for s in (ctx.state.series or []) for f in s.files))
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -163,6 +168,9 @@ class ExportPage(QWidget, PresentedPage):
 
     def ownership_keys(self) -> Path | None:
         return self.ownership.keydir()
+
+    def deid_job_kwargs(self) -> dict:
+        return self.deid.job_kwargs()
 
     def show_running(self, running: bool) -> None:
         self.export_button.setEnabled(not running)

@@ -23,6 +23,7 @@ class ExportView(Protocol):
     def show_export_options(self, output_format: str, report: bool) -> None: ...
     def overwrite_chosen(self) -> bool: ...
     def ownership_keys(self) -> Path | None: ...
+    def deid_job_kwargs(self) -> dict[str, Any]: ...
     def start_worker(self, job: Callable[[Any], Any], on_success: Callable[[Any], None]) -> None: ...
     def show_running(self, running: bool) -> None: ...
     def show_progress(self, value: int, status: str) -> None: ...
@@ -49,6 +50,8 @@ def summary_lines(job_result, paths: dict, unit: str = "") -> list[str]:  # noqa
         lines.append(f"Report (PDF): {paths['report_pdf']}")
     if paths.get("manifest"):
         lines.append(f"Manifest (every file with its checksum, the settings): {paths['manifest']}")
+    if getattr(job_result, "officer_pdf", None):  # issue 15: the record the data-protection officer signs
+        lines.append(f"Officer report (page 1 to sign): {job_result.officer_pdf}")
     if isinstance(summary, dict):
         lines += run_summary_lines(summary, unit)
     skipped = getattr(job_result, "skipped", None) or []
@@ -110,11 +113,12 @@ class ExportPresenter:
         loaded = state.export_load_result()
         overwrite = self.view.overwrite_chosen()
         keys = self.view.ownership_keys()
+        deid_kwargs = self.view.deid_job_kwargs()  # the de-identification panel's choices (issue 15)
         self.unit = common_unit(series)
 
         def job(progress):  # noqa: ANN001 - runs on the worker thread
             return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded,
-                                   overwrite=overwrite, keys=keys)
+                                   overwrite=overwrite, keys=keys, **deid_kwargs)
 
         self.paths = {}
         self.view.clear_result()

@@ -52,6 +52,7 @@ def _view(destination: str = "") -> mock.Mock:
     view.destination_text.return_value = destination
     view.overwrite_chosen.return_value = False
     view.ownership_keys.return_value = None
+    view.deid_job_kwargs.return_value = {}  # the panel's defaults: de-identify with the default options
     return view
 
 
@@ -188,3 +189,14 @@ def test_the_destination_suggested_is_in_the_last_output_folder_never_in_an_inpu
     ctx.state = WizardState()  # nothing loaded: no suggestion
     presenter.suggest_destination()
     view.set_destination.assert_called_with("")
+
+
+def test_the_summary_names_the_officer_report_when_there_is_one(tmp_path):
+    from salm_desktop.gui.pages.export_presenter import summary_lines
+
+    result = SimpleNamespace(summary={}, skipped=[], officer_pdf=tmp_path / "officer-report.pdf")
+    lines = summary_lines(result, {"out_dir": tmp_path, "manifest": tmp_path / "manifest.json"})
+    assert lines[:3] == [f"Output folder: {tmp_path}",
+                         f"Manifest (every file with its checksum, the settings): {tmp_path / 'manifest.json'}",
+                         f"Officer report (page 1 to sign): {tmp_path / 'officer-report.pdf'}"]
+    assert not any("Officer" in line for line in summary_lines(SimpleNamespace(summary={}), {"out_dir": tmp_path}))
