@@ -74,6 +74,7 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="keep descriptions with known identifiers removed, instead of dropping them (option 113105)")
     deid.add_argument("--retain-safe-private", action="store_true",
                       help="keep the private attributes PS3.15 lists as safe, drop the others (option 113111)")
+    _add_release_record_options(protect)  # issue 15: operator, purpose, --evaluate
     protect.add_argument("--keys", type=Path, default=None, metavar="KEYDIR",
                          help="also mark the release with secret ownership keys and write them to KEYDIR, a new folder "
                               "outside the release that you keep private (see 'salm-protect verify'); experimental: the mark is "
@@ -128,6 +129,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                "jpeg75 | jpeg10 | bitdepth | advtrain; several comma-separated (each run in turn), "
                                "combine with '+' (jpeg10+augment)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document to stdout")
+    evaluate.add_argument("--report", type=Path, default=None, metavar="RELEASE",
+                          help="also put the verdict into the officer report of this finished release (its data and "
+                               "manifest are not changed)")
     evaluate.add_argument("--utility", action="store_true",
                           help="also measure clinical utility: a model trained on the CLEAN training split, tested on "
                                "the clean and on the protected test images (--protected must hold a protected test "
@@ -205,6 +209,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
             print(f"[{ev.stage}] {ev.done}/{ev.total} {ev.message}", file=sys.stderr)
 
     progress = Progress(show)
+    release_info, efficacy = _release_record(args, efficacy)
     deid = _deid_options(args)
     if deid.keep_identity:
         print("salm-protect: WARNING: --keep-identity: the output keeps patient names, IDs and links to the originals; "
@@ -213,7 +218,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
         result = run_protect_job(args.inputs, args.out, settings, labels=loader_labels, splits=splits,
                                  report=not args.no_report, progress=progress, overwrite=args.overwrite, roi=args.roi,
                                  efficacy=efficacy, deid=deid, steward_record=args.steward_record,
-                                 keys=args.keys)
+                                 keys=args.keys, release_info=release_info)
     except JobError as exc:
         raise UsageError(str(exc)) from None
     except Cancelled:
@@ -233,12 +238,53 @@ def _cmd_protect(args: argparse.Namespace) -> int:
               f"{', report: report.html, report.pdf' if result.report_html else ''})")
         print(s.get("deidentification", "") + ("" if deid.keep_identity else
               f"; private steward record (keep it inside the hospital): {result.steward_record}"))
+        if result.officer_pdf or result.officer_html:
+            print(f"release record for the data-protection officer: {result.officer_pdf or result.officer_html}")
         if args.keys is not None:
             print(f"ownership keys written to {args.keys}: keep this folder private and outside the release")
     if args.keys is not None:  # measured, not assumed: docs/ownership.md
         print("warning: ownership keys are experimental; in docs/ownership.md no thief model trained on a keyed "
               "release was detected yet (0 of 19), so do not rely on them as evidence", file=sys.stderr)
     return EXIT_PARTIAL if result.skipped else EXIT_OK
+
+
+def _add_release_record_options(protect: argparse.ArgumentParser) -> None:
+    """Issue 15: who made the release and why, and the protection evaluation, for the officer report."""
+    group = protect.add_argument_group("release record", "what goes into officer-report.pdf (page 1 is signed by the "
+                                       "data-protection officer; docs/report.md)")
+    group.add_argument("--operator", default="", metavar="NAME", help="who made the release (printed in the officer report)")
+    group.add_argument("--purpose", default="", metavar="TEXT", help="what the release is for (printed in the officer report)")
+    group.add_argument("--evaluate", action="store_true",
+                       help="labelled data (one npz with train/test splits, or a train/ test/ image tree): train thief "
+                            "models on the protected copy before it is put in place and put the verdict in the report")
+    group.add_argument("--evaluate-thieves", default=None, metavar="NAMES",
+                       help="thieves for --evaluate (default: cnn-sgd-aug, a small fast check; 'suite' for the full one)")
+    group.add_argument("--evaluate-epochs", type=int, default=None, metavar="N", help="epochs per thief for --evaluate (default 5)")
+
+
+def _release_record(args: argparse.Namespace, efficacy):  # noqa: ANN001, ANN202
+    """(ReleaseInfo, efficacy or an evaluation to run inside the job); UsageError before any work."""
+    from salm_desktop.core.export.officer_report import ReleaseInfo
+
+    info = ReleaseInfo(args.operator, args.purpose)
+    if not args.evaluate:
+        if args.evaluate_thieves or args.evaluate_epochs:
+            raise UsageError("--evaluate-thieves/--evaluate-epochs need --evaluate")
+        return info, efficacy
+    from salm_desktop.core.evaluate.release_check import QUICK_EPOCHS, QUICK_THIEVES, ReleaseEvaluation
+
+    if efficacy is not None:
+        raise UsageError("--evaluate and --efficacy both give the evaluation: use one")
+    if len(args.inputs) != 1:
+        raise UsageError("--evaluate needs exactly one labelled input (an npz with train and test splits, or a folder "
+                         "with train/ and test/ class folders)")
+    evaluation = ReleaseEvaluation(Path(args.inputs[0]), args.evaluate_thieves or QUICK_THIEVES,
+                                   args.evaluate_epochs if args.evaluate_epochs is not None else QUICK_EPOCHS)
+    try:
+        evaluation.check()
+    except ValueError as exc:
+        raise UsageError(f"--evaluate: {exc}") from None
+    return info, evaluation
 
 
 def _deid_options(args: argparse.Namespace):
@@ -257,90 +303,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_protect_pacs(args: argparse.Namespace) -> int:
-    """protect with PACS sources and/or --send: retrieve into a private temporary folder (removed
-    afterwards, whatever happens), run the normal job, then send the finished release."""
-    from salm_desktop.core.pacs import PacsError, Selection, is_pacs_spec, parse_endpoint, private_retrieval
-    from salm_desktop.core.progress import Cancelled, Progress
+    from salm_desktop.cli_pacs import cmd_protect_pacs
 
-    try:
-        destinations = [parse_endpoint(d) for d in args.send]
-        specs = [parse_endpoint(i) for i in args.inputs if is_pacs_spec(i)]
-    except PacsError as exc:
-        raise UsageError(str(exc)) from None
-    local = [i for i in args.inputs if not is_pacs_spec(i)]
-    if not specs and (args.study or args.series or args.accession):
-        raise UsageError("--study/--series/--accession need a dicomweb: or dimse: source")
-    selection = Selection(study=args.study, series=list(args.series), accession=args.accession)
-    args._pacs_done = True
-    original_uids: set[str] = set()
-
-    def show(ev) -> None:  # noqa: ANN001
-        if ev.stage != "log" and ev.done >= ev.total:
-            print(f"[{ev.stage}] {ev.done}/{ev.total} {ev.message}", file=sys.stderr)
-
-    try:
-        if specs:
-            with private_retrieval([(e, selection) for e in specs], progress=Progress(show)) as (folders, results):
-                for e, r in zip(specs, results):
-                    original_uids |= r.sop_uids
-                    print(f"retrieved {r.instances} instances ({r.bytes / 1e6:.1f} MB) in {len(r.series)} series "
-                          f"from {e.display}", file=sys.stderr)
-                args.inputs = local + [str(f) for f in folders]
-                code = _cmd_protect(args)
-        else:
-            code = _cmd_protect(args)
-    except PacsError as exc:
-        raise UsageError(str(exc)) from None
-    except Cancelled:
-        print("salm-protect: cancelled; nothing was written", file=sys.stderr)
-        return EXIT_CANCELLED
-    if code not in (EXIT_OK, EXIT_PARTIAL) or not destinations:
-        return code
-    return max(code, _send_all(Path(args.out), destinations, original_uids, as_json=False))
-
-
-def _send_all(release: Path, destinations, original_uids: set[str], as_json: bool) -> int:  # noqa: ANN001
-    from salm_desktop.core.pacs import PacsError, send_release
-    from salm_desktop.core.progress import Progress
-
-    try:  # the originals' UIDs as the job recorded them: never send one of those back
-        original_uids = original_uids | set(json.loads((release / "manifest.json").read_text(encoding="utf-8"))
-                                            .get("uid_map", {}))
-    except (OSError, ValueError, AttributeError):
-        pass
-    code = EXIT_OK
-    for dest in destinations:
-        try:
-            report = send_release(release, dest, original_uids=original_uids, progress=Progress())
-        except PacsError as exc:
-            raise UsageError(str(exc)) from None
-        data = report.as_dict()
-        (report.journal.parent / report.journal.name.replace(".jsonl", "-report.json")).write_text(
-            json.dumps(data, indent=2), encoding="utf-8")
-        if as_json:
-            print(json.dumps(data))
-        for item in report.instances:
-            if item.status in ("failed", "refused"):
-                print(f"not sent: {item.path}: {item.message}", file=sys.stderr)
-        print(f"{dest.display}: {data['sent']} sent, {data['already_sent']} already sent earlier, "
-              f"{data['failed']} failed, {data['refused']} refused", file=sys.stderr)
-        if not report.complete:
-            print(f"salm-protect: rerun 'salm-protect send {release} --to {dest.display}' to send the rest",
-                  file=sys.stderr)
-            code = EXIT_PARTIAL
-    return code
+    return cmd_protect_pacs(args)
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
-    from salm_desktop.core.pacs import PacsError, parse_endpoint
+    from salm_desktop.cli_pacs import cmd_send
 
-    try:
-        destinations = [parse_endpoint(d) for d in args.to]
-    except PacsError as exc:
-        raise UsageError(str(exc)) from None
-    if not (args.release / "manifest.json").is_file():
-        raise UsageError(f"{args.release}: not a finished release (no manifest.json)")
-    return _send_all(args.release, destinations, set(), as_json=args.json)
+    return cmd_send(args)
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:

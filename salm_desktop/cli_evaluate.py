@@ -16,6 +16,8 @@ from salm_desktop.cli import EXIT_OK, UsageError
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.defense is None and args.arch is None:
         return _cmd_evaluate_suite(args)
+    if args.report is not None:
+        raise UsageError("--report takes the thief suite's verdict: leave out --defense/--arch")
     return _cmd_evaluate_legacy(args)
 
 
@@ -50,6 +52,8 @@ def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--thieves/--seeds: {exc}") from exc
     protected, clean_train, clean_test = _evaluation_splits(args)
+    if args.report is not None and not (args.report / "manifest.json").is_file():  # before hours of training
+        raise UsageError(f"--report: {args.report}: not a finished release (no manifest.json)")
     try:
         clean_val = load_split(args.clean, "val")
     except ValueError:
@@ -67,6 +71,14 @@ def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
     res = evaluate_suite(protected, clean_train, clean_val, clean_test, recipes, seeds, progress=show)
     if utility is not None:
         res["utility"] = utility  # one JSON document stays one document
+    if args.report is not None:  # issue 15: fold this run into the release's officer report
+        from salm_desktop.core.export.officer_report import fold_in_evaluation
+
+        try:
+            written = fold_in_evaluation(args.report, res)
+        except ValueError as exc:
+            raise UsageError(f"--report: {exc}") from None
+        print(f"officer report updated: {written['officer_pdf']}", file=sys.stderr)
     if args.json:
         print(json.dumps(res))
     else:

@@ -70,7 +70,7 @@ def _assemble_into(assembled: Path, job: BatchJob, units: list[Unit], units_dir:
             continue  # a failed unit: listed in skipped
         for path in sorted(p for p in unit_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(unit_dir)
-            if rel.parts[0] in ("manifest.json", "report.html", "report.pdf"):
+            if rel.parts[0] in ("manifest.json", "report.html", "report.pdf", "officer-report.html", "officer-report.pdf"):
                 target = assembled / "reports" / unit_name(unit.id) / rel
             else:
                 target = assembled / rel

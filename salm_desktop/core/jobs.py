@@ -51,6 +51,8 @@ class JobResult:
     uid_map: dict[str, str] = field(default_factory=dict)
     fidelity: dict[str, Any] = field(default_factory=dict)
     steward_record: Path | None = None  # the private record (UID map, pseudonyms) of a de-identified release
+    officer_html: Path | None = None  # issue 15: the release record the data-protection officer signs
+    officer_pdf: Path | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.summary)
@@ -61,6 +63,8 @@ class JobResult:
             "report_pdf": str(self.report_pdf) if self.report_pdf else None,
             "skipped": [s.as_dict() for s in self.skipped],
             "steward_record": str(self.steward_record) if self.steward_record else None,
+            "officer_report": str(self.officer_html) if self.officer_html else None,
+            "officer_report_pdf": str(self.officer_pdf) if self.officer_pdf else None,
         })
         return out
 
@@ -122,6 +126,7 @@ def run_protect_job(
     deid: Any = None,
     steward_record: str | Path | None = None,
     keys: str | Path | None = None,
+    release_info: Any = None,
 ) -> JobResult:
     """Load ``inputs``, protect them with ``settings`` (a ProtectSettings), write the protected copy in
     the inputs' own formats under ``out_dir`` with manifest.json and (``report=True``) report.html/.pdf.
@@ -136,12 +141,15 @@ def run_protect_job(
 
     ``deid`` (a DeidOptions; default: de-identify) and ``steward_record`` (the private record's folder;
     default ``<out>.steward`` next to the release) are checked before anything is computed.
+    ``release_info`` (an officer_report.ReleaseInfo: operator, purpose) goes into the officer report;
+    ``efficacy`` may also be a callable ``(release_tmp, progress) -> dict`` (``protect --evaluate``).
     """
     progress = progress or Progress()
     deid = prepare_deid(deid, out_dir, steward_record, inputs)
     job = protect_job(inputs, out_dir, settings, labels=labels, splits=splits, formats=formats, progress=progress,
                       overwrite=overwrite, loaded=loaded, result=result, keys=keys)
-    return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy, deid=deid)
+    return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy, deid=deid,
+                     release_info=release_info)
 
 
 def prepare_deid(deid: Any, out_dir: str | Path, steward_record: str | Path | None = None,
@@ -288,7 +296,7 @@ def _protect_locked(inputs: list[Path], out: Path, settings: ProtectSettings, la
 
 def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | None = None,
               roi: str | Path | None = None, efficacy: dict[str, Any] | None = None, deid: Any = None,
-              steward_record: str | Path | None = None) -> JobResult:
+              steward_record: str | Path | None = None, release_info: Any = None) -> JobResult:
     """The second half of :func:`run_protect_job`: export, manifest, report, rename into place.
 
     Closes ``job``'s result when it owns it, whatever happens. Raises :class:`JobError` and
@@ -319,6 +327,8 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
             release_result = MarkedResult(job.result, keyset, marked_series, settings.epsilon)
         written = export_release(job.plan, release_result, tmp, settings, inputs, progress, report, job.skipped, roi, efficacy,
                           deid)
+        if report:  # issue 15: after the manifest, whose sha256 it carries
+            written["report"].update(_write_officer_report(tmp, out, written, release_info))
         steward_file = None
         if deid.enabled:  # the private record first: a release is never in place without it
             from salm_desktop.core.export.deid import write_steward_record
@@ -357,4 +367,14 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
         uid_map=written["uid_map"],
         fidelity=written["fidelity"],
         steward_record=steward_file,
+        officer_html=final(written["report"].get("officer_html")),
+        officer_pdf=final(written["report"].get("officer_pdf")),
     )
+
+
+def _write_officer_report(tmp: Path, out: Path, written: dict[str, Any], release_info: Any) -> dict[str, Path]:
+    """Issue 15: officer-report.html/.pdf in the release, drawn from its finished manifest."""
+    from salm_desktop.core.export.officer_report import write_officer_report
+
+    return write_officer_report(tmp, written["manifest"], info=release_info, release_name=written["scrub"](out.name),
+                                pdf="pdf" in written["report"])

@@ -199,6 +199,8 @@ def export_release(plan, result, tmp: Path, settings, inputs, progress: Progress
     except ExportError as exc:
         raise JobError(str(exc)) from None
     progress.update("export", total_files, total_files, "data written")
+    if callable(efficacy):  # protect --evaluate: thieves train on the protected files just written
+        efficacy = efficacy(tmp, progress)
     if deidentifier is not None:  # no output path may carry a name or ID the job's DICOM files held
         from salm_desktop.core.export.deid import scrub_release_paths
 
@@ -254,7 +256,8 @@ def export_release(plan, result, tmp: Path, settings, inputs, progress: Progress
         deidentification=deid.options.release_facts() if deid is not None else None,
     )
     return {"summary": summary, "skipped": skipped, "manifest": manifest, "report": report_paths,
-            "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict, "steward": steward}
+            "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict, "steward": steward,
+            "scrub": deidentifier.scrub if deidentifier is not None else str}
 
 
 def labels_used(result, series: Series) -> dict[str, int] | None:

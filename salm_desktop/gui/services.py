@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def series_fidelity(series: Series, result: "ProtectResult", progress: Progress 
 def export(state_series: Sequence[Series], result: "ProtectResult | None", inputs: Sequence[Path], out_dir: Path,
            settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None,
            loaded: LoadResult | None = None, overwrite: bool = False,
-           keys: Path | None = None) -> "JobResult":
+           keys: Path | None = None, **job_kwargs: Any) -> "JobResult":
     """Write the protected copy, the manifest and (optionally) the report through the job pipeline.
 
     ``loaded`` is the wizard's LoadResult restricted to what the user kept (npz splits that are not
@@ -123,7 +123,8 @@ def export(state_series: Sequence[Series], result: "ProtectResult | None", input
     return run_protect_job([Path(p) for p in inputs], Path(out_dir), build_protect_settings(settings),
                            labels=settings.loader_labels(), splits=tuple(splits), formats=settings.output_format,
                            report=bool(settings.report), progress=progress, overwrite=bool(overwrite), loaded=loaded,
-                           result=result, keys=Path(keys) if keys is not None else None)
+                           result=result, keys=Path(keys) if keys is not None else None,
+                           **job_kwargs)  # de-identification options, steward record, operator and purpose (gui/deid_panel.py)
 
 
 def run_job(inputs: Sequence[Path | str], out_dir: Path, settings: WizardSettings,
