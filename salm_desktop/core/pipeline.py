@@ -225,8 +225,10 @@ def export_release(plan, result, tmp: Path, settings, inputs, progress: Progress
     })
     if deid is not None:
         summary["deidentification"] = deid.options.summary_line()
-    if deidentifier is not None and isinstance(summary.get("epsilon_native_per_series"), dict):
-        summary["epsilon_native_per_series"] = {release_id(k): v for k, v in summary["epsilon_native_per_series"].items()}
+    if deidentifier is not None:  # every per-series table is keyed by the internal id: re-key it
+        for key, table in list(summary.items()):
+            if key.endswith("_per_series") and isinstance(table, dict):
+                summary[key] = {release_id(k): v for k, v in table.items()}
     skipped_dicts = [skipped_dict(s, inputs) for s in skipped]
     if deidentifier is not None:  # source names may carry identifiers the DICOM files held
         skipped_dicts = [{"path": deidentifier.scrub(d["path"]), "reason": deidentifier.scrub(d["reason"])} for d in skipped_dicts]

@@ -144,6 +144,14 @@ def test_no_byte_of_the_release_holds_a_source_identifier(releases):
         assert _leaks(out, identifiers) == [], name
 
 
+def test_no_byte_of_the_release_holds_an_internal_series_id(releases):
+    # internal series ids are hashes of source UIDs that anyone with PACS access can recompute: a link back
+    for name, (inp, out, result) in releases.items():
+        internal = set(json.loads(result.steward_record.read_text())["series_ids"].values())
+        assert internal, name
+        assert _leaks(out, internal) == [], name
+
+
 def test_the_steward_record_holds_the_map_the_release_does_not(releases):
     inp, out, result = releases["ct_3slice_dcmqi"]
     manifest = json.loads((out / "manifest.json").read_text())
