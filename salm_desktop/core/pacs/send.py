@@ -150,7 +150,7 @@ class _CStore:
     def _connect(self, ds) -> None:  # noqa: ANN001
         import contextlib
 
-        from salm_desktop.core.pacs.retrieve import dimse_association
+        from salm_desktop.core.pacs.dimse_retrieve import dimse_association
 
         needed = (str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
         if self.assoc is not None and self.assoc.is_established and needed in self.contexts:
