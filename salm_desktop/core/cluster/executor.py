@@ -244,7 +244,8 @@ class DaskExecutor:
                 if state != last_state:  # one line per change, not one per poll
                     last_state = state
                     progress.update("protect", tracker.done, tracker.total, tracker.message(n_units, len(todo)),
-                                    workers_busy=tracker.busy, units_done=tracker.units_done, units_todo=len(todo))
+                                    workers_busy=tracker.busy, units_done=tracker.units_done, units_todo=len(todo),
+                                    running=tracker.running)
                 else:
                     progress.check()
         except BaseException:
@@ -319,6 +320,11 @@ class _ProgressTracker:
     @property
     def busy(self) -> int:
         return len({w for u, w in self.worker.items() if u not in self.finished})
+
+    @property
+    def running(self) -> dict[str, str]:
+        """worker address -> the unit it runs (unit ids are hashes, never patient data)."""
+        return {w: u for u, w in self.worker.items() if u not in self.finished}
 
     @property
     def units_done(self) -> int:
