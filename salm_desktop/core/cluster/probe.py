@@ -56,3 +56,19 @@ def missing_paths(paths: list) -> list:
     import os
 
     return [p for p in paths if not os.path.exists(p)]
+
+
+WORKER_MODULES = ("salm_desktop.core.jobs", "salm_desktop.core.protect.engine", "salm_desktop.core.export.dicom",
+                  "salm_desktop.core.export.npz", "salm_desktop.core.fidelity.report", "matplotlib.backends.backend_pdf")
+
+
+def import_worker_modules() -> str:
+    """Import what every unit uses once, while the cluster starts, not inside the first unit's time."""
+    import importlib
+
+    for name in WORKER_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the unit will report it where it matters
+            return f"{name}: {type(exc).__name__}: {exc}"
+    return ""
