@@ -1,4 +1,4 @@
-"""Retrieve throughput from a loopback Orthanc over DICOMweb (WADO-RS) and DIMSE (C-GET).
+"""Retrieve throughput from a loopback Orthanc over DICOMweb (WADO-RS) and DIMSE (C-GET, C-MOVE).
 
 The real 3-slice CT (../shared/data/dicom/ct_3slice_dcmqi) is uploaded --copies times, each copy
 with fresh Study/Series/SOP Instance UIDs (pixels untouched), into one Orthanc study of
@@ -60,8 +60,16 @@ def main() -> int:
                 ds.save_as(buf, enforce_file_format=True)
                 session.post(f"{server.rest}/instances", data=buf.getvalue(), timeout=60).raise_for_status()
         creds = Credentials(user=USER, password=PASSWORD)
+        from dataclasses import replace
+
+        from orthanc_server import free_port
+
+        move_port = free_port()  # C-MOVE: Orthanc sends to our storage SCP, registered as a modality
+        server.register_modality("salm-bench", "SALMBENCH", move_port)
+        protocols = (("dicomweb", f"dicomweb:{server.dicomweb}", creds), ("dimse", server.dimse, creds),
+                     ("dimse_c_move", server.dimse, replace(creds, local_aet="SALMBENCH", move_port=move_port)))
         results = {}
-        for name, spec in (("dicomweb", f"dicomweb:{server.dicomweb}"), ("dimse", server.dimse)):
+        for name, spec, creds in protocols:
             rates, sizes, cpus = [], [], []
             for i in range(args.repeats):
                 dest = work / f"{name}{i}"

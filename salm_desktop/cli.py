@@ -85,6 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="keep descriptions with known identifiers removed, instead of dropping them (option 113105)")
     deid.add_argument("--retain-safe-private", action="store_true",
                       help="keep the private attributes PS3.15 lists as safe, drop the others (option 113111)")
+    _add_release_record_options(protect)  # issue 15: operator, purpose, --evaluate
     protect.add_argument("--keys", type=Path, default=None, metavar="KEYDIR",
                          help="also mark the release with secret ownership keys and write them to KEYDIR, a new folder "
                               "outside the release that you keep private (see 'salm-protect verify'); experimental: the mark is "
@@ -139,6 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                "jpeg75 | jpeg10 | bitdepth | advtrain; several comma-separated (each run in turn), "
                                "combine with '+' (jpeg10+augment)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON document to stdout")
+    evaluate.add_argument("--report", type=Path, default=None, metavar="RELEASE",
+                          help="also put the verdict into the officer report of this finished release (its data and "
+                               "manifest are not changed)")
     evaluate.add_argument("--utility", action="store_true",
                           help="also measure clinical utility: a model trained on the CLEAN training split, tested on "
                                "the clean and on the protected test images (--protected must hold a protected test "
@@ -183,6 +187,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.defense is None and args.arch is None:
         return _cmd_evaluate_suite(args)
+    if args.report is not None:
+        raise UsageError("--report takes the thief suite's verdict: leave out --defense/--arch")
     return _cmd_evaluate_legacy(args)
 
 
@@ -217,6 +223,8 @@ def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--thieves/--seeds: {exc}") from exc
     protected, clean_train, clean_test = _evaluation_splits(args)
+    if args.report is not None and not (args.report / "manifest.json").is_file():  # before hours of training
+        raise UsageError(f"--report: {args.report}: not a finished release (no manifest.json)")
     try:
         clean_val = load_split(args.clean, "val")
     except ValueError:
@@ -234,6 +242,14 @@ def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
     res = evaluate_suite(protected, clean_train, clean_val, clean_test, recipes, seeds, progress=show)
     if utility is not None:
         res["utility"] = utility  # one JSON document stays one document
+    if args.report is not None:  # issue 15: fold this run into the release's officer report
+        from salm_desktop.core.export.officer_report import fold_in_evaluation
+
+        try:
+            written = fold_in_evaluation(args.report, res)
+        except ValueError as exc:
+            raise UsageError(f"--report: {exc}") from None
+        print(f"officer report updated: {written['officer_pdf']}", file=sys.stderr)
     if args.json:
         print(json.dumps(res))
     else:
@@ -362,6 +378,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
             print(f"[{ev.stage}] {ev.done}/{ev.total} {ev.message}", file=sys.stderr)
 
     progress = Progress(show)
+    release_info, efficacy = _release_record(args, efficacy)
     deid = _deid_options(args)
     if deid.keep_identity:
         print("salm-protect: WARNING: --keep-identity: the output keeps patient names, IDs and links to the originals; "
@@ -370,7 +387,7 @@ def _cmd_protect(args: argparse.Namespace) -> int:
         result = run_protect_job(args.inputs, args.out, settings, labels=loader_labels, splits=splits,
                                  report=not args.no_report, progress=progress, overwrite=args.overwrite, roi=args.roi,
                                  efficacy=efficacy, deid=deid, steward_record=args.steward_record,
-                                 keys=args.keys)
+                                 keys=args.keys, release_info=release_info)
     except JobError as exc:
         raise UsageError(str(exc)) from None
     except Cancelled:
@@ -390,12 +407,53 @@ def _cmd_protect(args: argparse.Namespace) -> int:
               f"{', report: report.html, report.pdf' if result.report_html else ''})")
         print(s.get("deidentification", "") + ("" if deid.keep_identity else
               f"; private steward record (keep it inside the hospital): {result.steward_record}"))
+        if result.officer_pdf or result.officer_html:
+            print(f"release record for the data-protection officer: {result.officer_pdf or result.officer_html}")
         if args.keys is not None:
             print(f"ownership keys written to {args.keys}: keep this folder private and outside the release")
     if args.keys is not None:  # measured, not assumed: docs/ownership.md
         print("warning: ownership keys are experimental; in docs/ownership.md no thief model trained on a keyed "
               "release was detected yet (0 of 19), so do not rely on them as evidence", file=sys.stderr)
     return EXIT_PARTIAL if result.skipped else EXIT_OK
+
+
+def _add_release_record_options(protect: argparse.ArgumentParser) -> None:
+    """Issue 15: who made the release and why, and the protection evaluation, for the officer report."""
+    group = protect.add_argument_group("release record", "what goes into officer-report.pdf (page 1 is signed by the "
+                                       "data-protection officer; docs/report.md)")
+    group.add_argument("--operator", default="", metavar="NAME", help="who made the release (printed in the officer report)")
+    group.add_argument("--purpose", default="", metavar="TEXT", help="what the release is for (printed in the officer report)")
+    group.add_argument("--evaluate", action="store_true",
+                       help="labelled data (one npz with train/test splits, or a train/ test/ image tree): train thief "
+                            "models on the protected copy before it is put in place and put the verdict in the report")
+    group.add_argument("--evaluate-thieves", default=None, metavar="NAMES",
+                       help="thieves for --evaluate (default: cnn-sgd-aug, a small fast check; 'suite' for the full one)")
+    group.add_argument("--evaluate-epochs", type=int, default=None, metavar="N", help="epochs per thief for --evaluate (default 5)")
+
+
+def _release_record(args: argparse.Namespace, efficacy):  # noqa: ANN001, ANN202
+    """(ReleaseInfo, efficacy or an evaluation to run inside the job); UsageError before any work."""
+    from salm_desktop.core.export.officer_report import ReleaseInfo
+
+    info = ReleaseInfo(args.operator, args.purpose)
+    if not args.evaluate:
+        if args.evaluate_thieves or args.evaluate_epochs:
+            raise UsageError("--evaluate-thieves/--evaluate-epochs need --evaluate")
+        return info, efficacy
+    from salm_desktop.core.evaluate.release_check import QUICK_EPOCHS, QUICK_THIEVES, ReleaseEvaluation
+
+    if efficacy is not None:
+        raise UsageError("--evaluate and --efficacy both give the evaluation: use one")
+    if len(args.inputs) != 1:
+        raise UsageError("--evaluate needs exactly one labelled input (an npz with train and test splits, or a folder "
+                         "with train/ and test/ class folders)")
+    evaluation = ReleaseEvaluation(Path(args.inputs[0]), args.evaluate_thieves or QUICK_THIEVES,
+                                   args.evaluate_epochs if args.evaluate_epochs is not None else QUICK_EPOCHS)
+    try:
+        evaluation.check()
+    except ValueError as exc:
+        raise UsageError(f"--evaluate: {exc}") from None
+    return info, evaluation
 
 
 def _deid_options(args: argparse.Namespace):

@@ -50,7 +50,7 @@ PARTIAL_SUFFIX = ".salm-batch-partial"
 # De-identification options (see docs/deidentification.md); like splits/report they are not engine settings.
 DEID_OPTIONS = {"keep_identity", "secret", "allow_burned_in", "retain_dates", "retain_patient_characteristics",
                 "retain_device_identity", "clean_descriptions", "retain_safe_private"}
-JOB_OPTIONS = {"splits", "report", "threads"} | DEID_OPTIONS  # threads: torch threads per unit (docs/cluster.md)
+JOB_OPTIONS = {"splits", "report", "threads"} | DEID_OPTIONS | {"pacs_sources", "send"}  # the last two: core/pacs/batch_sources.py; threads: docs/cluster.md
 
 
 class ConfigError(ValueError):
@@ -182,6 +182,11 @@ def load_config(path: str | Path) -> BatchConfig:
     if not isinstance(inputs, list):
         raise ConfigError(f"{path}: 'inputs' must be a list of folders")
     for item in inputs:
+        if isinstance(item, str) and item.startswith(("dicomweb:", "dimse:")):  # PACS: core/pacs/batch_sources.py
+            from salm_desktop.core.pacs.batch_sources import top_level_source
+
+            specs.append(top_level_source(path, item))
+            continue
         folder = resolve(item, "each entry of inputs")
         specs.append((folder.name, [folder], {}))
     for i, table in enumerate(raw.get("jobs", []), start=1):
@@ -191,9 +196,12 @@ def load_config(path: str | Path) -> BatchConfig:
         job_inputs = [job_inputs] if isinstance(job_inputs, str) else job_inputs
         if not job_inputs:
             raise ConfigError(f"{path}: [[jobs]] entry {i} has no inputs")
+        from salm_desktop.core.pacs.batch_sources import SELECTION_KEYS, job_name_default, split_job_inputs
+
+        job_inputs, pacs = split_job_inputs(path, table, list(job_inputs), i)
         folders = [resolve(p, f"inputs of [[jobs]] entry {i}") for p in job_inputs]
-        overrides = {k: v for k, v in table.items() if k not in ("name", "inputs", "input")}
-        specs.append((str(table.get("name") or folders[0].name), folders, overrides))
+        overrides = {k: v for k, v in table.items() if k not in ("name", "inputs", "input", *SELECTION_KEYS)} | pacs
+        specs.append((str(table.get("name") or job_name_default(folders, overrides)), folders, overrides))
     if not specs:
         raise ConfigError(f"{path}: no jobs: give 'inputs' or [[jobs]] tables")
 
@@ -205,6 +213,9 @@ def load_config(path: str | Path) -> BatchConfig:
             name = f"{name}-{len(names) + 1}"
         names.add(name)
         options = {**defaults, **overrides}
+        from salm_desktop.core.pacs.batch_sources import check_options
+
+        check_options(path, name, options)
         if isinstance(options.get("labels"), str) and options["labels"].startswith("csv:"):
             options["labels"] = "csv:" + str(resolve(options["labels"][4:], "labels csv"))
         if isinstance(options.get("secret"), str) and options["secret"].strip():
@@ -332,7 +343,9 @@ def _run_batch_locked(config: BatchConfig, output: Path, progress: Progress,
         if on_job is not None:
             on_job(index, job)
         try:
-            outcomes.append(_run_job(job, output, progress, pipeline, executor))
+            from salm_desktop.core.pacs.batch_sources import run_job  # PACS sources pulled, release sent
+
+            outcomes.append(run_job(job, output, progress, lambda j: _run_job(j, output, progress, pipeline, executor)))
         except (Cancelled, KeyboardInterrupt):
             cancelled = True
             outcomes.append(JobOutcome(job.name, "cancelled", message="cancelled; finished series are kept for a rerun"))
@@ -540,7 +553,7 @@ def _assemble(job: BatchJob, units: list[Unit], units_dir: Path, partial: Path, 
             continue  # a failed unit: listed in skipped
         for path in sorted(p for p in unit_dir.rglob("*") if p.is_file()):
             rel = path.relative_to(unit_dir)
-            if rel.parts[0] in ("manifest.json", "report.html", "report.pdf"):
+            if rel.parts[0] in ("manifest.json", "report.html", "report.pdf", "officer-report.html", "officer-report.pdf"):
                 target = assembled / "reports" / unit_name(unit.id) / rel
             else:
                 target = assembled / rel

@@ -42,6 +42,8 @@ class JobResult:
     uid_map: dict[str, str] = field(default_factory=dict)
     fidelity: dict[str, Any] = field(default_factory=dict)
     steward_record: Path | None = None  # the private record (UID map, pseudonyms) of a de-identified release
+    officer_html: Path | None = None  # issue 15: the release record the data-protection officer signs
+    officer_pdf: Path | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = dict(self.summary)
@@ -52,6 +54,8 @@ class JobResult:
             "report_pdf": str(self.report_pdf) if self.report_pdf else None,
             "skipped": [s.as_dict() for s in self.skipped],
             "steward_record": str(self.steward_record) if self.steward_record else None,
+            "officer_report": str(self.officer_html) if self.officer_html else None,
+            "officer_report_pdf": str(self.officer_pdf) if self.officer_pdf else None,
         })
         return out
 
@@ -357,6 +361,7 @@ def run_protect_job(
     deid: Any = None,
     steward_record: str | Path | None = None,
     keys: str | Path | None = None,
+    release_info: Any = None,
 ) -> JobResult:
     """Load ``inputs``, protect them with ``settings`` (a ProtectSettings), write the protected copy in
     the inputs' own formats under ``out_dir`` with manifest.json and (``report=True``) report.html/.pdf.
@@ -371,12 +376,15 @@ def run_protect_job(
 
     ``deid`` (a DeidOptions; default: de-identify) and ``steward_record`` (the private record's folder;
     default ``<out>.steward`` next to the release) are checked before anything is computed.
+    ``release_info`` (an officer_report.ReleaseInfo: operator, purpose) goes into the officer report;
+    ``efficacy`` may also be a callable ``(release_tmp, progress) -> dict`` (``protect --evaluate``).
     """
     progress = progress or Progress()
     deid = prepare_deid(deid, out_dir, steward_record, inputs)
     job = protect_job(inputs, out_dir, settings, labels=labels, splits=splits, formats=formats, progress=progress,
                       overwrite=overwrite, loaded=loaded, result=result, keys=keys)
-    return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy, deid=deid)
+    return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy, deid=deid,
+                     release_info=release_info)
 
 
 def prepare_deid(deid: Any, out_dir: str | Path, steward_record: str | Path | None = None,
@@ -523,7 +531,7 @@ def _protect_locked(inputs: list[Path], out: Path, settings: Any, labels: str | 
 
 def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | None = None,
               roi: str | Path | None = None, efficacy: dict[str, Any] | None = None, deid: Any = None,
-              steward_record: str | Path | None = None) -> JobResult:
+              steward_record: str | Path | None = None, release_info: Any = None) -> JobResult:
     """The second half of :func:`run_protect_job`: export, manifest, report, rename into place.
 
     Closes ``job``'s result when it owns it, whatever happens. Raises :class:`JobError` and
@@ -557,6 +565,8 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
             release_result = MarkedResult(job.result, keyset, marked_series, settings.epsilon)
         written = _export(job.plan, release_result, tmp, settings, inputs, progress, report, job.skipped, roi, efficacy,
                           deid)
+        if report:  # issue 15: after the manifest, whose sha256 it carries
+            written["report"].update(_write_officer_report(tmp, out, written, release_info))
         steward_file = None
         if deid.enabled:  # the private record first: a release is never in place without it
             from salm_desktop.core.export.deid import write_steward_record
@@ -598,7 +608,17 @@ def write_job(job: ProtectedJob, *, report: bool = True, progress: Progress | No
         uid_map=written["uid_map"],
         fidelity=written["fidelity"],
         steward_record=steward_file,
+        officer_html=final(written["report"].get("officer_html")),
+        officer_pdf=final(written["report"].get("officer_pdf")),
     )
+
+
+def _write_officer_report(tmp: Path, out: Path, written: dict[str, Any], release_info: Any) -> dict[str, Path]:
+    """Issue 15: officer-report.html/.pdf in the release, drawn from its finished manifest."""
+    from salm_desktop.core.export.officer_report import write_officer_report
+
+    return write_officer_report(tmp, written["manifest"], info=release_info, release_name=written["scrub"](out.name),
+                                pdf="pdf" in written["report"])
 
 
 def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, report: bool,
@@ -689,6 +709,8 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
     except ExportError as exc:
         raise JobError(str(exc)) from None
     progress.update("export", total_files, total_files, "data written")
+    if callable(efficacy):  # protect --evaluate: thieves train on the protected files just written
+        efficacy = efficacy(tmp, progress)
     if deidentifier is not None:  # no output path may carry a name or ID the job's DICOM files held
         from salm_desktop.core.export.deid import scrub_release_paths
 
@@ -744,7 +766,8 @@ def _export(plan, result, tmp: Path, settings, inputs, progress: Progress, repor
         deidentification=deid.options.release_facts() if deid is not None else None,
     )
     return {"summary": summary, "skipped": skipped, "manifest": manifest, "report": report_paths,
-            "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict, "steward": steward}
+            "files": written.files, "uid_map": written.uid_map, "fidelity": fid_dict, "steward": steward,
+            "scrub": deidentifier.scrub if deidentifier is not None else str}
 
 
 def _remove_empty(folders: list[Path]) -> None:

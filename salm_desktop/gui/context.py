@@ -25,7 +25,7 @@ class Context(QObject):
         self.state = WizardState()
         self.settings: WizardSettings = store.load_settings()
         self.error_handler: Callable[[str, str], None] | None = None
-        self._busy = 0
+        self._busy: dict[str, int] = {}  # busy marks per owner ("load", "protect", ...)
 
     def report_error(self, title: str, message: str) -> None:
         """Errors reach the user as a dialog with the file and the reason; tests swap the handler."""
@@ -36,9 +36,14 @@ class Context(QObject):
     def save_settings(self) -> None:
         self.store.save_settings(self.settings)
 
-    def set_busy(self, busy: bool) -> None:
-        self._busy = max(0, self._busy + (1 if busy else -1))
-        self.busy_changed.emit(self._busy > 0)
+    def set_busy(self, busy: bool, owner: str = "") -> None:
+        self._busy[owner] = max(0, self._busy.get(owner, 0) + (1 if busy else -1))
+        self.busy_changed.emit(self.busy)
+
+    def busy_except(self, owner: str) -> bool:
+        """Whether anything but ``owner`` holds a busy mark: a page's own run that has just ended can
+        still hold its mark (the thread's finished signal is queued after the result)."""
+        return any(count > 0 for name, count in self._busy.items() if name != owner)
 
     exporting = False  # set by the export page while its worker runs
 
@@ -47,4 +52,4 @@ class Context(QObject):
 
     @property
     def busy(self) -> bool:
-        return self._busy > 0
+        return any(count > 0 for count in self._busy.values())

@@ -1,9 +1,14 @@
-"""Load from PACS: pick a server, query studies, retrieve one into a private temporary folder.
+"""Load from PACS: pick a server, query studies, retrieve one into a private temporary folder;
+Send to PACS: send a finished export to a PACS, with each instance's outcome shown.
 
 The servers typed here are remembered in QSettings (``pacs/servers``; endpoint text only, never
 credentials, which come from the environment: docs/pacs.md). The retrieved study lives in a private
 (0700) temporary folder that the caller loads like any folder and removes with :meth:`discard` when
-the job is over; a cancelled or failed retrieval removes it at once.
+the job is over; a cancelled or failed retrieval removes it at once. In the wizard the load page's
+"Open from PACS…" (:func:`open_from_pacs`) hands the folder to a :class:`PacsSession`, which removes it
+when the study is replaced or cleared and when the application quits; the export page's "Send to
+PACS…" (:func:`open_send_dialog`) runs :func:`~salm_desktop.core.pacs.send_release` on the finished
+release (never on the originals: their UIDs, remembered from the retrieval, are refused).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QSettings, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -26,7 +31,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from salm_desktop.core.pacs import Selection, StudyQuery, find_studies, retrieve
+from salm_desktop.core.pacs import Selection, StudyQuery, find_studies, retrieve, send_release
 
 from .widgets import fill_table, hint, make_table
 from .workers import Worker, WorkerHost
@@ -36,6 +41,17 @@ FIELDS = ["StudyDate", "PatientID", "PatientName", "AccessionNumber", "Modalitie
           "NumberOfStudyRelatedInstances", "StudyInstanceUID"]
 SETTINGS_KEY = "pacs/servers"
 MAX_SERVERS = 10
+
+
+def saved_servers(qs: QSettings) -> list[str]:
+    value = qs.value(SETTINGS_KEY, [])
+    return [str(v) for v in ([value] if isinstance(value, str) else (value or []))]
+
+
+def remember_server(qs: QSettings, spec: str) -> None:
+    servers = [spec] + [s for s in saved_servers(qs) if s != spec]
+    qs.setValue(SETTINGS_KEY, servers[:MAX_SERVERS])
+    qs.sync()
 
 
 class PacsDialog(QDialog, WorkerHost):
@@ -49,6 +65,7 @@ class PacsDialog(QDialog, WorkerHost):
         self.worker: Worker | None = None
         self.studies: list[dict[str, str]] = []
         self.folder: Path | None = None
+        self.result = None  # the last RetrieveResult
 
         self.server = QComboBox()
         self.server.setEditable(True)
@@ -100,13 +117,10 @@ class PacsDialog(QDialog, WorkerHost):
 
     # -- servers remembered ---------------------------------------------------------------------------
     def saved_servers(self) -> list[str]:
-        value = self.qs.value(SETTINGS_KEY, [])
-        return [str(v) for v in ([value] if isinstance(value, str) else (value or []))]
+        return saved_servers(self.qs)
 
     def _remember(self, spec: str) -> None:
-        servers = [spec] + [s for s in self.saved_servers() if s != spec]
-        self.qs.setValue(SETTINGS_KEY, servers[:MAX_SERVERS])
-        self.qs.sync()
+        remember_server(self.qs, spec)
 
     # -- actions --------------------------------------------------------------------------------------
     def search(self) -> None:
@@ -155,6 +169,7 @@ class PacsDialog(QDialog, WorkerHost):
         self.status.setText(f"{len(self.studies)} studies found")
 
     def _retrieved(self, result) -> None:  # noqa: ANN001
+        self.result = result
         self.status.setText(f"retrieved {result.instances} instances ({result.bytes / 1e6:.1f} MB)")
         self.retrieved.emit(str(result.folder))
 
@@ -180,3 +195,184 @@ class PacsDialog(QDialog, WorkerHost):
         if self.worker is not None:
             self.worker.wait()
         super().done(code)
+
+
+# -- the wizard's hooks -------------------------------------------------------------------------------
+class PacsSession(QObject):
+    """The private folders of studies retrieved in this session of the wizard (a child of the Context).
+
+    A folder is removed as soon as the loaded study no longer reads from it (Clear, another study
+    loaded instead) and when the application quits. The originals' SOP Instance UIDs are kept so that
+    "Send to PACS" refuses to send any of them back.
+    """
+
+    def __init__(self, ctx) -> None:  # noqa: ANN001
+        super().__init__(ctx)
+        self.ctx = ctx
+        self.folders: dict[Path, set[str]] = {}  # private root -> SOP Instance UIDs retrieved into it
+        ctx.loaded.connect(self._study_changed)
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.discard_all)
+
+    @classmethod
+    def of(cls, ctx) -> "PacsSession":  # noqa: ANN001
+        return ctx.findChild(cls) or cls(ctx)
+
+    def adopt(self, root: Path, sop_uids: set[str]) -> None:
+        self.folders[Path(root)] = set(sop_uids)
+
+    def original_uids(self) -> set[str]:
+        return set().union(*self.folders.values()) if self.folders else set()
+
+    def _study_changed(self) -> None:
+        inputs = [Path(p) for p in (self.ctx.state.inputs or [])]
+        for root in list(self.folders):
+            if not any(p == root or root in p.parents for p in inputs):
+                self.discard(root)
+
+    def discard(self, root: Path) -> None:
+        shutil.rmtree(root, ignore_errors=True)
+        self.folders.pop(root, None)
+
+    def discard_all(self) -> None:
+        for root in list(self.folders):
+            self.discard(root)
+
+
+def attach_open_from_pacs(page) -> None:  # noqa: ANN001 - the load page and its pacs_button
+    """Wire the load page's "Open from PACS…": usable when the page could add a folder."""
+    page.pacs_button.clicked.connect(lambda: open_from_pacs(page))
+    page.ctx.busy_changed.connect(lambda busy: page.pacs_button.setEnabled(not busy or page.running))
+
+
+def open_from_pacs(page) -> PacsDialog:  # noqa: ANN001 - the load page
+    """The load page's "Open from PACS…": a retrieved study is added to the inputs and loaded."""
+    dialog = PacsDialog(page.ctx.store.qs, page)
+    session = PacsSession.of(page.ctx)
+
+    def take(folder: str) -> None:
+        session.adopt(dialog.folder, dialog.result.sop_uids if dialog.result else set())
+        dialog.folder = None  # the session removes it now, not the dialog
+        dialog.accept()
+        page.add_paths([Path(folder)])
+
+    dialog.retrieved.connect(take)
+    page.pacs_dialog = dialog
+    dialog.open()
+    return dialog
+
+
+SEND_COLUMNS = ["File", "Status", "Attempts", "Message"]
+
+
+class SendDialog(QDialog, WorkerHost):
+    """Send a finished release to a PACS; the table shows each instance's outcome. A second send to
+    the same server sends only what it has not confirmed yet (the send journal, docs/pacs.md)."""
+
+    sent = Signal(object)  # the SendReport
+
+    def __init__(self, release: Path, original_uids: set[str], qsettings: QSettings, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self.setWindowTitle("Send to PACS")
+        self.resize(900, 420)
+        self.release, self.original_uids, self.qs = Path(release), set(original_uids), qsettings
+        self.worker: Worker | None = None
+        self.report = None
+        self.server = QComboBox()
+        self.server.setEditable(True)
+        self.server.addItems(saved_servers(qsettings))
+        self.server.setPlaceholderText("dicomweb:https://HOST/dicom-web  or  dimse:AET@HOST:PORT")
+        self.send_button, self.cancel_button = QPushButton("Send"), QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("")
+        self.table = make_table()
+        fill_table(self.table, SEND_COLUMNS, [])
+        form = QFormLayout()
+        form.addRow("Server", self.server)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.progress, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(hint(f"Sends every DICOM file of {self.release} as it is (the protected, de-identified "
+                              "copy). Originals are never sent back. Credentials come from the environment "
+                              "(docs/pacs.md)."))
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.status)
+        self.send_button.clicked.connect(self.send)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    def send(self) -> None:
+        spec = self.server.currentText().strip()
+        release, originals = self.release, set(self.original_uids)
+        worker = Worker(lambda progress: send_release(release, spec, original_uids=originals, progress=progress),
+                        self, name="pacs send")
+        self._adopt(worker, self._sent)
+        remember_server(self.qs, spec)
+        self.send_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.status.setText(f"sending to {spec} …")
+        worker.start()
+
+    def _sent(self, report) -> None:  # noqa: ANN001
+        import json
+
+        self.report = report
+        data = report.as_dict()
+        report.journal.with_name(report.journal.name.replace(".jsonl", "-report.json")).write_text(
+            json.dumps(data, indent=2), encoding="utf-8")
+        fill_table(self.table, SEND_COLUMNS, [[i.path, i.status, str(i.attempts), i.message] for i in report.instances])
+        self.status.setText(f"{report.destination}: {data['sent']} sent, {data['already_sent']} already sent earlier, "
+                            f"{data['failed']} failed, {data['refused']} refused"
+                            + ("" if report.complete else " — press Send again to send the rest"))
+        self.sent.emit(report)
+
+    def _progressed(self, event) -> None:  # noqa: ANN001
+        if event.stage != "log":
+            self.progress.setValue(int(1000 * event.fraction))
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(message)
+
+    def _cancelled(self) -> None:
+        self.status.setText("cancelled: what the server confirmed is in the journal; Send again sends the rest")
+
+    def _worker_done(self) -> None:
+        self.send_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def done(self, code: int) -> None:
+        self.cancel()
+        if self.worker is not None:
+            self.worker.wait()
+        super().done(code)
+
+
+def attach_send_to_pacs(page) -> None:  # noqa: ANN001 - the export page and its send_button
+    """Wire the export page's "Send to PACS…": enabled only while a finished release is shown and no
+    step is running (``page.paths`` holds the release only after the export succeeded)."""
+    def refresh(*_) -> None:  # noqa: ANN002
+        page.send_button.setEnabled(bool(page.paths.get("out_dir")) and not page.ctx.busy)
+
+    page.send_button.clicked.connect(lambda: open_send_dialog(page))
+    page.ctx.busy_changed.connect(refresh)
+    page.ctx.loaded.connect(refresh)
+    page.finished.connect(refresh)
+    refresh()
+
+
+def open_send_dialog(page) -> SendDialog | None:  # noqa: ANN001 - the export page
+    """The export page's "Send to PACS…", for the release the last export finished."""
+    release = page.paths.get("out_dir")
+    if not release:
+        return None
+    dialog = SendDialog(Path(release), PacsSession.of(page.ctx).original_uids(), page.ctx.store.qs, page)
+    page.send_dialog = dialog
+    dialog.open()
+    return dialog

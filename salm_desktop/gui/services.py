@@ -107,7 +107,7 @@ def series_fidelity(series: Series, result: Any, progress: Progress | None = Non
 def export(state_series: Sequence[Series], result: Any, inputs: Sequence[Path], out_dir: Path,
            settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None,
            loaded: LoadResult | None = None, overwrite: bool = False,
-           keys: Path | None = None) -> Any:
+           keys: Path | None = None, **job_kwargs: Any) -> Any:
     """Write the protected copy, the manifest and (optionally) the report through the job pipeline.
 
     ``loaded`` is the wizard's LoadResult restricted to what the user kept (npz splits that are not
@@ -132,6 +132,7 @@ def export(state_series: Sequence[Series], result: Any, inputs: Sequence[Path], 
             break
     if keys is not None:  # ownership keys (core/ownership): KEYDIR outside the release
         kwargs["keys"] = Path(keys)
+    kwargs.update(job_kwargs)  # de-identification options, steward record, operator and purpose (gui/deid_panel.py)
     return run_protect_job([Path(p) for p in inputs], Path(out_dir), build_protect_settings(settings), **kwargs)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHeaderView, QLabel, QMessageBox, QTableWidget, QTableWidgetItem, QWidget
+from PySide6.QtWidgets import (QFormLayout, QHeaderView, QLabel, QLayout, QMessageBox, QSplitter, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
 
 
 def fill_table(table: QTableWidget, columns: Sequence[str], rows: Sequence[Sequence[str]],
@@ -60,3 +61,27 @@ def error_dialog(parent: QWidget | None, title: str, message: str) -> None:
     """A one-line error (file and reason) in a dialog; never a traceback."""
     box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, parent)
     box.exec()
+
+
+def form_layout(rows: Sequence[tuple[str, QWidget | QLayout]]) -> QFormLayout:
+    """A form of (label, widget or layout) rows; an empty label puts the field under the one above."""
+    form = QFormLayout()
+    for label, field in rows:
+        form.addRow(label, field)
+    return form
+
+
+def page_layout(page: QWidget, title: str, text: str) -> QVBoxLayout:
+    """A wizard page's layout, started with its heading and its hint."""
+    layout = QVBoxLayout(page)
+    layout.addWidget(heading(title))
+    layout.addWidget(hint(text))
+    return layout
+
+
+def vertical_split(top: QWidget, bottom: QWidget, sizes: Sequence[int]) -> QSplitter:
+    split = QSplitter(Qt.Orientation.Vertical)
+    split.addWidget(top)
+    split.addWidget(bottom)
+    split.setSizes(list(sizes))
+    return split

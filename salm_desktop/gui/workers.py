@@ -100,6 +100,7 @@ class WorkerHost:
     """
 
     worker: "Worker | None" = None
+    busy_owner = ""  # the name this host's busy marks carry in the context
 
     @property
     def running(self) -> bool:
@@ -129,4 +130,4 @@ class WorkerHost:
         # but the busy mark it set (every host sets one per run) is released, or it would never be.
         ctx = getattr(self, "ctx", None)
         if ctx is not None:
-            ctx.set_busy(False)
+            ctx.set_busy(False, self.busy_owner)

@@ -44,7 +44,8 @@ def test_success_writes_data_manifest_and_report(ct_copy, tmp_path):
     out = tmp_path / "out"
     result = run_protect_job([ct_copy], out, _settings())
     assert _hashes(ct_copy) == before
-    assert sorted(p.name for p in out.iterdir()) == ["01.dcm", "02.dcm", "03.dcm", "manifest.json", "report.html", "report.pdf"]
+    assert sorted(p.name for p in out.iterdir()) == ["01.dcm", "02.dcm", "03.dcm", "manifest.json", "officer-report.html", "officer-report.pdf",
+                                                      "report.html", "report.pdf"]
     manifest = json.loads(result.manifest.read_text())
     files = {f["path"]: f["sha256"] for f in manifest["files"]}
     for name in ("01.dcm", "02.dcm", "03.dcm", "report.html", "report.pdf"):

@@ -185,20 +185,26 @@ def test_selftest_exits_zero_in_a_real_x_window(tmp_path):
 
 
 def test_loading_runs_off_the_ui_thread_and_cancels(qtbot, window, dicom_dir, monkeypatch):
-    """The real loader on the 150-file fMRI folder, slowed down by a listener so that cancel lands midway."""
-    import time
+    """The real loader on the 150-file fMRI folder, held midway by a listener until the cancel is clicked."""
+    import threading
 
     from PySide6.QtCore import QTimer
 
     from salm_desktop.gui import services
 
     real_load = services.load
+    held, release = threading.Event(), threading.Event()
 
-    def slow_load(paths, settings, progress):
-        progress.add_listener(lambda event: time.sleep(0.03))
+    def held_load(paths, settings, progress):
+        def hold(event):
+            if event.stage == "load" and event.done >= 3 and not held.is_set():
+                held.set()
+                release.wait(60)  # the worker stops here (after 3 of 150 files) until the test lets it go
+
+        progress.add_listener(hold)
         return real_load(paths, settings, progress)
 
-    monkeypatch.setattr(services, "load", slow_load)
+    monkeypatch.setattr(services, "load", held_load)
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
@@ -206,16 +212,16 @@ def test_loading_runs_off_the_ui_thread_and_cancels(qtbot, window, dicom_dir, mo
     page = window.load_page
     page.add_paths([dicom_dir / "nih_ge_epi_fmri" / "dicom"])
     assert page.running and page.cancel_button.isEnabled()
+    qtbot.waitUntil(held.is_set, timeout=30_000)
     qtbot.waitUntil(lambda: page.progress.value() > 0, timeout=30_000)
     assert "Loading…" in page.status.text()
-    qtbot.wait(300)
+    qtbot.waitUntil(lambda: len(ticks) >= 5, timeout=30_000)  # the event loop runs while the worker is busy
     assert page.running
-    assert len(ticks) >= 5  # the event loop kept running while the worker loaded
     with qtbot.waitSignal(page.finished, timeout=30_000) as outcome:
-        t0 = time.monotonic()
         qtbot.mouseClick(page.cancel_button, Qt.MouseButton.LeftButton)
+        release.set()  # the next checkpoint of the worker sees the cancel
     timer.stop()
-    assert outcome.args == [False] and time.monotonic() - t0 < 3
+    assert outcome.args == [False]
     assert page.progress.value() == 0 and "cancelled" in page.status.text()
     assert window.ctx.state.load_result is None
     assert window.errors == []
@@ -256,18 +262,25 @@ def test_selftest_reports_a_failure_with_one_line(qapp, monkeypatch, capsys, tmp
 
 
 def test_cancelled_export_leaves_nothing_behind(qtbot, drive, window, shoulder, tmp_path, monkeypatch):
-    import time
+    import threading
 
     from salm_desktop.gui import services
 
     real_export = services.export
+    held, release = threading.Event(), threading.Event()
 
-    def slow_export(*args, **kwargs):
+    def held_export(*args, **kwargs):
         progress = args[6] if len(args) > 6 else kwargs["progress"]
-        progress.add_listener(lambda event: time.sleep(0.05))
+
+        def hold(event):
+            if event.stage != "log" and event.done > 0 and not held.is_set():
+                held.set()
+                release.wait(60)  # the export stops at its first step until the cancel is clicked
+
+        progress.add_listener(hold)
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(services, "export", slow_export)
+    monkeypatch.setattr(services, "export", held_export)
     w = window
     drive.load(w, [shoulder])
     _use_clusters(w)
@@ -282,8 +295,9 @@ def test_cancelled_export_leaves_nothing_behind(qtbot, drive, window, shoulder, 
     w.export_page.destination.setText(str(out_parent / "shoulder_protected"))
     with qtbot.waitSignal(w.export_page.finished, timeout=120_000) as outcome:
         w.export_page.start()
-        drive.wait_for(lambda: w.export_page.progress.value() > 0, 60)
+        qtbot.waitUntil(held.is_set, timeout=60_000)
         qtbot.mouseClick(w.export_page.cancel_button, Qt.MouseButton.LeftButton)
+        release.set()
     assert outcome.args == ["cancelled"]
     assert "nothing was written" in w.export_page.status.text()
     assert list(out_parent.iterdir()) == []  # no output, no partial folder

@@ -10,7 +10,8 @@ from PySide6.QtGui import QWheelEvent
 from salm_desktop.core.studies import load_paths
 from salm_desktop.gui import imaging
 from salm_desktop.gui.frames import SeriesFrames
-from salm_desktop.gui.viewer import SliceViewer, ViewState
+from salm_desktop.gui.slice_viewer import SliceViewer
+from salm_desktop.gui.viewer import ViewState
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,11 +113,9 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
         drive.wait_for(lambda: protect.status.round is not None and protect.status.round >= 1, 90)
         events_at_cancel = protect.events_seen
         assert protect.running, (w.errors, protect.log.toPlainText())  # still running when we cancel
-        t_cancel = time.monotonic()
         qtbot.mouseClick(protect.cancel_button, Qt.MouseButton.LeftButton)
         assert not protect.cancel_button.isEnabled() and "Cancelling" in protect.log.toPlainText(), (
             w.errors, protect.running, protect.status.message, protect.status.round)
-    stopped_after = time.monotonic() - t_cancel
     assert outcome.args == ["cancelled"]
     assert 0.0 < protect.stopped_at_fraction < 0.1  # it really stopped early in a 50-round run
     # what the stopped run showed is gone: no stale progress, time left or curve
@@ -126,8 +123,6 @@ def test_whole_wizard_on_breastmnist(qtbot, drive, window, breast_subset, tmp_pa
     assert all(bar.value() == 0 for bar in protect.bars.values())
     # the engine checks at every batch: at most the batch that was running reports after the cancel
     assert protect.events_seen - events_at_cancel <= 3
-    assert stopped_after < 60, f"cancel took {stopped_after:.1f} s"
-    print(f"cancel latency {stopped_after:.2f} s, {protect.events_seen - events_at_cancel} events after cancel")
     assert state.protect_result is first  # the cancelled run replaced nothing
     assert "Cancelled" in protect.log.toPlainText()
     # the settings stay those of the cancelled run: the export must still write the reviewed pixels

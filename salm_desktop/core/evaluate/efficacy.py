@@ -24,6 +24,7 @@ from salm_desktop.core.model import IntensityMap
 from salm_desktop.core.progress import Progress
 
 from .defenses import DEFENSES as _DEFENSE_NAMES, canonical as _canonical_defense, defend_batch, prepare_training_set
+from .training import fit, seeded_attacker
 
 ARCHS = ("cnn", "resnet", "densenet")
 DEFENSES = (None, *_DEFENSE_NAMES[1:])  # see defenses.py; names combine with "+"
@@ -117,27 +118,12 @@ def train_and_test(train: Split, test: Split, arch: str, epochs: int, seed: int,
     x_tr = prepare_training_set(x_tr, defense)  # dataset-level defenses (blur, median, jpeg, bitdepth)
     dims = x_tr.ndim - 2
     n_classes = int(max(int(y_tr.max()), int(y_te.max()))) + 1
-    with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(int(seed))
-        model = build_attacker(arch, dims, max(2, n_classes))
+    model = seeded_attacker(arch, dims, n_classes, seed)
     dev = torch.device(device)
-    model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(int(seed) + 7)
     history = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.randperm(len(x_tr), generator=gen)
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start:start + batch_size]
-            if len(idx) < 2:
-                continue
-            xb = defend_batch(defense, x_tr[idx].to(dev), gen, model, y_tr[idx].to(dev))  # augment, advtrain
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb.to(dev)), y_tr[idx].to(dev))
-            loss.backward()
-            opt.step()
-        model.eval()
+
+    def test_epoch(epoch: int) -> None:
         with torch.no_grad():
             probs = torch.cat([torch.softmax(model(x_te[i:i + 512].to(dev)), 1).cpu() for i in range(0, len(x_te), 512)])
         m = classification_metrics(probs.numpy().astype(np.float64), y_te.numpy())
@@ -145,6 +131,10 @@ def train_and_test(train: Split, test: Split, arch: str, epochs: int, seed: int,
         history.append(m)
         if progress is not None:
             progress.update("evaluate", epoch, epochs, f"{tag} epoch {epoch}", **{k: m[k] for k in ("acc", "balanced_acc", "auc")})
+
+    fit(model, x_tr, y_tr, epochs=epochs, gen=gen, batch_size=batch_size, lr=lr, device=device,
+        transform=lambda xb, yb, net: defend_batch(defense, xb, gen, net, yb),  # augment, advtrain
+        after_epoch=test_epoch)
     final = {k: history[-1][k] for k in ("acc", "balanced_acc", "auc")}
     peak = {k: max(h[k] for h in history) for k in ("acc", "balanced_acc", "auc")}
     return {"final": final, "peak": peak, "history": history}

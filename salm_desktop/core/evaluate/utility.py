@@ -16,12 +16,12 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from salm_desktop.core.model import IntensityMap
 from salm_desktop.core.progress import Progress
 
-from .efficacy import ARCHS, Split, _augment, _labels, _to_tensor, build_attacker, classification_metrics
+from .efficacy import ARCHS, Split, _augment, _labels, _to_tensor, classification_metrics
+from .training import fit, seeded_attacker
 
 AUC_TOLERANCE = 0.01
 AGREEMENT_TARGET = 0.99
@@ -33,28 +33,16 @@ def train_clean_model(train: Split, arch: str, epochs: int, seed: int, intensity
     """The hospital's model: ``arch`` trained on the clean split with crop-and-flip augmentation."""
     x_tr, y_tr = _to_tensor(train[0], intensity), _labels(train[1])
     n_classes = max(2, int(y_tr.max()) + 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(int(seed))
-        model = build_attacker(arch, x_tr.ndim - 2, n_classes)
-    dev = torch.device(device)
-    model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = seeded_attacker(arch, x_tr.ndim - 2, n_classes, seed)
     gen = torch.Generator().manual_seed(int(seed) + 11)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.randperm(len(x_tr), generator=gen)
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start:start + batch_size]
-            if len(idx) < 2:
-                continue
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(_augment(x_tr[idx], gen).to(dev)), y_tr[idx].to(dev))
-            loss.backward()
-            opt.step()
+
+    def report(epoch: int) -> None:
         if progress is not None:
             progress.update("utility", epoch, epochs, f"hospital model epoch {epoch}")
-    model.eval()
-    return model
+
+    # the cheap flip-and-shift of the first efficacy check (one shift per batch), drawn on the CPU
+    return fit(model, x_tr, y_tr, epochs=epochs, gen=gen, batch_size=batch_size, lr=lr, device=device,
+               transform=lambda xb, yb, net: _augment(xb.cpu(), gen).to(xb.device), after_epoch=report)
 
 
 def predict(model: torch.nn.Module, images: np.ndarray, intensity: IntensityMap, device: str = "cpu") -> np.ndarray:

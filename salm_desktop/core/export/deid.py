@@ -13,6 +13,9 @@ images also fold in the protection settings and seed, so two protections of one 
 objects. The secret is never written into a release; the map from originals to pseudonyms goes to a
 private steward record outside the release (:func:`write_steward_record`).
 
+The secret and pseudonyms are in deid_secret.py, the PS3.15 tables in deid_profile.py, the steward
+record in deid_steward.py; every name stays importable from here.
+
 The element-level work on values that are not in the table (every other person name, identifier,
 address, and the date shift of the "modified dates" option) is done by dicognito's element
 anonymizers, fed with a randomizer keyed by the same secret.
@@ -20,14 +23,8 @@ anonymizers, fed with a randomizer keyed by the same secret.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import os
 import re
-import secrets
-import sys
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,15 +35,50 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID_dictionary
 
 from salm_desktop import __version__
+from salm_desktop.core.export.deid_profile import (
+    BASIC_DUMMY,
+    BASIC_EMPTY,
+    BASIC_REMOVE,
+    BURNED_IN_MODALITIES,
+    DESCRIPTORS,
+    DEVICE_IDENTITY,
+    INSTANCE_UIDS,
+    PATIENT_CHARACTERISTICS,
+    SAFE_PRIVATE,
+    TEXT_VRS,
+    burned_in_reason,
+    empty_value,
+)
+from salm_desktop.core.export.deid_secret import (
+    SECRET_NAME,
+    DeidError,
+    Pseudonyms,
+    config_dir,
+    default_secret_path,
+    dicognito_randomizer,
+    load_secret,
+)
+from salm_desktop.core.export.deid_steward import (
+    STEWARD_FILE,
+    STEWARD_SUFFIX,
+    check_steward_location,
+    default_steward_dir,
+    write_steward_record,
+)
 
-SECRET_NAME = "deid-secret"
-STEWARD_SUFFIX = ".steward"
+__all__ = [  # the names of deid.py before it was split
+    "BASIC_DUMMY", "BASIC_EMPTY", "BASIC_REMOVE", "BURNED_IN_MODALITIES", "CODE_BASIC",
+    "CODE_CLEAN_DESCRIPTORS", "CODE_DEVICE_IDENTITY", "CODE_MODIFIED_DATES",
+    "CODE_PATIENT_CHARACTERISTICS", "CODE_SAFE_PRIVATE", "DESCRIPTORS", "DEVICE_IDENTITY", "IDENTIFYING",
+    "IDENTITY_KEPT_WARNING", "INSTANCE_UIDS", "METHOD_TEXT", "PATIENT_CHARACTERISTICS", "SAFE_PRIVATE",
+    "SECRET_NAME", "STEWARD_FILE", "STEWARD_SUFFIX", "DeidContext", "DeidError", "DeidOptions",
+    "DicomDeidentifier", "FileIdentifiers", "Pseudonyms", "burned_in_reason", "check_steward_location",
+    "config_dir", "default_secret_path", "default_steward_dir", "load_secret", "prepare",
+    "scrub_release_paths", "write_steward_record",
+]
+
 IDENTITY_KEPT_WARNING = "IDENTITY KEPT: not for release outside the hospital"
 METHOD_TEXT = ("SALM Desktop {version}", "PS3.15 Basic Profile: dicognito, HMAC-SHA256 pseudonyms")
-
-
-class DeidError(Exception):
-    """De-identification cannot be done as asked (one line for the user)."""
 
 
 # -- options ------------------------------------------------------------------------------------------
@@ -108,215 +140,6 @@ class DeidOptions:
         return data
 
 
-# -- the secret --------------------------------------------------------------------------------------
-def config_dir() -> Path:
-    """The user's configuration folder for SALM Desktop (XDG on Linux; AppData / Application Support elsewhere)."""
-    override = os.environ.get("SALM_DESKTOP_CONFIG_DIR")
-    if override:
-        return Path(override).expanduser()
-    if sys.platform.startswith("win"):
-        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "salm-desktop"
-
-
-def default_secret_path() -> Path:
-    return config_dir() / SECRET_NAME
-
-
-def load_secret(path: Path | None = None) -> bytes:
-    """The hospital's de-identification secret. The default one is created on first use (mode 0600);
-    a given file must exist and hold at least 16 bytes. Raises :class:`DeidError` with the reason."""
-    if path is None:
-        path = default_secret_path()
-        if not path.exists():
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w", encoding="ascii") as handle:
-                    handle.write(secrets.token_hex(32) + "\n")
-            except FileExistsError:
-                pass  # created by a parallel job: use it
-            except OSError as exc:
-                raise DeidError(f"cannot create the de-identification secret {path}: {exc.strerror or exc}") from None
-    path = Path(path).expanduser()
-    try:
-        data = path.read_bytes().strip()
-    except FileNotFoundError:
-        raise DeidError(f"de-identification secret {path}: file not found") from None
-    except IsADirectoryError:
-        raise DeidError(f"de-identification secret {path}: is a folder, not a file") from None
-    except OSError as exc:
-        raise DeidError(f"de-identification secret {path}: cannot be read ({exc.strerror or exc})") from None
-    if len(data) < 16:
-        raise DeidError(f"de-identification secret {path}: too short ({len(data)} bytes; at least 16 are needed)")
-    return data
-
-
-# -- keyed pseudonyms ----------------------------------------------------------------------------------
-class Pseudonyms:
-    """HMAC-SHA256 pseudonyms keyed by the secret; remembers every mapping for the steward record."""
-
-    def __init__(self, secret: bytes, instance_salt: str) -> None:
-        self._secret = bytes(secret)
-        self._instance_salt = str(instance_salt)
-        self.uid_map: dict[str, str] = {}
-        self.patients: dict[str, str] = {}
-
-    def digest(self, kind: str, value: str) -> bytes:
-        return hmac.new(self._secret, f"{kind}\x1f{value}".encode("utf-8"), hashlib.sha256).digest()
-
-    def uid(self, original: str, instance: bool) -> str:
-        """A new UID under 2.25: instance UIDs (SOP, Series) fold in the settings, the others only the secret."""
-        original = str(original).strip()
-        kind = f"instance-uid\x1f{self._instance_salt}" if instance else "uid"
-        # PS3.5 B.2: 2.25 followed by the integer of a UUID; the UUID's bits come from the HMAC, so the
-        # same original and secret give the same UID (pydicom's generate_uid(prefix=None) is random).
-        new = "2.25." + str(uuid.UUID(bytes=self.digest(kind, original)[:16], version=4).int)
-        self.uid_map[original] = new
-        return new
-
-    def code(self, kind: str, value: str, length: int = 12) -> str:
-        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-        number = int.from_bytes(self.digest(kind, value), "big")
-        out = []
-        for _ in range(length):
-            number, r = divmod(number, len(alphabet))
-            out.append(alphabet[r])
-        return "".join(out)
-
-    def patient(self, key: str) -> str:
-        pseudonym = "SALM" + self.code("patient", key, 10)
-        self.patients[key] = pseudonym
-        return pseudonym
-
-    def date_offset_days(self, patient_key: str) -> int:
-        """Per-patient shift into the past, 62 to 730 days (intervals within a patient are kept)."""
-        return 62 + int.from_bytes(self.digest("date-offset", patient_key)[:8], "big") % (730 - 62)
-
-    def release_id(self, internal_id: str) -> str:
-        """A series or unit id for the release: the internal ids are plain hashes of UIDs (linkable)."""
-        return hashlib.sha256(self.digest("release-id", internal_id)).hexdigest()[:10]
-
-
-def _dicognito_randomizer(pseudonyms: Pseudonyms):
-    from dicognito.randomizer import Randomizer
-
-    class KeyedRandomizer(Randomizer):
-        """dicognito's randomizer with HMAC-SHA256 keyed by the hospital's secret instead of md5(seed + value)."""
-
-        def __init__(self) -> None:
-            super().__init__("keyed")
-
-        def to_int(self, original_value: str) -> int:
-            return int.from_bytes(pseudonyms.digest("dicognito", str(original_value))[:16], "big")
-
-    return KeyedRandomizer()
-
-
-# -- PS3.15 Table E.1-1 --------------------------------------------------------------------------------
-# Actions: X remove, Z empty (zero length, sequences emptied), D dummy value. Where the table allows
-# X/Z or X/Z/D we empty (Z): the attribute stays present, so Type 2 attributes stay valid, and an empty
-# Type 3 attribute is allowed. UIDs (U) are handled by VR for every attribute (see _UidAnonymizer).
-def _keywords(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-BASIC_REMOVE = _keywords("""
-    AcquisitionComments AcquisitionContextSequence AcquisitionProtocolDescription ActualHumanPerformersSequence
-    AdditionalPatientHistory AdmissionID AdmittingDiagnosesCodeSequence AdmittingDiagnosesDescription Allergies
-    Arbitrary AuthorObserverSequence BranchOfService CassetteID CommentsOnThePerformedProcedureStep
-    ConfidentialityConstraintOnPatientDataDescription ContentCreatorIdentificationCodeSequence ContentSequence
-    ContributionDescription CountryOfResidence CurrentPatientLocation CustodialOrganizationSequence DataSetTrailingPadding
-    DerivationDescription DigitalSignatureUID DigitalSignaturesSequence DischargeDiagnosisDescription DistributionAddress
-    DistributionName EthnicGroup FrameComments GantryID GeneratorID HumanPerformerName HumanPerformerOrganization
-    IconImageSequence IdentifyingComments ImageComments ImagePresentationComments ImagingServiceRequestComments Impressions
-    InstitutionAddress InstitutionalDepartmentName InsurancePlanIdentification IntendedRecipientsOfResultsIdentificationSequence
-    InterpretationApproverSequence InterpretationAuthor InterpretationDiagnosisDescription InterpretationIDIssuer
-    InterpretationRecorder InterpretationText InterpretationTranscriber IssuerOfAdmissionID IssuerOfPatientID
-    IssuerOfServiceEpisodeID LastMenstrualDate MAC MedicalAlerts MedicalRecordLocator MilitaryRank ModifiedAttributesSequence
-    ModifiedImageDescription ModifyingDeviceID ModifyingDeviceManufacturer NameOfPhysiciansReadingStudy
-    NamesOfIntendedRecipientsOfResults Occupation OriginalAttributesSequence OrderCallbackPhoneNumber OrderEnteredBy
-    OrderEntererLocation OtherPatientIDs OtherPatientIDsSequence OtherPatientNames ParticipantSequence PatientAddress
-    PatientComments PatientState PatientTransportArrangements PatientAge PatientBirthName PatientBirthTime
-    PatientInstitutionResidence PatientInsurancePlanCodeSequence PatientMotherBirthName PatientPrimaryLanguageCodeSequence
-    PatientPrimaryLanguageModifierCodeSequence PatientReligiousPreference PatientSize PatientTelephoneNumbers PatientWeight
-    PerformedLocation PerformedProcedureStepDescription PerformedProcedureStepEndDate PerformedProcedureStepEndTime
-    PerformedProcedureStepID PerformedProcedureStepStartDate PerformedProcedureStepStartTime PerformedStationAETitle
-    PerformedStationGeographicLocationCodeSequence PerformedStationName PerformedStationNameCodeSequence
-    PerformingPhysicianIdentificationSequence PerformingPhysicianName PersonAddress PersonTelephoneNumbers
-    PhysicianApprovingInterpretation PhysiciansReadingStudyIdentificationSequence PhysiciansOfRecord
-    PhysiciansOfRecordIdentificationSequence PlateID PreMedication PregnancyStatus ReasonForTheImagingServiceRequest
-    ReasonForStudy ReferencedDigitalSignatureSequence ReferencedPatientAliasSequence ReferencedPatientSequence
-    ReferencedSOPInstanceMACSequence ReferringPhysicianAddress ReferringPhysicianIdentificationSequence
-    ReferringPhysicianTelephoneNumbers RegionOfResidence RequestAttributesSequence RequestedContrastAgent
-    RequestedProcedureComments RequestedProcedureID RequestedProcedureLocation RequestingPhysician RequestingService
-    ResponsibleOrganization ResponsiblePerson ResultsComments ResultsDistributionListSequence ResultsIDIssuer
-    ScheduledHumanPerformersSequence ScheduledPatientInstitutionResidence ScheduledPerformingPhysicianIdentificationSequence
-    ScheduledPerformingPhysicianName ScheduledProcedureStepEndDate ScheduledProcedureStepEndTime
-    ScheduledProcedureStepDescription ScheduledProcedureStepLocation ScheduledProcedureStepStartDate
-    ScheduledProcedureStepStartTime ScheduledStationAETitle ScheduledStationGeographicLocationCodeSequence
-    ScheduledStationName ScheduledStationNameCodeSequence ScheduledStudyLocation ScheduledStudyLocationAETitle
-    SeriesDescription ServiceEpisodeDescription ServiceEpisodeID SmokingStatus SpecialNeeds StudyComments StudyDescription
-    StudyIDIssuer TextComments TextString TimezoneOffsetFromUTC TopicAuthor TopicKeywords TopicSubject TopicTitle
-    VerifyingOrganization VisitComments AcquisitionDeviceProcessingDescription DetectorID OperatorIdentificationSequence
-    ProtocolName SeriesDate SeriesTime AcquisitionDateTime SourceImageSequence DerivationImageSequence
-    DeviceUID DeviceSerialNumber DeviceDescription
-""")
-BASIC_EMPTY = _keywords("""
-    AccessionNumber ContentCreatorName FillerOrderNumberImagingServiceRequest PatientBirthDate PatientSex
-    PlacerOrderNumberImagingServiceRequest ReferringPhysicianName StudyDate StudyTime
-    VerifyingObserverIdentificationCodeSequence ContentDate ContentTime ContrastBolusAgent AcquisitionDate AcquisitionTime
-    PatientSexNeutered ReferencedStudySequence RequestedProcedureDescription ReviewerName InstitutionCodeSequence
-    InstitutionName OperatorsName ReferencedPerformedProcedureStepSequence StationName
-""")
-BASIC_DUMMY = _keywords("GraphicAnnotationSequence PersonIdentificationCodeSequence PersonName VerifyingObserverName VerifyingObserverSequence")
-# Handled apart: PatientName and PatientID get the patient's pseudonym, StudyID a study pseudonym.
-
-PATIENT_CHARACTERISTICS = _keywords("PatientSex PatientAge PatientSize PatientWeight EthnicGroup SmokingStatus PregnancyStatus PatientSexNeutered")
-DEVICE_IDENTITY = _keywords("""
-    DeviceSerialNumber StationName DetectorID GantryID GeneratorID PlateID CassetteID DeviceUID DeviceDescription
-    ModifyingDeviceID ModifyingDeviceManufacturer PerformedStationName PerformedStationAETitle
-""")
-DESCRIPTORS = _keywords("""
-    StudyDescription SeriesDescription ImageComments ProtocolName AcquisitionComments AcquisitionProtocolDescription
-    AcquisitionDeviceProcessingDescription RequestedProcedureDescription PerformedProcedureStepDescription
-    ScheduledProcedureStepDescription FrameComments ContrastBolusAgent AdditionalPatientHistory
-""")
-# PS3.15 Table E.3.10-1 (Retain Safe Private Option), the entries for the vendors we meet: (creator, group, element).
-SAFE_PRIVATE = {
-    ("SIEMENS MR HEADER", 0x0019, 0x0C), ("SIEMENS MR HEADER", 0x0019, 0x0D), ("SIEMENS MR HEADER", 0x0019, 0x0E),
-    ("SIEMENS MR HEADER", 0x0019, 0x27), ("GEMS_PARM_01", 0x0043, 0x39),
-    ("Philips Imaging DD 001", 0x2001, 0x03), ("Philips Imaging DD 001", 0x2001, 0x04),
-}
-# Modalities that often carry burned-in annotations when the file does not say otherwise.
-BURNED_IN_MODALITIES = {"US", "SC", "XC"}
-# UIDs that identify an instance of this release: folded with the protection settings.
-INSTANCE_UIDS = {"SOPInstanceUID", "SeriesInstanceUID", "MediaStorageSOPInstanceUID", "ReferencedSOPInstanceUID",
-                 "ReferencedSOPInstanceUIDInFile"}
-
-
-def burned_in_reason(ds: Dataset) -> str | None:
-    """Why ``ds`` may show identifying text in its pixels, or None."""
-    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
-    modality = str(ds.get("Modality", "") or "").strip().upper()
-    if flag == "YES":
-        return "BurnedInAnnotation is YES"
-    if not flag and modality in BURNED_IN_MODALITIES:
-        return f"modality {modality} without a BurnedInAnnotation attribute (may show text in the pixels)"
-    return None
-
-
-_TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "UC", "PN"}
-
-
-def _empty_value(elem) -> Any:
-    return Sequence([]) if elem.VR == "SQ" else None
-
-
 # -- the de-identifier ---------------------------------------------------------------------------------
 @dataclass
 class FileIdentifiers:
@@ -354,7 +177,7 @@ class DicomDeidentifier:
 
         self.options = options
         self.pseudonyms = Pseudonyms(secret, instance_salt)
-        randomizer = _dicognito_randomizer(self.pseudonyms)
+        randomizer = dicognito_randomizer(self.pseudonyms)
         # dicognito's element anonymizers catch what the table does not list: every other person name,
         # the ID attributes it knows, addresses.
         self._fallbacks = [
@@ -440,7 +263,7 @@ class DicomDeidentifier:
                 if elem.VR in ("DA", "DT", "TM") and dates is not None and keyword != "PatientBirthDate":
                     dates(dataset, elem)
                 else:
-                    elem.value = _empty_value(elem)
+                    elem.value = empty_value(elem)
                 return
             if keyword in BASIC_DUMMY:
                 if elem.VR == "SQ":
@@ -474,7 +297,7 @@ class DicomDeidentifier:
             return
 
         def visit(dataset: Dataset, elem) -> None:
-            if elem.VR not in _TEXT_VRS or not elem.value:
+            if elem.VR not in TEXT_VRS or not elem.value:
                 return
             items = list(elem.value) if isinstance(elem.value, pydicom.multival.MultiValue) else [elem.value]
             text = [str(v) for v in items]
@@ -566,75 +389,6 @@ class DicomDeidentifier:
     def steward_table(self) -> dict[str, Any]:
         return {"uid_map": dict(self.pseudonyms.uid_map), "patients": dict(self.pseudonyms.patients),
                 "private_attributes_dropped": self.private_dropped}
-
-
-# -- the steward record ---------------------------------------------------------------------------------
-def default_steward_dir(out: Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + STEWARD_SUFFIX)
-
-
-def check_steward_location(steward: Path, out: Path, inputs: Iterable[Path] = ()) -> Path:
-    """The private record must live outside the release (and outside the inputs)."""
-    steward = Path(steward).expanduser().resolve()
-    out = Path(out).expanduser().resolve()
-    if steward == out or out in steward.parents:
-        raise DeidError(f"the steward record {steward} would be inside the release {out}: "
-                        "choose a folder outside the release (by default it is written next to it)")
-    for raw in inputs:
-        src = Path(raw).expanduser().resolve()
-        # a file input: a new folder beside it is fine (as for the release itself); a folder input: not inside it
-        if steward == src or (src.is_dir() and src in steward.parents):
-            raise DeidError(f"the steward record {steward} would be inside the input {src}: choose a folder outside the inputs")
-    if steward.exists() and not steward.is_dir():
-        raise DeidError(f"the steward record {steward} exists and is not a folder")
-    try:  # one record per release: never overwrite the map of another one
-        other = json.loads((steward / STEWARD_FILE).read_text(encoding="utf-8")).get("release")
-    except (OSError, ValueError, AttributeError):
-        other = None
-    if other and Path(other) != out:
-        raise DeidError(f"the steward folder {steward} already holds the private record of another release ({other}): "
-                        "choose another folder")
-    return steward
-
-
-def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(document, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-STEWARD_FILE = "steward-record.json"
-
-
-def write_steward_record(steward: Path, *, release: Path, options: DeidOptions, table: dict[str, Any],
-                         files: dict[str, str] | None = None, skipped: list[dict[str, str]] | None = None) -> Path:
-    """Write the private record (UID map, pseudonym table, source -> release file names) for ``release``.
-
-    The folder is created with mode 0700; the file with 0600. It holds original identifiers: it must
-    stay with the hospital's data steward.
-    """
-    steward = Path(steward)
-    steward.mkdir(parents=True, exist_ok=True, mode=0o700)
-    document = {
-        "warning": "PRIVATE: links the release to the original patients; keep it inside the hospital, never share it",
-        "software": {"name": "SALM Desktop", "version": __version__},
-        "release": str(release),
-        "deidentification": options.release_facts(),
-        "secret": str(options.secret) if options.secret else str(default_secret_path()),
-        "uid_map": table.get("uid_map", {}),
-        "patients": table.get("patients", {}),
-        "series_ids": table.get("series_ids", {}),
-        "units": table.get("units", {}),
-        "files": files or {},
-        "skipped": skipped or [],
-        "private_attributes_dropped": table.get("private_attributes_dropped", 0),
-    }
-    path = steward / STEWARD_FILE
-    _write_json_atomic(path, document)
-    return path
 
 
 # -- what a job needs -----------------------------------------------------------------------------------

@@ -55,6 +55,11 @@ PROTECTION_LIMITS = [
 ]
 
 
+# issue 15: the plain-words record for the data-protection officer is a document of its own
+OFFICER_POINTER = ("The plain-words release record for the data-protection officer is officer-report.pdf "
+                   "(dataset, operator, purpose, de-identification, evaluation, sign-off); this report is its technical annex.")
+
+
 def software_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in ("salm_desktop", "numpy", "torch", "monai", "pydicom", "nibabel", "SimpleITK", "skimage", "matplotlib"):
@@ -217,6 +222,7 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], image
         "<h1>Clinical-fidelity report</h1>",
         f"<p>Created {html.escape(context['created'])} by SALM Desktop. Series are named by a short hash; "
         "no patient names or IDs appear in this report.</p>",
+        f"<p id='officer-pointer'>{html.escape(OFFICER_POINTER)}</p>",
         f"<p id='deidentification'><b>{html.escape(str((context.get('summary') or {}).get('deidentification') or ''))}</b></p>",
         "<h2>Whole job</h2><table id='job-summary'>",
         _rows(_summary_pairs(job)),
@@ -296,6 +302,7 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images
     job = context["fidelity"]["job"]
     lines = [f"Created {context['created']} by SALM Desktop (series named by short hash; no patient data)", "", "WHOLE JOB"]
     lines[1:1] = [str((context.get("summary") or {}).get("deidentification") or "")]  # whether and how it was de-identified
+    lines[2:2] = textwrap.wrap(OFFICER_POINTER, 100)
     lines += [f"  {k:<40} {_fmt(v)}" for k, v in _summary_pairs(job)]
     lines += ["", "SETTINGS"] + [f"  {k:<40} {_fmt(v)}" for k, v in sorted(context["settings"].items())]
     if context.get("efficacy"):

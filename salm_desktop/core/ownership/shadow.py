@@ -1,18 +1,17 @@
 """Train a model the way a thief would, and keep it (to query it).
 
 The efficacy check (core/evaluate) trains, tests and throws the model away; ownership calibration
-needs the model itself. Same recipe as ``core.evaluate.efficacy.train_and_test``: Adam 1e-3,
-batch 32, the same architectures and the same thief countermeasures.
+needs the model itself. Same recipe and the same loop as ``core.evaluate.efficacy.train_and_test``
+(``core.evaluate.training.fit``): Adam 1e-3, batch 32, the same architectures and countermeasures.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from salm_desktop.core.evaluate.defenses import canonical, defend_batch, prepare_training_set
-from salm_desktop.core.evaluate.efficacy import build_attacker
+from salm_desktop.core.evaluate.training import fit, seeded_attacker
 from salm_desktop.core.model import IntensityMap
 
 
@@ -28,23 +27,10 @@ def train_model(images: np.ndarray, labels: np.ndarray, *, arch: str = "cnn", ep
     defense = canonical(defense)
     x = prepare_training_set(to_tensor(images, intensity), defense)
     y = torch.from_numpy(np.asarray(labels).reshape(len(labels), -1)[:, 0].astype(np.int64))
-    with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(int(seed))
-        model = build_attacker(arch, x.ndim - 2, max(2, int(y.max()) + 1))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = seeded_attacker(arch, x.ndim - 2, int(y.max()) + 1, seed)
     gen = torch.Generator().manual_seed(int(seed) + 7)
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(perm), batch_size):
-            idx = perm[start:start + batch_size]
-            if len(idx) < 2:
-                continue
-            xb = defend_batch(defense, x[idx], gen, model, y[idx])
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xb), y[idx]).backward()
-            opt.step()
-    return model.eval()
+    return fit(model, x, y, epochs=epochs, gen=gen, batch_size=batch_size, lr=lr,
+               transform=lambda xb, yb, net: defend_batch(defense, xb, gen, net, yb))
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:

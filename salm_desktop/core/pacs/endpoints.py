@@ -23,6 +23,7 @@ ENV_CA_BUNDLE = "SALM_PACS_CA_BUNDLE"  # DICOMweb over https and DIMSE over TLS:
 ENV_TLS_CERT, ENV_TLS_KEY = "SALM_PACS_TLS_CERT", "SALM_PACS_TLS_KEY"  # DIMSE TLS client certificate
 ENV_LOCAL_AET = "SALM_PACS_AET"  # our calling AE title for DIMSE
 ENV_DIMSE_TLS = "SALM_PACS_DIMSE_TLS"  # "1": DIMSE over TLS
+ENV_MOVE_PORT = "SALM_PACS_MOVE_PORT"  # DIMSE retrieval by C-MOVE to our storage SCP on this port (0: any free one)
 
 
 class PacsError(Exception):
@@ -39,10 +40,12 @@ class Credentials:
     tls_key: str | None = None
     dimse_tls: bool = False
     local_aet: str = DEFAULT_LOCAL_AET
+    move_port: int | None = None  # None: C-GET; a port: C-MOVE to a storage SCP listening there
 
     def __repr__(self) -> str:  # keep secrets out of tracebacks and debug logs
         return (f"Credentials(token={'set' if self.token else None}, user={'set' if self.user else None}, "
-                f"ca_bundle={self.ca_bundle!r}, dimse_tls={self.dimse_tls}, local_aet={self.local_aet!r})")
+                f"ca_bundle={self.ca_bundle!r}, dimse_tls={self.dimse_tls}, local_aet={self.local_aet!r}, "
+                f"move_port={self.move_port!r})")
 
     def http_session(self):  # noqa: ANN201 - a requests.Session
         import requests
@@ -103,7 +106,11 @@ def credentials_from_env(env: dict[str, str] | None = None) -> Credentials:
     password = env.get(ENV_PASSWORD) or None
     if password is None and env.get(ENV_PASSWORD_FILE):
         password = _read_secret_file(env[ENV_PASSWORD_FILE], "password")
+    move_port = env.get(ENV_MOVE_PORT, "").strip()
+    if move_port and not (move_port.isdigit() and int(move_port) < 65536):
+        raise PacsError(f"{ENV_MOVE_PORT}={move_port!r}: expected a port number (0: any free port)")
     return Credentials(token=token, user=env.get(ENV_USER) or None, password=password,
+                       move_port=int(move_port) if move_port else None,
                        ca_bundle=env.get(ENV_CA_BUNDLE) or None, tls_cert=env.get(ENV_TLS_CERT) or None,
                        tls_key=env.get(ENV_TLS_KEY) or None, dimse_tls=env.get(ENV_DIMSE_TLS, "") in ("1", "true", "yes"),
                        local_aet=env.get(ENV_LOCAL_AET) or DEFAULT_LOCAL_AET)

@@ -117,9 +117,9 @@ def build_image_series(root: Path, files: list[tuple[Path, tuple[int, int], str]
         meta={"dims": (len(samples),), "intensity_unit": ""},
     )
     if not only_uint8:
-        from salm_desktop.core.studies.dicom import _sample_values
+        from salm_desktop.core.studies.lazy import robust_intensity
 
-        series.set_intensity_factory(lambda s: IntensityMap.robust(_sample_values(s.samples)))
+        series.set_intensity_factory(robust_intensity)
     return series
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from salm_desktop.core.model import IntensityMap, Series
+import numpy as np
+
+from salm_desktop.core.model import IntensityMap, Sample, Series
 from salm_desktop.core.studies.limits import PixelReadError
 
 
@@ -67,7 +69,18 @@ def with_samples(series: Series, samples: list) -> Series:
     clone.samples = samples
     clone.__dict__["_intensity_lock"] = threading.Lock()
     if not series.intensity_is_computed:
-        from salm_desktop.core.studies.dicom import _sample_values
-
-        clone.set_intensity_factory(lambda s: IntensityMap.robust(_sample_values(s.samples)))
+        clone.set_intensity_factory(robust_intensity)
     return clone
+
+
+def sample_values(samples: list[Sample], limit: int = 16) -> np.ndarray:
+    """Pixel values of up to ``limit`` samples spread evenly over a series (enough for percentiles)."""
+    if not samples:
+        return np.zeros(0, np.float32)
+    idx = np.unique(np.linspace(0, len(samples) - 1, num=min(limit, len(samples))).round().astype(int))
+    return np.concatenate([samples[i].read().ravel() for i in idx])
+
+
+def robust_intensity(series: Series) -> IntensityMap:
+    """The robust (percentile) window of a series' pixels: the intensity factory of series without a window of their own."""
+    return IntensityMap.robust(sample_values(series.samples))

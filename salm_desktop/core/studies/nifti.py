@@ -183,9 +183,9 @@ def load_nifti(path: Path, root: Path) -> Series | Skipped:
         },
     )
     if not series.intensity_is_computed:
-        from salm_desktop.core.studies.dicom import _sample_values
+        from salm_desktop.core.studies.lazy import robust_intensity
 
-        series.set_intensity_factory(lambda s: IntensityMap.robust(_sample_values(s.samples)))
+        series.set_intensity_factory(robust_intensity)
     return series
 
 

@@ -193,9 +193,9 @@ def load_npz(path: Path, root: Path) -> list[Series] | Skipped:
             },
         )
         if intensity is None:
-            from salm_desktop.core.studies.dicom import _sample_values
+            from salm_desktop.core.studies.lazy import robust_intensity
 
-            series.set_intensity_factory(lambda s: IntensityMap.robust(_sample_values(s.samples)))
+            series.set_intensity_factory(robust_intensity)
         out.append(series)
     return out
 

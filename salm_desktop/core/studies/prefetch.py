@@ -34,6 +34,8 @@ class PixelPrefetcher:
         self._bytes = 0
         self._max_bytes = int(max_bytes)
         self._stop = False
+        self._waiting = False  # the producer waits for room in the buffer
+        self._finished = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="salm-prefetch", daemon=True)
         self._started = False
@@ -46,6 +48,14 @@ class PixelPrefetcher:
         return self
 
     def _run(self) -> None:
+        try:
+            self._read_ahead()
+        finally:
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _read_ahead(self) -> None:
         for ser in self._series:  # a lazy intensity window reads a few samples of its own: do it here too
             if self._stop:
                 return
@@ -58,7 +68,10 @@ class PixelPrefetcher:
                 # At least one array may always be buffered, so a single sample larger than the
                 # budget is still read ahead.
                 while self._bytes and self._bytes >= self._max_bytes and not self._stop:
+                    self._waiting = True
+                    self._cond.notify_all()
                     self._cond.wait()
+                self._waiting = False
                 if self._stop:
                     return
                 if self._state[i] != _PENDING:
@@ -101,6 +114,17 @@ class PixelPrefetcher:
                 index += 1
             out.append(_with_samples(ser, samples))
         return out
+
+    def wait_until_full(self, timeout: float | None = None) -> bool:
+        """Wait until the producer has filled the buffer and waits for room, or has read everything.
+
+        False when ``timeout`` (seconds) passed first. Lets a caller (or a test) see the buffer at
+        rest without polling.
+        """
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: (self._waiting and self._bytes >= self._max_bytes) or self._finished or self._stop, timeout
+            )
 
     @property
     def buffered_bytes(self) -> int:

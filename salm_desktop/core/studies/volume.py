@@ -220,7 +220,7 @@ def load_volume(path: Path, root: Path) -> Series | Skipped:
         meta=meta,
     )
     if dtype != "uint8":
-        from salm_desktop.core.studies.dicom import _sample_values
+        from salm_desktop.core.studies.lazy import robust_intensity
 
-        series.set_intensity_factory(lambda s: IntensityMap.robust(_sample_values(s.samples)))
+        series.set_intensity_factory(robust_intensity)
     return series

@@ -13,15 +13,17 @@ from PySide6.QtWidgets import (
     QListWidget,
     QProgressBar,
     QPushButton,
-    QSplitter,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from .. import services
 from ..context import Context
-from ..model import SERIES_COLUMNS, labels_summary, load_summary, series_rows, skipped_rows
+from ..model import SERIES_COLUMNS, load_summary
+from ..widgets import fill_table, make_table, page_layout, vertical_split
+from ..workers import Worker
+from .presented_page import PresentedPage
+from .load_presenter import LOAD_OWNER, LoadPresenter
 
 # Every format the loader reads; DICOM files often have no extension, hence "DICOM folder…" too.
 FILE_FILTERS = ";;".join([
@@ -31,17 +33,18 @@ FILE_FILTERS = ";;".join([
     "NRRD / MetaImage (*.nrrd *.nhdr *.mha *.mhd)", "PNG / JPEG / TIFF (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)",
     "All files, e.g. DICOM without an extension (*)",
 ])
-from ..widgets import fill_table, heading, hint, make_table
-from ..workers import Worker, WorkerHost
 
 
-class LoadPage(QWidget, WorkerHost):
+class LoadPage(QWidget, PresentedPage):
+    worker_name = "load"
+    busy_owner = LOAD_OWNER
     finished = Signal(bool)  # a load ended (True: something loaded)
 
     def __init__(self, ctx: Context, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self.worker: Worker | None = None
+        self.presenter = LoadPresenter(self, ctx)
         self.setAcceptDrops(True)
 
         self.inputs = QListWidget()
@@ -51,6 +54,7 @@ class LoadPage(QWidget, WorkerHost):
         self.add_folder_button = QPushButton("Add folder…")
         self.add_folder_button.setToolTip("A folder of any supported files, e.g. a DICOM folder whose files have no extension")
         self.clear_button = QPushButton("Clear")
+        self.pacs_button = QPushButton("Open from PACS…")  # wired by gui/pacs_dialog.py
         self.load_button = QPushButton("Load")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -76,7 +80,7 @@ class LoadPage(QWidget, WorkerHost):
         fill_table(self.skipped_table, ["Skipped file", "Reason"], [])
 
         buttons = QHBoxLayout()
-        for b in (self.add_files_button, self.add_folder_button, self.clear_button):
+        for b in (self.add_files_button, self.add_folder_button, self.pacs_button, self.clear_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.load_button)
@@ -93,15 +97,11 @@ class LoadPage(QWidget, WorkerHost):
         kl.setContentsMargins(0, 0, 0, 0)
         kl.addWidget(QLabel("Skipped files and reasons:"))
         kl.addWidget(self.skipped_table)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(series_box)
-        split.addWidget(skipped_box)
-        split.setSizes([300, 120])
+        split = vertical_split(series_box, skipped_box, [300, 120])
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(heading("1. Load a study"))
-        layout.addWidget(hint("Drag and drop DICOM folders, NIfTI files, MedMNIST-style .npz files or folders of "
-                              "PNG/JPEG images here, or use the buttons. Originals are only read, never changed."))
+        layout = page_layout(self, "1. Load a study",
+                             "Drag and drop DICOM folders, NIfTI files, MedMNIST-style .npz files or folders of "
+                             "PNG/JPEG images here, or use the buttons. Originals are only read, never changed.")
         layout.addWidget(self.inputs)
         layout.addLayout(buttons)
         layout.addLayout(prog)
@@ -121,42 +121,24 @@ class LoadPage(QWidget, WorkerHost):
         self.load_button.clicked.connect(self.start_load)
         self.cancel_button.clicked.connect(self.cancel)
         self.series_table.itemChanged.connect(self._item_changed)
-        self.use_study_labels.clicked.connect(self._use_study_labels)
-        ctx.busy_changed.connect(self._busy_changed)
-        ctx.settings_changed.connect(self.show_labels)
-        ctx.selection_changed.connect(self.show_labels)
+        self.use_study_labels.clicked.connect(self.presenter.use_study_labels)
+        ctx.busy_changed.connect(self.presenter.busy_changed)
+        from ..pacs_dialog import attach_open_from_pacs
 
-    # -- inputs ----------------------------------------------------------------------------------
-    def input_paths(self) -> list[Path]:
-        return [Path(self.inputs.item(i).text()) for i in range(self.inputs.count())]
+        attach_open_from_pacs(self)
+        ctx.settings_changed.connect(self.presenter.show_labels)
+        ctx.selection_changed.connect(self.presenter.show_labels)
 
+    # -- user actions -> presenter ------------------------------------------------------------------
     def add_paths(self, paths: Sequence[Path | str], load: bool = True) -> None:
-        known = {str(p) for p in self.input_paths()}
-        for p in paths:
-            if str(p) not in known:
-                self.inputs.addItem(str(p))
-                known.add(str(p))
-        if paths:
-            first = Path(paths[0])
-            self.ctx.store.set_last_folder("input", first if first.is_dir() else first.parent)
-        if load:
-            self.start_load()
+        self.presenter.add_paths(paths, load)
 
     def clear(self) -> None:
         """Forget the study and everything made from it (the protection result, the review)."""
-        self.cancel()
-        self.inputs.clear()
-        state = self.ctx.state
-        state.inputs = []
-        state.load_result = None
-        previous = state.protect_result
-        state.protect_result, state.protect_settings, state.protected_ids = None, None, []
-        state.export_result = None
-        self.progress.setValue(0)
-        self._show_result()
-        self.ctx.loaded.emit()  # pages drop what they show of the old study first
-        if previous is not None and not self.ctx.busy_exporting():
-            state.close_result(previous)
+        self.presenter.clear()
+
+    def start_load(self) -> None:
+        self.presenter.start_load()
 
     def _choose_files(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(self, "Add files", self.ctx.store.last_folder("input"),
@@ -184,116 +166,56 @@ class LoadPage(QWidget, WorkerHost):
             event.acceptProposedAction()
             self.add_paths(paths)
 
-    # -- loading ---------------------------------------------------------------------------------
-    def start_load(self) -> None:
-        paths = self.input_paths()
-        if not paths:
-            self.status.setText(load_summary(None))
-            return
-        if self.ctx.busy and not self.running:  # protecting or exporting this study right now
-            self.status.setText("Another step is working on the loaded study: wait for it or cancel it, then load.")
-            return
-        missing = [p for p in paths if not p.exists()]
-        if missing:
-            self.ctx.report_error("Cannot load", f"{missing[0]}: no such file or folder")
-            return
-        if self.running:
-            self.worker.cancel()
-            self.worker.wait()
-        settings = self.ctx.settings.copy()  # a snapshot: edits during the run do not leak in
-        worker = Worker(lambda progress: services.load(paths, settings, progress), self, name="load")
-        self._adopt(worker, self._loaded)
-        self.progress.setValue(0)
-        self.status.setText("Loading…")
-        self.cancel_button.setEnabled(True)
-        self.load_button.setEnabled(False)
-        self.ctx.set_busy(True)
-        worker.start()
+    def _item_changed(self, item: QTableWidgetItem) -> None:
+        if item.column() == 0:
+            self.presenter.series_ticked(item.text(), item.checkState() == Qt.CheckState.Checked)
 
-    def _progressed(self, event) -> None:
-        if event.stage == "log":
-            return
-        self.progress.setValue(int(1000 * event.fraction))
-        if event.stage == "window":
-            self.status.setText(f"Measuring intensity windows… {event.done}/{event.total} series")
-        else:
-            self.status.setText(f"Loading… {event.done}/{event.total} files" if event.total else "Loading…")
+    # -- LoadView: what the presenter asks of the page -----------------------------------------------
+    def input_paths(self) -> list[Path]:
+        return [Path(self.inputs.item(i).text()) for i in range(self.inputs.count())]
 
-    def _loaded(self, result) -> None:
-        self.ctx.state.inputs = self.input_paths()
-        self.ctx.state.load_result = result
-        self.ctx.state.excluded = self.ctx.state.default_excluded()
-        previous = self.ctx.state.protect_result
-        self.ctx.state.protect_result = None
-        self.ctx.state.protect_settings = None
-        self.ctx.store.add_recent_inputs([str(p) for p in self.ctx.state.inputs])
-        self.progress.setValue(1000)
-        self._show_result()
-        self.ctx.loaded.emit()  # the review lets go of the previous result first
-        if previous is not None and not self.ctx.busy_exporting():
-            self.ctx.state.close_result(previous)
-        if not result.series:
-            reason = result.skipped[0].reason if result.skipped else "no image files found"
-            where = result.skipped[0].path if result.skipped else (self.ctx.state.inputs or ["input"])[0]
-            self.ctx.report_error("Nothing to protect", f"{where}: {reason}")
-        self.finished.emit(bool(result.series))
+    def add_input(self, text: str) -> None:
+        self.inputs.addItem(text)
 
-    def _failed(self, message: str) -> None:
-        self.status.setText(f"Loading failed: {message}")
-        self.ctx.report_error("Loading failed", message)
-        self.finished.emit(False)
+    def clear_inputs(self) -> None:
+        self.inputs.clear()
 
-    def _cancelled(self) -> None:
-        self.status.setText("Loading cancelled; nothing was changed.")
-        self.progress.setValue(0)
-        self.finished.emit(False)
+    def is_running(self) -> bool:
+        return self.running
 
-    def _worker_done(self) -> None:
-        self.cancel_button.setEnabled(False)
-        self.load_button.setEnabled(True)
-        self.ctx.set_busy(False)
+    def stop_worker(self) -> None:
+        self.worker.cancel()
+        self.worker.wait()
 
-    def _show_result(self) -> None:
-        result = self.ctx.state.load_result
-        rows = series_rows(result)
+    def cancel_worker(self) -> None:
+        self.cancel()
+
+    def show_running(self, running: bool) -> None:
+        self.cancel_button.setEnabled(running)
+        self.load_button.setEnabled(not running)
+
+    def show_progress(self, value: int) -> None:
+        self.progress.setValue(value)
+
+    def show_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    def show_tables(self, series_rows: list, checked: list[bool], skipped_rows: list) -> None:
         self.series_table.blockSignals(True)
-        ids = [r[0] for r in rows]
-        fill_table(self.series_table, SERIES_COLUMNS, rows, checkable=lambda r: ids[r] not in self.ctx.state.excluded)
+        fill_table(self.series_table, SERIES_COLUMNS, series_rows, checkable=lambda r: checked[r])
         self.series_table.blockSignals(False)
-        fill_table(self.skipped_table, ["Skipped file", "Reason"], skipped_rows(result))
-        self.status.setText(load_summary(result))
-        maps = getattr(result, "label_maps", None) or []
-        self.label_maps_label.setText(
-            "Label maps found (regions for the report, not protected): " + ", ".join(m.files[0].name for m in maps)
-            if maps else "")
-        self.show_labels()
+        fill_table(self.skipped_table, ["Skipped file", "Reason"], skipped_rows)
 
-    def _busy_changed(self, busy: bool) -> None:
-        """While another step works on this study (protecting, exporting), it cannot be replaced or
-        cleared under it; a load of its own is cancelled by Clear or a new Load."""
-        free = not busy or self.running
-        for button in (self.clear_button, self.add_files_button, self.add_folder_button):
-            button.setEnabled(free)
-        self.load_button.setEnabled(not busy)
-        self.setAcceptDrops(free)
+    def show_label_maps(self, text: str) -> None:
+        self.label_maps_label.setText(text)
 
-    def show_labels(self) -> None:
-        """What the protection will use as labels, and a warning when the setting does not fit."""
-        text, warning = labels_summary(self.ctx.settings, self.ctx.state.selected_series)
+    def show_labels(self, text: str, warning: str, offer_study_labels: bool) -> None:
         self.labels_label.setText(text)
         self.labels_warning.setText(warning)
-        self.use_study_labels.setVisible(bool(warning) and self.ctx.settings.label_source == "clusters")
+        self.use_study_labels.setVisible(offer_study_labels)
 
-    def _use_study_labels(self) -> None:
-        self.ctx.settings.label_source = "auto"
-        self.ctx.save_settings()
-        self.ctx.settings_replaced.emit()
-    def _item_changed(self, item: QTableWidgetItem) -> None:
-        if item.column() != 0:
-            return
-        sid = item.text()
-        if item.checkState() == Qt.CheckState.Checked:
-            self.ctx.state.excluded.discard(sid)
-        else:
-            self.ctx.state.excluded.add(sid)
-        self.ctx.selection_changed.emit()
+    def enable_inputs(self, free: bool, can_load: bool) -> None:
+        for button in (self.clear_button, self.add_files_button, self.add_folder_button):
+            button.setEnabled(free)
+        self.load_button.setEnabled(can_load)
+        self.setAcceptDrops(free)

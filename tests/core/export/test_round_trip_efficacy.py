@@ -4,8 +4,8 @@ exactly the same (the round trip through the stored type does not weaken the pro
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
+from salm_desktop.core.evaluate import evaluate_efficacy  # the project's own: an import error must fail, not skip
 from salm_desktop.core.jobs import run_protect_job
 from salm_desktop.core.protect import ProtectSettings, protect_series
 from salm_desktop.core.studies import load_paths
@@ -40,10 +40,6 @@ def test_exported_npz_equals_in_memory_and_evaluates_the_same(medmnist_dir, tmp_
     np.testing.assert_array_equal(exported.astype(np.float32).reshape(in_memory.shape), in_memory)
     assert np.any(exported != arrays["train_images"])
 
-    try:
-        from salm_desktop.core.evaluate import evaluate_efficacy
-    except ImportError:
-        pytest.skip("the evaluate module is not available")
     labels = arrays["train_labels"].reshape(-1).astype(np.int64)
     test = (arrays["test_images"], arrays["test_labels"].reshape(-1).astype(np.int64))
     a = evaluate_efficacy((exported, labels), None, test, arch="cnn", epochs=2, seed=0)

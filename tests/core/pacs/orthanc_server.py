@@ -45,7 +45,7 @@ def free_port() -> int:
 class Orthanc:
     """``start()`` blocks until Orthanc says it has started; ``kill()`` is a crash (SIGKILL)."""
 
-    def __init__(self, workdir: Path, *, auth: bool = True) -> None:
+    def __init__(self, workdir: Path, *, auth: bool = True, dicom_tls: dict[str, str] | None = None) -> None:
         self.workdir = Path(workdir)
         self.http_port, self.dicom_port = free_port(), free_port()
         self.auth = auth
@@ -57,10 +57,13 @@ class Orthanc:
             "RemoteAccessAllowed": False, "AuthenticationEnabled": auth, "RegisteredUsers": {USER: PASSWORD},
             "Plugins": [str(dicomweb_plugin())], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "DicomAlwaysAllowStore": True, "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True,
+            "DicomAlwaysAllowMove": True,
             "StorageCompression": False, "OverwriteInstances": False, "HttpThreadsCount": 8,
             "MaximumPduLength": 131072,  # Orthanc's default 16 kB PDUs cost DIMSE 2-3x in per-PDU overhead
             "StableAge": 3600,  # no stable-study jobs while a test runs
         }
+        if dicom_tls:  # DicomTlsEnabled, DicomTlsCertificate, …: the DICOM port then speaks TLS only
+            config.update(dicom_tls)
         self.config = self.workdir / "orthanc.json"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(json.dumps(config), encoding="utf-8")
@@ -112,6 +115,11 @@ class Orthanc:
             ids.append(r.json()["ID"])
         return ids
 
+    def register_modality(self, name: str, aet: str, port: int, host: str = "127.0.0.1") -> None:
+        """Tell Orthanc where ``aet`` listens (a C-MOVE destination), at run time through its REST API."""
+        r = self.session().put(f"{self.rest}/modalities/{name}", json={"AET": aet, "Host": host, "Port": port}, timeout=30)
+        r.raise_for_status()
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -130,10 +138,10 @@ def require_orthanc() -> None:
         pytest.skip("the Orthanc DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
 
 
-def start_orthanc(workdir: Path, files, auth: bool = True) -> Orthanc:  # noqa: ANN001
+def start_orthanc(workdir: Path, files, auth: bool = True, dicom_tls: dict[str, str] | None = None) -> Orthanc:  # noqa: ANN001
     """A started Orthanc holding ``files``; skips the calling test when Orthanc is not installed."""
     require_orthanc()
-    server = Orthanc(workdir, auth=auth).start()
+    server = Orthanc(workdir, auth=auth, dicom_tls=dicom_tls).start()
     try:
         server.upload(files)
     except BaseException:

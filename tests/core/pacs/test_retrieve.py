@@ -176,3 +176,53 @@ def test_find_studies_by_patient_accession_date_and_modality(orthanc, credential
     assert find_studies(spec, StudyQuery(date_to="19000101"), credentials=credentials) == []
     with pytest.raises(PacsError, match="expected YYYYMMDD"):
         find_studies(spec, StudyQuery(date_from="2020-01-01"), credentials=credentials)
+
+
+def test_c_move_to_our_storage_scp_on_a_port_orthanc_knows(orthanc, ct_files, ct_uids, tmp_path):
+    from orthanc_server import free_port
+
+    port = free_port()
+    orthanc.register_modality("salm-move", "SALMMOVE", port)
+    mover = Credentials(local_aet="SALMMOVE", move_port=port)
+    by_study = retrieve(orthanc.dimse, tmp_path / "a", Selection(study=ct_uids["study"]), credentials=mover)
+    by_accession = retrieve(orthanc.dimse, tmp_path / "b", Selection(accession=ct_uids["accession"]), credentials=mover)
+    assert by_study.sop_uids == by_accession.sop_uids == ct_uids["sops"] and by_study.instances == 3
+    assert _pixels_hash(tmp_path / "a") == sorted(hashlib.sha256(pydicom.dcmread(f).PixelData).hexdigest() for f in ct_files)
+    # the SCP listened only during the retrieval
+    import socket
+
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    with pytest.raises(PacsError, match=r"C-MOVE of series .* failed .*is 'NOBODY' registered in the PACS as a destination"):
+        retrieve(orthanc.dimse, tmp_path / "c", Selection(study=ct_uids["study"]),
+                 credentials=Credentials(local_aet="NOBODY", move_port=0))
+    assert not list((tmp_path / "c").rglob("*.dcm"))
+
+
+def test_move_port_comes_from_the_environment():
+    from salm_desktop.core.pacs import credentials_from_env
+
+    assert credentials_from_env({"SALM_PACS_MOVE_PORT": "11112"}).move_port == 11112
+    assert credentials_from_env({}).move_port is None
+    with pytest.raises(PacsError, match="expected a port number"):
+        credentials_from_env({"SALM_PACS_MOVE_PORT": "abc"})
+
+
+@pytest.mark.parametrize("by", ["c-get", "c-move"])
+def test_cancel_mid_dimse_retrieval_ends_cancelled_and_leaves_nothing(orthanc, ct_uids, tmp_path, monkeypatch, by):
+    from orthanc_server import free_port
+
+    from salm_desktop.core.progress import Cancelled
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    creds = Credentials()
+    if by == "c-move":
+        port = free_port()
+        orthanc.register_modality("salm-cancel", "SALMCANCEL", port)
+        creds = Credentials(local_aet="SALMCANCEL", move_port=port)
+    progress = Progress(lambda ev: progress.cancel() if ev.stage == "retrieve" and ev.done >= 1 else None)
+    with pytest.raises(Cancelled):
+        with private_retrieval([(parse_endpoint(orthanc.dimse), Selection(study=ct_uids["study"]))],
+                               credentials=creds, progress=progress):
+            pass
+    assert list(tmp_path.iterdir()) == []

@@ -46,3 +46,44 @@ def test_mr_body_mask_from_otsu_and_morphology(dicom_dir):
 
 def test_constant_image_is_all_body():
     assert body_mask(np.full((20, 20), 7.0, np.float32), IntensityMap(0, 10)).all()
+
+
+def _breast_images(medmnist_dir, n=4):
+    import torch
+
+    with np.load(medmnist_dir / "breastmnist.npz") as d:
+        images = d["train_images"][:n].astype(np.float32) / 255.0
+    return torch.from_numpy(images)[:, None]
+
+
+def test_topk_mask_picks_the_highest_scores_of_each_sample(medmnist_dir):
+    import torch
+
+    from salm_desktop.core.protect.masks import topk_mask
+
+    images = _breast_images(medmnist_dir)
+    # a tiny ramp breaks the ties of 8-bit values, so "the top 20 %" is one well-defined set
+    score = images + torch.arange(images[0].numel()).reshape(images.shape[1:]) * 1e-7
+    mask = topk_mask(score, 0.2)
+    assert mask.shape == score.shape and mask.dtype == torch.bool
+    k = round(0.2 * 28 * 28)
+    for s, m in zip(score, mask):
+        assert int(m.sum()) == k
+        assert float(s[m].min()) > float(s[~m].max())
+
+
+def test_topk_mask_stays_inside_the_allowed_region(medmnist_dir):
+    import torch
+
+    from salm_desktop.core.protect.masks import topk_mask
+
+    images = _breast_images(medmnist_dir)
+    allowed = torch.zeros_like(images, dtype=torch.bool)
+    allowed[..., :10, :] = True  # 280 of 784 pixels
+    wide = topk_mask(images, 0.2, allowed)  # 157 wanted, all inside the region
+    assert not (wide & ~allowed).any() and all(int(m.sum()) == 157 for m in wide)
+    narrow = torch.zeros_like(allowed)
+    narrow[..., :5, :5] = True  # 25 pixels: fewer than asked
+    small = topk_mask(images, 0.2, narrow)
+    assert torch.equal(small, narrow)
+    assert topk_mask(images, 1.0).all()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from salm_desktop.core.progress import Cancelled, Progress
-from salm_desktop.core.studies import dicom as dicom_mod
+from salm_desktop.core.studies import dicom_series as dicom_mod
 from salm_desktop.core.studies import load_paths
 
 

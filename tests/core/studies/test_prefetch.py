@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,18 +36,13 @@ def test_read_ahead_memory_stays_within_the_budget(prostate) -> None:
     one = prostate.samples[0].read().nbytes
     reader = PixelPrefetcher([prostate], max_bytes=3 * one).start()
     try:
-        deadline = time.monotonic() + 30
-        while reader.buffered_bytes < 3 * one and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)  # the producer must now be waiting, not reading on
-        assert reader.buffered_bytes == 3 * one
+        assert reader.wait_until_full(timeout=30)
+        assert reader.buffered_bytes == 3 * one  # the producer waits for room, it does not read on
         copies = reader.series()[0].samples
         for smp in copies[:10]:  # consuming frees room and the producer continues
             smp.read()
             assert reader.buffered_bytes <= 3 * one
-        deadline = time.monotonic() + 30
-        while reader.buffered_bytes < 3 * one and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert reader.wait_until_full(timeout=30)
         assert reader.buffered_bytes == 3 * one
     finally:
         reader.close()
