@@ -143,6 +143,12 @@ def _build_parser() -> argparse.ArgumentParser:
                                        "3 finished with some inputs skipped or failed, 130 cancelled (rerun to resume).")
     batch.add_argument("--config", required=True, type=Path, metavar="FILE", help="batch config (TOML), see docs/batch.md")
     batch.add_argument("--json", action="store_true", help="machine-readable progress: one JSON object per line on stdout")
+    batch.add_argument("--cluster", metavar="SPEC", help="run the units on Dask: local:N (N worker processes, "
+                       "local:N,memory=4GB), a scheduler address (tcp://HOST:8786) or a scheduler file; see docs/cluster.md")
+    batch.add_argument("--threads", type=int, metavar="N", help="torch threads per unit (overrides the config's "
+                       "threads; the same threads give the same bytes in the plain batch and on a cluster)")
+    batch.add_argument("--cluster-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds to wait for the scheduler (default 10)")
     batch.set_defaults(handler=_cmd_batch)
 
     return parser
@@ -342,13 +348,17 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     def on_job(index: int, job) -> None:  # noqa: ANN001
         current.update(job=job.name, index=index)
 
+    executor = _open_batch_cluster(args, config, show) if args.cluster or args.threads is not None else None
     try:
-        result = run_batch(config, Progress(show), on_job=on_job)
+        result = run_batch(config, Progress(show), on_job=on_job, executor=executor)
     except ConfigError as exc:  # e.g. another batch is writing to the same output root
         raise UsageError(str(exc)) from None
     except (Cancelled, KeyboardInterrupt):
         bar.line(f"salm-protect: batch cancelled; rerun the same command to resume (summary: {config.output / 'batch-summary.json'})")
         return EXIT_CANCELLED
+    finally:
+        if executor is not None:
+            executor.close()
     bar.finish()
     for job in result.jobs:
         line = {"event": "job", **job.as_dict()}
@@ -364,6 +374,27 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         print(json.dumps({"event": "summary", "summary": str(result.summary_path),
                           "jobs": len(result.jobs), "complete": result.complete}), flush=True)
     return EXIT_OK if result.complete else EXIT_PARTIAL
+
+
+def _open_batch_cluster(args: argparse.Namespace, config, show):  # noqa: ANN001
+    """--threads into every job; --cluster: start or reach it and check the workers before any unit."""
+    from salm_desktop.core.cluster import ClusterError, open_cluster, parse_threads
+    from salm_desktop.core.progress import ProgressEvent
+
+    if args.threads is not None:
+        try:
+            threads = parse_threads(args.threads, "--threads")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        for job in config.jobs:  # part of each job's fingerprint: a rerun with other threads starts afresh
+            job.options["threads"] = threads
+    if not args.cluster:
+        return None
+    try:
+        return open_cluster(args.cluster, output=config.output, inputs=[p for job in config.jobs for p in job.inputs],
+                            connect_timeout=args.cluster_timeout, log=lambda text: show(ProgressEvent("log", 0, 0, text)))
+    except ClusterError as exc:
+        raise UsageError(str(exc)) from None
 
 
 class _TerminalBar:

@@ -143,14 +143,16 @@ def _write_json_atomic(path: Path, document: dict[str, Any]) -> None:
 
 
 def run_batch(config: BatchConfig, progress: Progress | None = None,
-              on_job: Callable[[int, BatchJob], None] | None = None, pipeline: bool = True) -> BatchResult:
+              on_job: Callable[[int, BatchJob], None] | None = None, pipeline: bool = True,
+              executor: Any = None) -> BatchResult:
     """Run (or resume) every job of ``config``. Raises nothing for a failing job: its outcome says why.
 
     A cancel (``progress.cancel()`` or Ctrl-C) stops at the next checkpoint; finished units stay in
     the job's partial folder for the next run, and the rest of the jobs are marked cancelled.
     ``pipeline`` (default) overlaps each unit's compute with reading the next unit's pixels and writing
     the previous unit (see :func:`_run_units`); ``pipeline=False`` runs the steps one after the other
-    (the benchmark's baseline).
+    (the benchmark's baseline). ``executor`` (a core.cluster DaskExecutor) runs the units on a
+    cluster instead of in this process; the journal and the assembly stay here.
     """
     from salm_desktop.core.jobs import JobError, OutputLock
 
@@ -162,14 +164,14 @@ def run_batch(config: BatchConfig, progress: Progress | None = None,
     except JobError:
         raise BatchBusy(f"another batch is writing to {output}; wait for it to finish or choose another output root") from None
     try:
-        return _run_batch_locked(config, output, progress, on_job, pipeline)
+        return _run_batch_locked(config, output, progress, on_job, pipeline, executor)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _run_batch_locked(config: BatchConfig, output: Path, progress: Progress,
-                      on_job: Callable[[int, BatchJob], None] | None, pipeline: bool) -> BatchResult:
+                      on_job: Callable[[int, BatchJob], None] | None, pipeline: bool, executor: Any = None) -> BatchResult:
     outcomes: list[JobOutcome] = []
     cancelled = False
     for index, job in enumerate(config.jobs):
@@ -181,7 +183,7 @@ def _run_batch_locked(config: BatchConfig, output: Path, progress: Progress,
         try:
             from salm_desktop.core.pacs.batch_sources import run_job  # PACS sources pulled, release sent
 
-            outcomes.append(run_job(job, output, progress, lambda j: _run_job(j, output, progress, pipeline)))
+            outcomes.append(run_job(job, output, progress, lambda j: _run_job(j, output, progress, pipeline, executor)))
         except (Cancelled, KeyboardInterrupt):
             cancelled = True
             outcomes.append(JobOutcome(job.name, "cancelled", message="cancelled; finished series are kept for a rerun"))
@@ -197,7 +199,7 @@ def _run_batch_locked(config: BatchConfig, output: Path, progress: Progress,
     return result
 
 
-def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = True) -> JobOutcome:
+def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = True, executor: Any = None) -> JobOutcome:
     from salm_desktop.core.studies import load_paths
 
     from salm_desktop.core.export.deid import DeidError, default_steward_dir, prepare
@@ -245,7 +247,10 @@ def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = T
 
     reused = sum(1 for u in units if u.id in state["done"])
     todo = [(number, unit) for number, unit in enumerate(units, start=1) if unit.id not in state["done"]]
-    _run_units(job, todo, len(units), units_dir, partial, state, skipped, progress, pipeline, deid)
+    from salm_desktop.core.cluster.unit import pinned_threads
+
+    with pinned_threads(job.threads):
+        _run_units(job, todo, len(units), units_dir, partial, state, skipped, progress, pipeline, deid, executor)
 
     try:
         summary = _assemble(job, units, units_dir, partial, final, fingerprint, skipped, deid)
@@ -261,7 +266,7 @@ PREFETCH_BYTES = 256 * 2**20  # pixels of the next unit decoded ahead of its tur
 
 def _run_units(job: BatchJob, todo: list[tuple[int, Unit]], n_units: int, units_dir: Path, partial: Path,
                state: dict[str, Any], skipped: list[dict[str, str]], progress: Progress, pipeline: bool,
-               deid: Any = None) -> None:
+               deid: Any = None, executor: Any = None) -> None:
     """Protect and write ``todo`` in order; record each unit in the journal once its output is in place.
 
     With ``pipeline`` three things run at once: the main thread computes unit k, a writer thread
@@ -287,6 +292,10 @@ def _run_units(job: BatchJob, todo: list[tuple[int, Unit]], n_units: int, units_
                 skipped.append({"path": unit.id, "reason": str(error)})
                 state["done"][unit.id] = {"status": "failed", "reason": str(error)}
             _write_json_atomic(partial / STATE_NAME, state)
+
+    if executor is not None:  # units run on a cluster; results come back here to be journalled
+        executor.run_units(job, todo, n_units, units_dir, partial, deid, progress, record)
+        return
 
     def write(unit: Unit, protected, writer_progress: Progress) -> None:
         """Writer thread: a unit is journalled as soon as its output is in place (a kill right after keeps it)."""

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # De-identification options (see docs/deidentification.md); like splits/report they are not engine settings.
 DEID_OPTIONS = {"keep_identity", "secret", "allow_burned_in", "retain_dates", "retain_patient_characteristics",
                 "retain_device_identity", "clean_descriptions", "retain_safe_private"}
-JOB_OPTIONS = {"splits", "report"} | DEID_OPTIONS | {"pacs_sources", "send"}  # the last two: core/pacs/batch_sources.py
+JOB_OPTIONS = {"splits", "report", "threads"} | DEID_OPTIONS | {"pacs_sources", "send"}  # the last two: core/pacs/batch_sources.py; threads: docs/cluster.md
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,11 @@ class BatchJob:
     def report(self) -> bool:
         return bool(self.options.get("report", True))
 
+    @property
+    def threads(self) -> int | None:
+        """Torch threads per unit (None: torch's default); pins a unit's bytes wherever it runs."""
+        return self.options.get("threads")
+
     def deid_options(self):
         from salm_desktop.core.export.deid import DeidOptions
 
@@ -66,6 +71,8 @@ class BatchJob:
                                   "secret": str(o["secret"]) if o.get("secret") else None}
         values.update({k: bool(o.get(k, False)) for k in sorted(DEID_OPTIONS - {"secret"})})
         values.update({k: o[k] for k in ("pacs_sources", "send") if k in o})  # core/pacs/batch_sources.py
+        if self.threads is not None:  # other threads may give other bytes: another job
+            values["threads"] = self.threads
         return values
 
     def fingerprint(self) -> str:
@@ -167,6 +174,13 @@ def load_config(path: str | Path) -> BatchConfig:
             options["secret"] = str(resolve(options["secret"], "secret"))
         if isinstance(options.get("splits"), str):
             options["splits"] = [s.strip() for s in options["splits"].split(",") if s.strip()]
+        if "threads" in options:
+            from salm_desktop.core.cluster.unit import parse_threads
+
+            try:
+                options["threads"] = parse_threads(options["threads"])
+            except ValueError as exc:
+                raise ConfigError(f"{path}: job {name!r}: {exc}") from None
         for folder in folders:
             if not folder.exists():
                 raise ConfigError(f"{path}: job {name!r}: input {folder} does not exist")
