@@ -42,6 +42,10 @@ class BatchDialog(QDialog, WorkerHost):
         self.out_root = QLineEdit(ctx.store.last_folder("batch_output"))
         self.out_root.setPlaceholderText("Folder that receives one <name>_protected folder per input")
         self.out_browse = QPushButton("Choose…")
+        self.cluster = QLineEdit("")
+        self.cluster.setPlaceholderText("optional: local:2 (worker processes here) or tcp://scheduler:8786; see docs/cluster.md")
+        self.cluster.setToolTip("Run the queue's units on a Dask cluster (pip install \"salm-desktop[cluster]\"). "
+                                "Empty: in this process.")
         self.run_button = QPushButton("Run queue")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -58,6 +62,9 @@ class BatchDialog(QDialog, WorkerHost):
         out.addWidget(QLabel("Output root"))
         out.addWidget(self.out_root, 1)
         out.addWidget(self.out_browse)
+        cluster_row = QHBoxLayout()
+        cluster_row.addWidget(QLabel("Cluster"))
+        cluster_row.addWidget(self.cluster, 1)
         run = QHBoxLayout()
         run.addWidget(self.run_button)
         run.addWidget(self.cancel_button)
@@ -70,6 +77,7 @@ class BatchDialog(QDialog, WorkerHost):
         layout.addLayout(row)
         layout.addWidget(self.table, 1)
         layout.addLayout(out)
+        layout.addLayout(cluster_row)
         layout.addLayout(run)
         layout.addWidget(self.log, 1)
 
@@ -121,8 +129,10 @@ class BatchDialog(QDialog, WorkerHost):
             if item.status != "done":
                 item.status, item.message = "queued", ""
 
+        cluster = self.cluster.text().strip()
+
         def job(progress):
-            return queue.run(out_root, settings, progress)
+            return queue.run(out_root, settings, progress, cluster=cluster)
 
         worker = Worker(job, self, name="batch")
         self._adopt(worker, self._done)

@@ -66,7 +66,10 @@ class BatchQueue:
                 for name, item in zip(self.job_names(), self.items)]
         return BatchConfig(path=Path("(wizard batch queue)"), output=Path(out_root), jobs=jobs)
 
-    def run(self, out_root: Path, settings: WizardSettings, progress: Any, run_batch: Any = None) -> list[BatchItem]:
+    def run(self, out_root: Path, settings: WizardSettings, progress: Any, run_batch: Any = None,
+            cluster: str = "") -> list[BatchItem]:
+        """Run the queue; ``cluster`` (``local:N`` or a scheduler address, docs/cluster.md) runs the
+        units on Dask workers, checked before any unit starts (a ClusterError says what is wrong)."""
         from salm_desktop.core.progress import Cancelled
 
         if run_batch is None:
@@ -80,8 +83,14 @@ class BatchQueue:
             if progress is not None:
                 progress.log(f"Batch {index + 1}/{len(self.items)}: {self.items[index].path.name}")
 
+        executor = None
+        if cluster.strip():
+            from salm_desktop.core.cluster import open_cluster
+
+            executor = open_cluster(cluster.strip(), output=config.output, inputs=[i.path for i in self.items],
+                                    log=progress.log if progress is not None else None)
         try:
-            result = run_batch(config, progress, on_job=on_job)
+            result = run_batch(config, progress, on_job=on_job, **({"executor": executor} if executor else {}))
         except Cancelled:
             for item in self.items:
                 if item.status == "running":
@@ -89,6 +98,9 @@ class BatchQueue:
                 elif item.status == "queued":
                     item.status, item.message = "cancelled", "not started"
             raise
+        finally:
+            if executor is not None:
+                executor.close()
         self.summary_path = getattr(result, "summary_path", None)
         for item, outcome in zip(self.items, result.jobs):
             item.result = outcome

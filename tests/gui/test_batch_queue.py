@@ -87,3 +87,30 @@ def test_a_queue_finished_in_the_wizard_is_already_done_for_the_same_cli_batch(t
                       'labels = "clusters"\nreport = false\n')
     outcome = run_batch(load_config(config)).jobs[0]
     assert outcome.status == "already done", outcome.message
+
+
+def test_the_queue_runs_on_a_local_cluster_with_the_same_bytes_and_refuses_a_dead_scheduler(tmp_path, dicom_dir):
+    import hashlib
+    import shutil
+
+    from salm_desktop.core.cluster import ClusterError
+
+    study = tmp_path / "shoulder"
+    shutil.copytree(dicom_dir / "hitachi_shoulder_mr" / "dicom", study)
+    settings = m.WizardSettings(method="random", seed=1, label_source="clusters", device="cpu", report=False)
+
+    def pixels(out):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*.dcm"))}
+
+    plain, on_cluster = BatchQueue(), BatchQueue()
+    plain.add(study)
+    on_cluster.add(study)
+    assert [i.status for i in plain.run(tmp_path / "plain", settings, Progress())] == ["done"]
+    assert [i.status for i in on_cluster.run(tmp_path / "cluster", settings, Progress(), cluster="local:1")] == ["done"]
+    assert pixels(tmp_path / "plain") == pixels(tmp_path / "cluster") != {}
+
+    dead = BatchQueue()
+    dead.add(study)
+    with pytest.raises(ClusterError, match="127.0.0.1:9"):
+        dead.run(tmp_path / "never", settings, Progress(), cluster="tcp://127.0.0.1:9")
+    assert not (tmp_path / "never").exists()  # refused before any unit started
