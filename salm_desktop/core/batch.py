@@ -247,7 +247,7 @@ def _run_job(job: BatchJob, output: Path, progress: Progress, pipeline: bool = T
 
     reused = sum(1 for u in units if u.id in state["done"])
     todo = [(number, unit) for number, unit in enumerate(units, start=1) if unit.id not in state["done"]]
-    from salm_desktop.core.cluster.unit import pinned_threads
+    from salm_desktop.core.threads import pinned_threads
 
     with pinned_threads(job.threads):
         _run_units(job, todo, len(units), units_dir, partial, state, skipped, progress, pipeline, deid, executor)

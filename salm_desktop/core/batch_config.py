@@ -175,7 +175,7 @@ def load_config(path: str | Path) -> BatchConfig:
         if isinstance(options.get("splits"), str):
             options["splits"] = [s.strip() for s in options["splits"].split(",") if s.strip()]
         if "threads" in options:
-            from salm_desktop.core.cluster.unit import parse_threads
+            from salm_desktop.core.threads import parse_threads
 
             try:
                 options["threads"] = parse_threads(options["threads"])

@@ -11,38 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from salm_desktop.core.threads import parse_threads, pinned_threads  # noqa: F401  (parse_threads: re-exported)
 
 PROGRESS_INTERVAL_S = 0.25  # a worker sends at most this often per unit (plus every stage's last event)
 CANCEL_POLL_S = 1.0  # how often a running unit asks the scheduler whether the batch was cancelled
-
-
-def parse_threads(value: Any, where: str = "threads") -> int | None:
-    """The ``threads`` setting: torch threads per unit (None: leave torch's own default)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < 1:
-        raise ValueError(f"{where} {value!r} must be a whole number of threads >= 1")
-    return int(value)
-
-
-@contextmanager
-def pinned_threads(threads: int | None) -> Iterator[None]:
-    """Run torch with exactly ``threads`` intra-op threads (the reduction order, hence the bytes, depend on it)."""
-    if threads is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

@@ -20,102 +20,27 @@ Flow of one job (docs/algorithm.md explains every choice):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from salm_desktop.core.model import IntensityMap, Sample, Series, short_hash
+from salm_desktop.core.model import Series
 from salm_desktop.core.progress import Progress
 
-from .clusters import intensity_features, kmeans
+# Split out of this module (budget, preview, result, job_parts); the old names stay importable here.
+from .budget import _project, series_epsilon, series_noise_sd  # noqa: F401
 from .device import resolve_device, resolve_precision
-from .masks import body_mask, topk_mask
-from .peers import CANDIDATE_METHODS, PEER_METHODS, generate_peer
+from .job_parts import _Bucket, _JobBudgets, _JobInputs
+from .masks import topk_mask
+from .peers import CANDIDATE_METHODS, PEER_METHODS
+from .preview import preview_mask  # noqa: F401
+from .result import ProtectResult, job_summary
 from .robust import random_transform, robust_mode
 from .settings import ProtectSettings
-from .store import ArrayStore
 from .surrogates import build_surrogate, downsample_factor
-
-
-@dataclass
-class _Bucket:
-    shape: tuple[int, ...]
-    items: list[tuple[int, int]]  # (series index, sample index) per position
-    clean: ArrayStore | None = None
-    delta: ArrayStore | None = None
-    mask: ArrayStore | None = None
-    fg: ArrayStore | None = None
-    labels: np.ndarray | None = None
-    mask_set: np.ndarray | None = None
-    eps: np.ndarray | None = None  # per position: the budget of its series in the normalized scale
-    mean_free: np.ndarray | None = None  # per position: remove the noise's local mean (quantitative data)
-
-    @property
-    def n(self) -> int:
-        return len(self.items)
-
-
-@dataclass
-class ProtectResult:
-    series: list[Series]
-    settings: ProtectSettings
-    summary: dict = field(default_factory=dict)
-    _where: dict = field(default_factory=dict, repr=False)  # (series_id, index) -> (bucket, pos)
-    _labels: dict = field(default_factory=dict, repr=False)  # series_id -> list[int]
-    _eps: dict = field(default_factory=dict, repr=False)  # series_id -> budget in the normalized scale
-
-    def _series(self, series_id: str) -> Series:
-        for s in self.series:
-            if s.id == series_id:
-                return s
-        raise KeyError(f"unknown series {series_id}")
-
-    def delta(self, series_id: str, index: int) -> np.ndarray:
-        """The noise of one sample in the normalized scale (float32, exactly 0 outside the mask)."""
-        bucket, pos = self._where[(series_id, index)]
-        eps = float(self._eps.get(series_id, self.settings.epsilon))
-        return np.clip(np.asarray(bucket.delta[pos], dtype=np.float32), -eps, eps)
-
-    def protected(self, series_id: str, index: int) -> np.ndarray:
-        """Native float32 values of one protected sample, already quantized to its stored format.
-
-        Pixels whose noise is zero keep their exact original values.
-        """
-        series = self._series(series_id)
-        return self._protected_from(series, index, series.samples[index].read())
-
-    def _protected_from(self, series: Series, index: int, native: np.ndarray) -> np.ndarray:
-        """:meth:`protected` from already decoded native values (the summary decodes each sample once)."""
-        sample = series.samples[index]
-        d = self.delta(series.id, index)
-        out = sample.stored.quantize(native + d * np.float32(series.intensity.width))
-        return np.where(d == 0, native, out).astype(np.float32)
-
-    def labels_used(self, series_id: str) -> list[int]:
-        return list(self._labels[series_id])
-
-    def covers(self, series: Series) -> bool:
-        """Whether every sample of ``series`` has its noise in this result."""
-        return all((series.id, i) in self._where for i in range(len(series.samples)))
-
-    def budget(self, series_id: str) -> float:
-        """The normalized budget ``series_id`` was protected with (its window, a native budget, a noise cap)."""
-        return float(self._eps.get(series_id, self.settings.epsilon))
-
-    def close(self) -> None:
-        seen = set()
-        for bucket, _ in self._where.values():
-            if id(bucket) in seen:
-                continue
-            seen.add(id(bucket))
-            for store in (bucket.clean, bucket.delta, bucket.mask, bucket.fg):
-                if store is not None:
-                    store.close()
 
 
 @contextlib.contextmanager
@@ -130,21 +55,6 @@ def _deterministic(device: torch.device):
     finally:
         torch.backends.cudnn.benchmark = prev_bench
         torch.backends.cudnn.deterministic = prev_det
-
-
-def _sample_seed(seed: int, series_id: str, key: str) -> int:
-    return int(short_hash(seed, series_id, key, length=8), 16)
-
-
-def _project(d: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """|d| <= eps, and x + d inside [0, 1] (pixels outside the window may only move towards it)."""
-    if isinstance(eps, torch.Tensor):  # one budget per sample (series differ in window and noise)
-        d = torch.maximum(torch.minimum(d, eps), -eps)
-    else:
-        d = d.clamp(-eps, eps)
-    lo = torch.clamp(-x, max=0.0)
-    hi = torch.clamp(1.0 - x, min=0.0)
-    return torch.maximum(torch.minimum(d, hi), lo)
 
 
 def _first_conv_in_fp32(model: torch.nn.Module, device_type: str) -> None:
@@ -163,7 +73,7 @@ def _first_conv_in_fp32(model: torch.nn.Module, device_type: str) -> None:
     first.forward = forward_fp32
 
 
-class _Job:
+class _Job(_JobInputs, _JobBudgets):
     def __init__(self, series: Sequence[Series], settings: ProtectSettings, progress: Progress | None) -> None:
         self.series = list(series)
         self.s = settings
@@ -216,178 +126,6 @@ class _Job:
         if self.eot_gen is None or (training and self.robust == "pgd"):
             return z
         return random_transform(z, self.eot_gen, 0.5 if self.robust == "pgd" else None)
-
-    # -- budget and structure -----------------------------------------------------------------
-    def _set_budgets(self) -> None:
-        """One budget per series (normalized scale): settings.epsilon of the reader's window, or
-        settings.epsilon_native in native units, capped at settings.noise_cap x the series' noise SD."""
-        self.eps_series = {}
-        self.noise_series = {}
-        for ser in self.series:
-            noise = series_noise_sd(ser) if self.s.noise_cap is not None else None
-            if noise is not None:
-                self.noise_series[ser.id] = noise
-            self.eps_series[ser.id] = series_epsilon(ser, self.s, noise)
-        for bucket in self.buckets.values():
-            bucket.eps = np.array([self.eps_series[self.series[si].id] for si, _ in bucket.items], dtype=np.float32)
-            bucket.mean_free = np.array([_local_mean_free(self.s, self.series[si]) for si, _ in bucket.items], dtype=bool)
-
-    def _remove_local_mean(self, d: torch.Tensor, m: torch.Tensor | None, b: _Bucket, idx: np.ndarray) -> torch.Tensor:
-        """Subtract the noise's mean over a Gaussian neighbourhood (SD LOCAL_MEAN_SIGMA pixels) (of the pixels it may change), so
-        that a region's mean value (HU of a lesion, of the liver) stays where it was; the noise keeps
-        its fine structure. Only for the samples whose series asks for it."""
-        flags = b.mean_free[idx]
-        if not flags.any():
-            return d
-        w = torch.ones_like(d) if m is None else m.to(d.dtype)
-        # a Gaussian (not a box) neighbourhood: a box mean leaves ringing, i.e. a periodic pattern
-        out = (d - _gaussian_smooth(d * w) / _gaussian_smooth(w).clamp_min(1e-6)) * w
-        sel = torch.from_numpy(flags).to(d.device).view(-1, *([1] * (d.ndim - 1)))
-        return torch.where(sel, out, d)
-
-    def _budget_of(self, b: _Bucket, idx: np.ndarray):
-        """(budget, step size) of the samples ``idx`` of ``b``: floats when they agree, else (n, 1, ...) tensors."""
-        eps = b.eps[idx]
-        if np.all(eps == eps[0]):
-            e = float(eps[0])
-            return e, (self.step * e / self.eps)
-        e = torch.from_numpy(eps).to(self.device).view(-1, *([1] * (len(b.shape) + 1)))
-        return e, e * (self.step / self.eps)
-
-    def _jitter(self, z: torch.Tensor) -> torch.Tensor:
-        """Shift the surrogate's input by a random sub-stride offset (circularly; borders are air/padding).
-
-        A surrogate with a strided stem (factor 8 at 512 px) sees the image on a fixed sampling grid,
-        so its input gradient, and the noise, carry that grid's period. A fresh phase every step
-        averages the grid out of the noise; the shift is undone by autograd in the gradient.
-        """
-        stride = getattr(self, "_stride", 1)
-        if stride <= 1:
-            return z
-        if not hasattr(self, "_jitter_gen"):
-            self._jitter_gen = torch.Generator().manual_seed(int(self.s.seed) + 7)
-        shifts = torch.randint(0, stride, (z.ndim - 2,), generator=self._jitter_gen).tolist()
-        z = torch.roll(z, shifts=shifts, dims=tuple(range(2, z.ndim)))
-        # random flips (and in-plane transposes of square images): an oriented texture, e.g. stripes,
-        # stops being a shortcut, so the noise does not grow one
-        flips = [2 + a for a in range(z.ndim - 2) if bool(torch.rand((), generator=self._jitter_gen) < 0.5)]
-        if flips:
-            z = torch.flip(z, flips)
-        if z.shape[2] == z.shape[3] and bool(torch.rand((), generator=self._jitter_gen) < 0.5):
-            z = z.transpose(2, 3)
-        return self._antialias(z)
-
-    def _antialias(self, z: torch.Tensor) -> torch.Tensor:
-        """The blur before a strided stem, also in the stop check (the surrogate is trained on it):
-        without it the noise learns a period-2 texture (above the stem's Nyquist frequency,
-        detectable at any phase), a regular pattern a reader sees."""
-        return _binomial_blur(z) if getattr(self, "_stride", 1) > 1 else z
-
-    # -- reading ------------------------------------------------------------------------------
-    def _validate(self) -> None:
-        if not self.series or not any(s.samples for s in self.series):
-            raise ValueError("nothing to protect: no samples")
-        for si, ser in enumerate(self.series):
-            for ki, smp in enumerate(ser.samples):
-                if len(smp.shape) not in (2, 3):
-                    raise ValueError(f"{smp.source.path}: only 2D images and 3D volumes can be protected, got shape {smp.shape}")
-                if self.s.labels == "given" and self.s.method != "random" and smp.label is None:
-                    raise ValueError(
-                        f"series {ser.id}: sample {smp.key} has no label; use labels='clusters' for unlabelled data"
-                    )
-
-    def _read(self) -> None:
-        for si, ser in enumerate(self.series):
-            for ki, smp in enumerate(ser.samples):
-                self.buckets.setdefault(tuple(smp.shape), _Bucket(tuple(smp.shape), [])).items.append((si, ki))
-        n_all = sum(b.n for b in self.buckets.values())
-        work_rounds = 0 if self.s.method == "random" else self.s.max_rounds
-        self.total = n_all * (1 + work_rounds)
-        feats: dict[tuple[int, int], np.ndarray] = {}
-        bs = self.s.batch_size
-        for bucket in self.buckets.values():
-            shape = (bucket.n, *bucket.shape)
-            bucket.clean = ArrayStore(shape, "float32")
-            bucket.delta = ArrayStore(shape, "float16")
-            if self.use_mask:
-                bucket.mask = ArrayStore(shape, "uint8")
-                bucket.mask_set = np.zeros(bucket.n, dtype=bool)
-            if self.s.foreground and self.ratio < 1.0:
-                bucket.fg = ArrayStore(shape, "uint8")
-            labels = np.zeros(bucket.n, dtype=np.int64)
-            for start in range(0, bucket.n, bs):
-                for pos in range(start, min(start + bs, bucket.n)):
-                    si, ki = bucket.items[pos]
-                    ser = self.series[si]
-                    smp = ser.samples[ki]
-                    try:
-                        native = smp.read()
-                        x = ser.intensity.normalize(native)
-                    except Exception as exc:  # a one-line reason naming the file
-                        raise ValueError(f"{smp.source.path}: cannot read pixels ({exc})") from exc
-                    if not np.all(np.isfinite(x)):
-                        raise ValueError(f"{smp.source.path}: pixels contain NaN or infinity")
-                    bucket.clean[pos] = x
-                    if bucket.fg is not None:
-                        bucket.fg[pos] = body_mask(native, ser.intensity)
-                    if self.s.labels == "clusters":
-                        feats[(si, ki)] = intensity_features(x)
-                    else:
-                        labels[pos] = -1 if smp.label is None else int(smp.label)
-                self.done += min(start + bs, bucket.n) - start
-                self.progress.update("protect", self.done, self.total, "reading samples", round=0)
-            bucket.labels = labels
-        if self.s.labels == "clusters":
-            # One clustering per dimensionality group (2D and 3D features are not comparable).
-            for dims in sorted({len(b.shape) for b in self.buckets.values()}):
-                keys = [it for b in self.buckets.values() if len(b.shape) == dims for it in b.items]
-                if len(keys) < self.s.n_clusters:
-                    raise ValueError(f"{len(keys)} samples cannot form {self.s.n_clusters} clusters")
-                assign = kmeans(np.stack([feats[k] for k in keys]), self.s.n_clusters, self.s.seed)
-                lookup = dict(zip(keys, assign.tolist()))
-                for b in self.buckets.values():
-                    if len(b.shape) == dims:
-                        b.labels = np.array([lookup[it] for it in b.items], dtype=np.int64)
-
-    # -- random baseline ------------------------------------------------------------------------
-    def _random(self) -> None:
-        for bucket in self.buckets.values():
-            numel = int(np.prod(bucket.shape))
-            k = max(1, int(round(self.ratio * numel)))
-            for pos, (si, ki) in enumerate(bucket.items):
-                ser = self.series[si]
-                rng = np.random.default_rng(_sample_seed(self.s.seed, ser.id, ser.samples[ki].key))
-                allowed = np.flatnonzero(bucket.fg[pos].reshape(-1)) if bucket.fg is not None else np.arange(numel)
-                chosen = rng.choice(allowed, size=min(k, allowed.size), replace=False) if k < allowed.size else allowed
-                d = np.zeros(numel, dtype=np.float32)
-                eps = float(bucket.eps[pos])
-                d[chosen] = rng.uniform(-eps, eps, size=chosen.size).astype(np.float32)
-                x = torch.from_numpy(np.asarray(bucket.clean[pos], dtype=np.float32))
-                d_t = _project(torch.from_numpy(d.reshape(bucket.shape)), x, eps)
-                bucket.delta[pos] = d_t.numpy().astype(np.float16)
-                if (pos + 1) % self.s.batch_size == 0 or pos + 1 == bucket.n:
-                    self.done += (pos % self.s.batch_size) + 1
-                    self.progress.update("protect", self.done, self.total, "random noise")
-
-    # -- published peers (peers.py) -------------------------------------------------------------
-    def _peers(self) -> None:
-        """One peer generation per image shape; L2/L0 peers may exceed epsilon per pixel, so the job's
-        epsilon becomes the largest change actually made (the result clips the noise to it)."""
-        largest = 0.0
-        for bucket in self.buckets.values():
-            if len(bucket.shape) != 2:
-                raise ValueError(f"method {self.s.method!r} protects 2D images only; this job has samples of shape {bucket.shape}")
-            delta = generate_peer(self.s.method, np.asarray(bucket.clean[:], dtype=np.float32), bucket.labels, self.s,
-                                  self.progress, self.device)
-            bucket.delta[:] = delta.astype(np.float16)
-            largest = max(largest, float(np.abs(bucket.delta[:].astype(np.float32)).max(initial=0.0)))
-            self.done += bucket.n * (1 + self.s.max_rounds) - bucket.n
-            self.progress.update("protect", self.done, self.total, f"{self.s.method} noise")
-        if largest > self.eps:
-            self.eps = largest
-            self.s = dataclasses.replace(self.s, epsilon=min(1.0, largest))
-            # the result clips each series' noise to its own budget: L2/L0 peers keep what they made
-            self.eps_series = {sid: max(e, min(1.0, largest)) for sid, e in self.eps_series.items()}
 
     # -- min-min ----------------------------------------------------------------------------------
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
@@ -646,139 +384,10 @@ class _Job:
                     if sj == si:
                         labels[ki] = int(b.labels[pos])
             result._labels[ser.id] = labels
-        result.summary = self._summary(result, gen_seconds)
+        result.summary = job_summary(self, result, gen_seconds)
         self.progress.update("protect", self.total, self.total, "done", round=self.rounds,
                              surrogate_accuracy=result.summary["surrogate_accuracy"])
         return result
-
-    def _summary(self, result: ProtectResult, gen_seconds: float) -> dict:
-        changed = 0
-        numel = 0
-        max_native = 0.0
-        max_norm = 0.0
-        for ser in self.series:
-            for ki, smp in enumerate(ser.samples):
-                orig = smp.read()
-                prot = result._protected_from(ser, ki, orig)
-                diff = np.abs(prot.astype(np.float64) - orig)
-                changed += int(np.count_nonzero(diff))
-                numel += diff.size
-                if diff.size:
-                    max_native = max(max_native, float(diff.max()))
-                    max_norm = max(max_norm, float(diff.max()) / ser.intensity.width)
-        eps_native = {ser.id: ser.intensity.delta_to_native(self.eps_series[ser.id]) for ser in self.series}
-        accs = list(self.accuracy.values())
-        return {
-            "method": self.s.method,
-            "epsilon": self.eps,
-            "epsilon_native": max(eps_native.values()),
-            "epsilon_native_per_series": eps_native,
-            "epsilon_per_series": dict(self.eps_series),
-            "epsilon_unit_per_series": {ser.id: ser.intensity.unit for ser in self.series},
-            "window_per_series": {ser.id: [ser.intensity.low, ser.intensity.high, ser.intensity.name] for ser in self.series},
-            "noise_sd_native_per_series": dict(self.noise_series),
-            "mask_ratio": self.ratio,
-            "recompute_mask": self.mode,
-            "foreground": bool(self.s.foreground),
-            "robust": self.robust,
-            "rounds": self.rounds,
-            "seconds": round(gen_seconds, 3),
-            "device": str(self.device),
-            "samples": sum(len(s.samples) for s in self.series),
-            "series": len(self.series),
-            "labels": self.s.labels,
-            "fraction_pixels_changed": changed / max(1, numel),
-            "max_abs_change_native": max_native,
-            "max_abs_change_normalized": max_norm,
-            "surrogate_accuracy": (min(accs) if accs else None),
-            "surrogate_loss": (max(self.loss.values()) if self.loss else None),
-            "stop_round": (max(self.stop_round.values()) if self.stop_round else None),
-            "extra_rounds": int(self.s.extra_rounds),
-            "stop_loss": self.s.stop_loss,
-            "seed": self.s.seed,
-            "precision": self.precision,
-            "pgd_steps_run_fraction": (round(self.pgd_sample_steps / self.pgd_sample_steps_max, 4)
-                                       if self.pgd_sample_steps_max else None),
-        }
-
-
-LOCAL_MEAN_SIGMA = 4.0
-
-
-def _binomial_blur(t: torch.Tensor) -> torch.Tensor:
-    """[1 4 6 4 1]/16 along every spatial axis (Gaussian SD 1 px), replicate borders."""
-    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=t.dtype, device=t.device) / 16.0
-    dims = t.ndim - 2
-    conv = F.conv2d if dims == 2 else F.conv3d
-    for axis in range(dims):
-        shape = [1, 1] + [1] * dims
-        shape[2 + axis] = 5
-        pad = [0] * (2 * dims)
-        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = 2
-        t = conv(F.pad(t, pad, mode="replicate"), k.view(shape))
-    return t
-
-
-def _gaussian_smooth(t: torch.Tensor, sigma: float = LOCAL_MEAN_SIGMA) -> torch.Tensor:
-    """Separable Gaussian smoothing of (N, 1, *spatial), zero outside the image."""
-    radius = int(round(3 * sigma))
-    g = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=t.dtype, device=t.device) / sigma) ** 2)
-    g = g / g.sum()
-    dims = t.ndim - 2
-    conv = F.conv2d if dims == 2 else F.conv3d
-    for axis in range(dims):
-        shape = [1, 1] + [1] * dims
-        shape[2 + axis] = g.numel()
-        pad = [0] * dims
-        pad[axis] = radius
-        t = conv(t, g.view(shape), padding=tuple(pad))
-    return t
-
-
-def _local_mean_free(settings: ProtectSettings, series: Series) -> bool:
-    value = getattr(settings, "local_mean_free", "auto")
-    return series.intensity.unit == "HU" if value == "auto" else bool(value)
-
-
-def series_noise_sd(series: Series, max_samples: int = 3) -> float | None:
-    """The series' own noise level (native units): median over a few samples of the robust SD of
-    the high-pass residual in homogeneous body tissue (salm_desktop.core.fidelity.noise)."""
-    from salm_desktop.core.fidelity.noise import noise_sd
-
-    n = len(series.samples)
-    picks = sorted({int(round(v)) for v in np.linspace(0, n - 1, min(max_samples, n))}) if n else []
-    values = []
-    for i in picks:
-        native = series.samples[i].read()
-        sd = noise_sd(native, body_mask(native, series.intensity))
-        if sd is not None:
-            values.append(sd)
-    return float(np.median(values)) if values else None
-
-
-def series_epsilon(series: Series, settings: ProtectSettings, noise: float | None = None) -> float:
-    """The budget of one series in its normalized scale (a fraction of its window width).
-
-    ``settings.epsilon_native`` (e.g. 12 from "12HU") wins over ``settings.epsilon``; a native
-    budget in a unit the series does not have is refused with a one-line reason. With
-    ``settings.noise_cap`` the budget is at most that fraction of ``noise`` (the series' noise SD).
-    """
-    width = series.intensity.width
-    eps = float(settings.epsilon)
-    if settings.epsilon_native is not None:
-        unit = settings.epsilon_unit or ""
-        if unit and series.intensity.unit != unit:
-            have = series.intensity.unit or "arbitrary units"
-            raise ValueError(f"series {series.id} ({series.modality}): a budget of {settings.epsilon_native:g} {unit} "
-                             f"cannot apply to data in {have}; give it as a fraction of the window, e.g. 8/255")
-        eps = float(settings.epsilon_native) / width
-    if settings.noise_cap is not None:
-        if noise is None:
-            raise ValueError(f"series {series.id}: its noise level cannot be estimated, so the noise cap "
-                             f"{settings.noise_cap:g} x noise SD cannot be applied")
-        eps = min(eps, float(settings.noise_cap) * noise / width)
-    return eps
-
 
 def protect_series(series: Sequence[Series], settings: ProtectSettings | None = None,
                    progress: Progress | None = None) -> ProtectResult:
@@ -788,62 +397,3 @@ def protect_series(series: Sequence[Series], settings: ProtectSettings | None = 
     :class:`salm_desktop.core.progress.Cancelled` when ``progress`` is cancelled (within one batch).
     """
     return _Job(series, settings or ProtectSettings(), progress).run()
-
-
-# -- mask preview ---------------------------------------------------------------------------------
-_PREVIEW_CACHE: dict[tuple, torch.nn.Module] = {}
-
-
-def _preview_model(dims: int, spatial: tuple[int, ...], seed: int, device: torch.device) -> torch.nn.Module:
-    key = (dims, downsample_factor(spatial), seed, str(device))
-    model = _PREVIEW_CACHE.get(key)
-    if model is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(int(seed))
-            model = build_surrogate("cifar_resnet", dims, 2, spatial).to(device)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        _PREVIEW_CACHE[key] = model
-    return model
-
-
-def preview_mask(sample: Sample, intensity: IntensityMap, mask_ratio: float, *, foreground: bool = False,
-                 seed: int = 0, device: str = "auto") -> np.ndarray:
-    """The pixels SALM would perturb first in ``sample`` (bool array of ``sample.shape``).
-
-    A seeded surrogate (cached per dimensionality, input scale, seed and device) normalizes with the
-    sample's own batch statistics (BatchNorm in train mode, no state is changed); the mask is the
-    top ``mask_ratio`` pixels by |gradient of the loss| w.r.t. the input, optionally inside the
-    foreground. It approximates the engine's first mask (the engine's surrogate is trained first).
-    """
-    if not 0 < mask_ratio <= 1:
-        raise ValueError(f"mask_ratio must be in (0, 1], got {mask_ratio}")
-    dev = resolve_device(device)
-    x_np = intensity.normalize(sample.read())
-    if x_np.ndim not in (2, 3):
-        raise ValueError(f"{sample.source.path}: only 2D images and 3D volumes, got shape {x_np.shape}")
-    fg_np = body_mask(sample.read(), intensity) if foreground else None
-    if mask_ratio >= 1.0:
-        return fg_np if fg_np is not None else np.ones(x_np.shape, dtype=bool)
-    model = _preview_model(x_np.ndim, x_np.shape, seed, dev)
-    x = torch.from_numpy(np.clip(x_np, 0, 1))[None, None].to(dev).requires_grad_(True)
-    bn_modes = [(m, m.training, m.track_running_stats) for m in model.modules()
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    try:
-        for m, _, _ in bn_modes:  # batch statistics without touching the running buffers
-            m.train()
-            m.track_running_stats = False
-            m._saved = (m.running_mean, m.running_var)
-            m.running_mean, m.running_var = None, None
-        label = int(sample.label) if sample.label is not None and 0 <= int(sample.label) < 2 else 0
-        loss = F.cross_entropy(model(x), torch.tensor([label], device=dev))
-        (grad,) = torch.autograd.grad(loss, x)
-    finally:
-        for m, training, track in bn_modes:
-            m.running_mean, m.running_var = m._saved
-            del m._saved
-            m.track_running_stats = track
-            m.train(training)
-    allowed = torch.from_numpy(fg_np)[None, None].to(dev) if fg_np is not None else None
-    mask = topk_mask(grad.abs(), mask_ratio, allowed)
-    return mask[0, 0].cpu().numpy().astype(bool)
