@@ -39,7 +39,7 @@ from salm_desktop.core.evaluate.thieves import ThiefRecipe, default_suite, run_t
 from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
 
 DATA = Path(os.environ.get("SALM_TEST_DATA", REPO.parent / "shared" / "data")) / "medmnist"
-CACHE = REPO / "benchmarks" / "results" / "efficacy_cache"
+CACHE = Path(os.environ.get("SALM_EFFICACY_CACHE", REPO / "benchmarks" / "results" / "efficacy_cache"))
 START, END = "<!-- efficacy-grid:start -->", "<!-- efficacy-grid:end -->"
 DEFAULT_ROW = "salm"
 
