@@ -283,6 +283,7 @@ def write_markdown(doc: Path, table: str) -> None:
 
 
 def main() -> int:
+    global DEFAULT_ROW
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="breastmnist,pneumoniamnist")
     ap.add_argument("--methods", default="clean,salm,em,em-class,tap,ar,lsp,ops,random",
@@ -295,7 +296,9 @@ def main() -> int:
     ap.add_argument("--markdown", type=Path, default=None, help="write the tables into this file (between grid markers)")
     ap.add_argument("--figure", type=Path, default=REPO / "docs" / "efficacy_grid.png")
     ap.add_argument("--log", type=Path, default=None, help="also append progress lines to this file")
+    ap.add_argument("--default-row", default=DEFAULT_ROW, help="the row marked as the SALM default in tables and figure")
     args = ap.parse_args()
+    DEFAULT_ROW = args.default_row
     torch.set_num_threads(args.threads)
     datasets, methods = args.datasets.split(","), args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -320,7 +323,8 @@ def main() -> int:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"### Grid (issue 12), tables rebuilt {stamp}\n\n"
               f"`python benchmarks/efficacy.py --datasets {args.datasets} --methods {args.methods} --seeds {args.seeds} "
-              f"--epochs {args.epochs}` (cache: benchmarks/results/efficacy_cache/)  \n"
+              f"--epochs {args.epochs}" + (f" --thieves {args.thieves}" if args.thieves else "") +
+              f" --default-row {DEFAULT_ROW}` (cache: $SALM_EFFICACY_CACHE, default benchmarks/results/efficacy_cache/)  \n"
               f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), bf16 autocast for the thieves. "
               f"Thieves: {', '.join(r.name for r in recipes)}; SGD: lr 0.05, momentum 0.9, weight decay 5e-4, cosine; "
               f"Adam 1e-3; batch 128; aug = random crop (4-pixel zero padding) + horizontal flip; mix10 = 10 % of the "

@@ -32,6 +32,10 @@ CLASS_FREQUENCIES: tuple[tuple[float, float], ...] = (
 )
 
 
+TARGETED_STEPS = 10  # PGD steps of the targeted part (salm-tex-tap); 10 keeps generation within EM's time
+TARGETED_SHARE = 0.5  # salm-tex-tap: half the budget texture, half error-maximizing towards the other class
+
+
 def class_frequencies(n_classes: int) -> list[tuple[float, float]]:
     if n_classes > len(CLASS_FREQUENCIES):
         raise ValueError(f"salm-tex has textures for at most {len(CLASS_FREQUENCIES)} classes, got {n_classes}")
@@ -65,7 +69,7 @@ def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Ge
 
 
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
-                     refine_steps: int = 0, mask_scope: str = "class") -> np.ndarray:
+                     refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0) -> np.ndarray:
     """The ``salm-tex`` noise for images ``x`` (N x H x W in [0, 1]) with labels ``y``: inside [-eps, eps],
     at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1]."""
     from .masks import topk_mask
@@ -90,12 +94,38 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
             parts.append(g.abs().squeeze(1))
         score = torch.cat(parts)
     mask = topk_mask(score.unsqueeze(1), float(settings.mask_ratio), None).squeeze(1).cpu().numpy()
-    delta = tex * eps * mask
+    delta = tex * eps * (1.0 - tap_share) * mask
+    if tap_share > 0:  # error-maximizing towards the other class on the clean surrogate, the rest of the budget
+        delta = _targeted_part(model, xt, yt, delta, mask, eps, tap_share, settings, C)
     if refine_steps:
         delta = _refine_em(x, y, delta, mask, settings, refine_steps, device, progress)
     if progress is not None:
         progress.log(f"salm-tex: class textures {class_frequencies(C)}, mask {settings.mask_ratio:.2f} ({mask_scope})")
     return _fit_window(delta.astype(np.float32), x)
+
+
+def _targeted_part(model, xt, yt, delta, mask, eps, share, settings, C) -> np.ndarray:
+    """``delta`` plus PGD towards ``(y + 1) mod C`` inside ``mask``, at most ``share * eps``, through crop + flip."""
+    from .peers import _crop_flip
+
+    base = torch.from_numpy(delta.astype(np.float32)).unsqueeze(1).to(xt.device)
+    m = torch.from_numpy(mask.astype(np.float32)).unsqueeze(1).to(xt.device)
+    target = (yt + 1) % C
+    steps = TARGETED_STEPS
+    bound, step = share * eps, 2.5 * share * eps / steps
+    gen = torch.Generator().manual_seed(int(settings.seed) + 29)
+    bs = max(2, settings.batch_size)
+    out = base.clone()
+    for start in range(0, len(xt), bs):
+        sl = slice(start, start + bs)
+        a = torch.zeros_like(xt[sl])
+        for _ in range(steps):
+            a.requires_grad_(True)
+            view = _crop_flip(torch.clamp(xt[sl] + base[sl] + a, 0, 1).cpu(), gen).to(xt.device)
+            (g,) = torch.autograd.grad(F.cross_entropy(model(view), target[sl]), a)
+            a = torch.clamp(a.detach() - step * torch.sign(g) * m[sl], -bound, bound)
+        out[sl] = base[sl] + a
+    return out.squeeze(1).cpu().numpy()
 
 
 def _refine_em(x, y, delta, mask, settings, steps: int, device, progress) -> np.ndarray:
