@@ -9,10 +9,13 @@ epoch the thief picks on the clean val split, and the few-clean refit (last laye
 Mean and range over seeds; seed k protects with seed k and trains the thief with seed k.
 
 One command, cached and resumable (every protected split and every thief run is kept under
-benchmarks/results/efficacy_cache/; a rerun only computes what is missing):
+$SALM_EFFICACY_CACHE, default benchmarks/results/efficacy_cache/ (git-ignored: point it outside the
+checkout to keep it); a rerun only computes what is missing):
 
     nice -n 10 python benchmarks/efficacy.py --datasets breastmnist,pneumoniamnist \
-        --methods clean,salm,em,em-class,tap,ar,lsp,ops,random --seeds 0,1,2 --markdown docs/benchmarks.md
+        --methods clean,salm-v1,salm-tex,em,em-class,tap,ar,lsp,ops,random --seeds 0,1,2 --markdown docs/benchmarks.md
+
+--thieves picks a part of the suite, --default-row names the row marked as the default.
 
 --report-only rebuilds the tables and the figure (docs/efficacy_grid.png) from the cache alone.
 """
