@@ -240,9 +240,9 @@ def figure(grid: dict, recipes: list[ThiefRecipe], path: Path) -> None:
 
     fig, axes = plt.subplots(1, max(1, len(grid)), figsize=(6.5 * max(1, len(grid)), 5), squeeze=False)
     markers = dict(zip([r.name for r in recipes], "osD^vP*X"))
+    specs = list(dict.fromkeys(spec for rows in grid.values() for spec in rows))  # one colour per method in every panel
+    colors = {s: plt.cm.tab10(i) if i < 10 else plt.cm.Dark2(i % 8) for i, s in enumerate(specs)}
     for ax, (name, rows) in zip(axes[0], grid.items()):
-        specs = list(rows)
-        colors = {s: plt.cm.tab10(i) if i < 10 else plt.cm.Dark2(i % 8) for i, s in enumerate(specs)}
         for spec, e in rows.items():
             psnr = np.mean([m["psnr"] for m in e["meta"]]) if e["meta"] else np.nan
             x = 50.0 if not np.isfinite(psnr) else psnr  # clean data drawn at the right edge
