@@ -72,3 +72,18 @@ def test_salm_tex_budget_mask_and_determinism(series):
     assert np.array_equal(prot, prot2), "not deterministic for a seed"
     _, prot3 = _run(series, seed=1)
     assert not np.array_equal(prot, prot3)
+
+
+def test_refinement_stays_in_budget_and_mask(medmnist_dir):
+    from salm_desktop.core.evaluate.arrays import medmnist_series as _series
+    from salm_desktop.core.protect.salm_texture import texture_shortcut
+
+    ser = _series(medmnist_dir / "breastmnist.npz", "train", n=32)
+    x = np.stack([s.read() for s in ser.samples]).astype(np.float32) / 255.0
+    y = np.array([s.label for s in ser.samples])
+    settings = ProtectSettings(method="salm-tex", batch_size=16, max_rounds=2, device="cpu")
+    plain = texture_shortcut(x, y, settings)
+    refined = texture_shortcut(x, y, settings, refine_steps=2)
+    assert np.abs(refined).max() <= 8 / 255 + 1e-6
+    assert not ((refined != 0) & (plain == 0) & (x > 0) & (x < 1)).any(), "refinement left the mask"
+    assert not np.array_equal(refined, plain)
