@@ -9,10 +9,13 @@ epoch the thief picks on the clean val split, and the few-clean refit (last laye
 Mean and range over seeds; seed k protects with seed k and trains the thief with seed k.
 
 One command, cached and resumable (every protected split and every thief run is kept under
-benchmarks/results/efficacy_cache/; a rerun only computes what is missing):
+$SALM_EFFICACY_CACHE, default benchmarks/results/efficacy_cache/ (git-ignored: point it outside the
+checkout to keep it); a rerun only computes what is missing):
 
     nice -n 10 python benchmarks/efficacy.py --datasets breastmnist,pneumoniamnist \
-        --methods clean,salm,em,em-class,tap,ar,lsp,ops,random --seeds 0,1,2 --markdown docs/benchmarks.md
+        --methods clean,salm-v1,salm-tex,em,em-class,tap,ar,lsp,ops,random --seeds 0,1,2 --markdown docs/benchmarks.md
+
+--thieves picks a part of the suite, --default-row names the row marked as the default.
 
 --report-only rebuilds the tables and the figure (docs/efficacy_grid.png) from the cache alone.
 """
@@ -39,7 +42,7 @@ from salm_desktop.core.evaluate.thieves import ThiefRecipe, default_suite, run_t
 from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
 
 DATA = Path(os.environ.get("SALM_TEST_DATA", REPO.parent / "shared" / "data")) / "medmnist"
-CACHE = REPO / "benchmarks" / "results" / "efficacy_cache"
+CACHE = Path(os.environ.get("SALM_EFFICACY_CACHE", REPO / "benchmarks" / "results" / "efficacy_cache"))
 START, END = "<!-- efficacy-grid:start -->", "<!-- efficacy-grid:end -->"
 DEFAULT_ROW = "salm"
 
@@ -237,9 +240,9 @@ def figure(grid: dict, recipes: list[ThiefRecipe], path: Path) -> None:
 
     fig, axes = plt.subplots(1, max(1, len(grid)), figsize=(6.5 * max(1, len(grid)), 5), squeeze=False)
     markers = dict(zip([r.name for r in recipes], "osD^vP*X"))
+    specs = list(dict.fromkeys(spec for rows in grid.values() for spec in rows))  # one colour per method in every panel
+    colors = {s: plt.cm.tab10(i) if i < 10 else plt.cm.Dark2(i % 8) for i, s in enumerate(specs)}
     for ax, (name, rows) in zip(axes[0], grid.items()):
-        specs = list(rows)
-        colors = {s: plt.cm.tab10(i) if i < 10 else plt.cm.Dark2(i % 8) for i, s in enumerate(specs)}
         for spec, e in rows.items():
             psnr = np.mean([m["psnr"] for m in e["meta"]]) if e["meta"] else np.nan
             x = 50.0 if not np.isfinite(psnr) else psnr  # clean data drawn at the right edge
@@ -283,6 +286,7 @@ def write_markdown(doc: Path, table: str) -> None:
 
 
 def main() -> int:
+    global DEFAULT_ROW
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="breastmnist,pneumoniamnist")
     ap.add_argument("--methods", default="clean,salm,em,em-class,tap,ar,lsp,ops,random",
@@ -295,7 +299,9 @@ def main() -> int:
     ap.add_argument("--markdown", type=Path, default=None, help="write the tables into this file (between grid markers)")
     ap.add_argument("--figure", type=Path, default=REPO / "docs" / "efficacy_grid.png")
     ap.add_argument("--log", type=Path, default=None, help="also append progress lines to this file")
+    ap.add_argument("--default-row", default=DEFAULT_ROW, help="the row marked as the SALM default in tables and figure")
     args = ap.parse_args()
+    DEFAULT_ROW = args.default_row
     torch.set_num_threads(args.threads)
     datasets, methods = args.datasets.split(","), args.methods.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -320,7 +326,8 @@ def main() -> int:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"### Grid (issue 12), tables rebuilt {stamp}\n\n"
               f"`python benchmarks/efficacy.py --datasets {args.datasets} --methods {args.methods} --seeds {args.seeds} "
-              f"--epochs {args.epochs}` (cache: benchmarks/results/efficacy_cache/)  \n"
+              f"--epochs {args.epochs}" + (f" --thieves {args.thieves}" if args.thieves else "") +
+              f" --default-row {DEFAULT_ROW}` (cache: $SALM_EFFICACY_CACHE, default benchmarks/results/efficacy_cache/)  \n"
               f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), bf16 autocast for the thieves. "
               f"Thieves: {', '.join(r.name for r in recipes)}; SGD: lr 0.05, momentum 0.9, weight decay 5e-4, cosine; "
               f"Adam 1e-3; batch 128; aug = random crop (4-pixel zero padding) + horizontal flip; mix10 = 10 % of the "

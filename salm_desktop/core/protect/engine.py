@@ -82,7 +82,7 @@ class _Job(_JobInputs, _JobBudgets):
         self.eps = float(settings.epsilon)
         self.step = settings.effective_step
         self.ratio = settings.effective_mask_ratio
-        self.use_mask = settings.method == "salm" and self.ratio < 1.0
+        self.use_mask = settings.method in ("salm", "salm-v1") and self.ratio < 1.0
         # class mask scopes: one top-k mask per class from this round on (round 1's saliency, or a pre-pass)
         self.class_masks = self.use_mask and settings.mask_scope != "sample"
         self.first_class_mask_round = 1 if settings.mask_scope == "class_from_start" else 2

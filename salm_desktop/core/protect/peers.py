@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .surrogates import build_surrogate
 
 PEER_METHODS = ("em-class", "tap", "ar", "lsp", "ops")
-CANDIDATE_METHODS = ("salm-tap", "salm-ar")  # candidate SALM defaults measured in the grid (docs/benchmarks.md)
+CANDIDATE_METHODS = ("salm-tap", "salm-ar", "salm-tex", "salm-tex-tap")  # candidate SALM defaults measured in the grid (docs/benchmarks.md)
 #: PSNR of the SALM default (mask 0.2, 8/255): 37.25 dB on BreastMNIST (seed 0), rounded down, so the peers get a little more budget, not less
 MATCHED_PSNR_DB = 37.0
 TAP_EPOCHS = 10  # clean surrogate training epochs for TAP
@@ -328,9 +328,22 @@ def one_pixel_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, de
     return _fit_window(delta, x)
 
 
+def _texture_shortcut(x, y, settings, progress=None, device="cpu"):
+    from .salm_texture import texture_shortcut  # its own module (SALM v2 candidate); imports this one
+
+    return texture_shortcut(x, y, settings, progress, device)
+
+
+def _texture_targeted(x, y, settings, progress=None, device="cpu"):
+    from .salm_texture import TARGETED_SHARE, texture_shortcut
+
+    return texture_shortcut(x, y, settings, progress, device, tap_share=TARGETED_SHARE)
+
+
 _GENERATORS = {"em-class": class_wise_em, "tap": targeted_adversarial, "ar": autoregressive,
                "lsp": linear_separable_patches, "ops": one_pixel_shortcut, "salm-tap": sparse_targeted_augmented,
-               "salm-ar": sparse_autoregressive}
+               "salm-ar": sparse_autoregressive, "salm-tex": _texture_shortcut,
+               "salm-tex-tap": _texture_targeted}
 
 
 def generate_peer(method: str, x: np.ndarray, y: np.ndarray, settings, progress=None, device="cpu") -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-METHODS = ("salm", "em", "random", "em-class", "tap", "ar", "lsp", "ops", "salm-tap", "salm-ar")  # the last seven: peers.py
+METHODS = ("salm", "em", "random", "em-class", "tap", "ar", "lsp", "ops", "salm-tap", "salm-ar", "salm-v1", "salm-tex", "salm-tex-tap")  # em-class..salm-ar, salm-tex*: peers.py; salm-v1: the first SALM default (min-min in the mask)
 MASK_MODES = ("never", "round", "step")
 LABEL_MODES = ("given", "clusters")
 # "class": round 1 uses sample masks and gathers class saliency, then one mask per class;

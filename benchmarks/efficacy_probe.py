@@ -1,0 +1,31 @@
+"""Quick probe of a salm-tex variant (issue 12): protect one dataset's training split with
+``salm_texture.texture_shortcut(**VARIANT)`` and train the thieves named (SGD + cosine, crop + flip,
+20 epochs) on it; prints PSNR / SSIM and, per thief, ranking power final / val-selected, the
+few-clean refit and the per-epoch test AUC. Not cached; the grid (efficacy.py) is what counts.
+
+    python benchmarks/efficacy_probe.py breastmnist '{"mask_ratio": 0.3}' cnn,resnet18 [SEED]
+
+VARIANT keys: mask_ratio, epsilon, pgd_steps, max_rounds (ProtectSettings) and refine_steps,
+mask_scope ("class" | "sample"), tap_share (texture_shortcut).
+"""
+import sys, time, json, numpy as np, torch
+torch.set_num_threads(1)
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
+from salm_desktop.core.protect import ProtectSettings
+from salm_desktop.core.protect.salm_texture import texture_shortcut
+from salm_desktop.core.evaluate.thieves import ThiefRecipe, run_thief
+from benchmarks.efficacy import image_quality, load_dataset
+name = sys.argv[1]; variant = sys.argv[2]; archs = sys.argv[3].split(','); seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+kw = json.loads(variant)
+skw = {k: kw.pop(k) for k in list(kw) if k in ('mask_ratio', 'epsilon', 'pgd_steps', 'max_rounds')}
+data = load_dataset(name)
+x = data['train'][0].astype(np.float32) / 255; y = data['train'][1].astype(np.int64)
+s = ProtectSettings(device='cpu', seed=seed, **skw)
+t0 = time.perf_counter(); d = texture_shortcut(x, y, s, **kw); gen = time.perf_counter() - t0
+prot = np.clip(np.rint((x + d) * 255), 0, 255).astype(np.uint8)
+psnr, ssim = image_quality(data['train'][0], prot)
+print(f'{variant} gen {gen:.0f}s PSNR {psnr:.2f} SSIM {ssim:.4f} changed {np.mean(prot != data["train"][0]):.3f}', flush=True)
+for a in archs:
+    r = run_thief(prot, data['train'][1], data['val'], data['test'], ThiefRecipe(a, 'sgd', 20), seed, clean_train_images=data['train'][0])
+    print(f"  {a}: RP final {r['final']['rank_power']:.3f} val-sel {r['val_selected']['rank_power']:.3f} (ep {r['val_selected']['epoch']}) bal {r['final']['balanced_acc']:.3f} few-clean {r['few_clean_final']['rank_power']:.3f} {r['seconds']:.0f}s", flush=True)
+    print('   hist auc', [h['auc'] for h in r['history']], flush=True)

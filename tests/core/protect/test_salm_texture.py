@@ -1,0 +1,89 @@
+"""salm-tex (salm_texture.py): a class-wise periodic texture that a crop or a flip does not remove,
+kept inside the SALM class mask, at most epsilon per pixel, PSNR above the 35 dB floor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from salm_desktop.core.evaluate import medmnist_series
+from salm_desktop.core.protect import ProtectSettings, protect_series
+from salm_desktop.core.protect.salm_texture import class_frequencies, class_textures
+
+torch.set_num_threads(1)
+
+
+def _spectrum(t: np.ndarray) -> np.ndarray:
+    return np.abs(np.fft.fft2(t))
+
+
+def test_texture_frequency_survives_shift_and_flip():
+    rng = np.random.default_rng(0)
+    y = np.array([0, 0, 1, 1, 2, 2])
+    tex = class_textures((6, 28, 28), y, rng)
+    assert set(np.unique(tex)) == {-1.0, 1.0}
+    for t in tex:
+        spec = _spectrum(t)
+        # a crop moves the pattern (circular shift here: the pattern's periods divide 28), a flip mirrors it;
+        # neither changes which frequencies it has (a flip mirrors the spectrum, which is symmetric for a real pattern)
+        for moved in (np.roll(t, (3, -2), axis=(0, 1)), t[:, ::-1], np.roll(t[:, ::-1], 1, axis=1)):
+            assert np.allclose(_spectrum(moved), spec, atol=1e-6)
+    # images of one class share the frequency, other classes do not (what the thief is meant to learn)
+    peak = [tuple(np.argwhere(_spectrum(t) > 0.25 * _spectrum(t).max())[0]) for t in tex]
+    assert peak[0] == peak[1] and peak[2] == peak[3] and peak[4] == peak[5]
+    assert len({peak[0], peak[2], peak[4]}) == 3
+    # the phase is drawn per image, so the absolute pattern is not a class code by itself
+    assert not np.array_equal(class_textures((2, 28, 28), np.array([0, 0]), np.random.default_rng(1))[0],
+                              class_textures((2, 28, 28), np.array([0, 0]), np.random.default_rng(2))[0])
+
+
+def test_too_many_classes_is_refused():
+    with pytest.raises(ValueError, match="at most"):
+        class_frequencies(50)
+
+
+@pytest.fixture(scope="module")
+def series(medmnist_dir):
+    return medmnist_series(medmnist_dir / "breastmnist.npz", "train", n=64)
+
+
+def _run(series, seed=0):
+    result = protect_series([series], ProtectSettings(method="salm-tex", seed=seed, batch_size=32, device="cpu"))
+    clean = np.stack([s.read() for s in series.samples]).astype(np.float64)
+    prot = np.stack([result.protected(series.id, i) for i in range(len(series.samples))]).astype(np.float64)
+    return clean, prot
+
+
+def test_salm_tex_budget_mask_and_determinism(series):
+    clean, prot = _run(series)
+    diff = prot - clean
+    assert np.abs(diff).max() <= 8 + 1e-6  # epsilon 8/255
+    changed = (diff != 0).reshape(len(diff), -1)
+    assert (changed.mean(1) <= round(0.2 * 784) / 784 + 1e-9).all()  # the mask ratio
+    assert changed.mean() > 0.15  # and it uses the mask (only clipping at 0 / 255 leaves pixels unchanged)
+    labels = np.array([s.label for s in series.samples])
+    for c in np.unique(labels):  # one mask per class: every changed pixel lies in the class's mask
+        union = changed[labels == c].any(0)
+        assert union.sum() <= round(0.2 * 784)
+    mse = (diff ** 2).reshape(len(diff), -1).mean(1)
+    assert float(np.mean(10 * np.log10(255.0 ** 2 / mse))) >= 35.0
+    _, prot2 = _run(series)
+    assert np.array_equal(prot, prot2), "not deterministic for a seed"
+    _, prot3 = _run(series, seed=1)
+    assert not np.array_equal(prot, prot3)
+
+
+def test_refinement_stays_in_budget_and_mask(medmnist_dir):
+    from salm_desktop.core.evaluate.arrays import medmnist_series as _series
+    from salm_desktop.core.protect.salm_texture import texture_shortcut
+
+    ser = _series(medmnist_dir / "breastmnist.npz", "train", n=32)
+    x = np.stack([s.read() for s in ser.samples]).astype(np.float32) / 255.0
+    y = np.array([s.label for s in ser.samples])
+    settings = ProtectSettings(method="salm-tex", batch_size=16, max_rounds=2, device="cpu")
+    plain = texture_shortcut(x, y, settings)
+    refined = texture_shortcut(x, y, settings, refine_steps=2)
+    assert np.abs(refined).max() <= 8 / 255 + 1e-6
+    assert not ((refined != 0) & (plain == 0) & (x > 0) & (x < 1)).any(), "refinement left the mask"
+    assert not np.array_equal(refined, plain)
