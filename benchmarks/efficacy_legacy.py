@@ -42,29 +42,9 @@ from salm_desktop.core.evaluate import medmnist_series, train_and_test  # noqa: 
 from salm_desktop.core.model import IntensityMap  # noqa: E402
 from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
 
+from efficacy import _value, image_quality  # noqa: E402  (benchmarks/efficacy.py, the current grid)
+
 DATA = Path(os.environ.get("SALM_TEST_DATA", REPO.parent / "shared" / "data")) / "medmnist"
-
-
-def image_quality(orig: np.ndarray, prot: np.ndarray) -> tuple[float, float]:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    psnr, ssim = [], []
-    for o, p in zip(orig.astype(np.float64), prot.astype(np.float64)):
-        psnr.append(peak_signal_noise_ratio(o, p, data_range=255) if np.any(o != p) else np.inf)
-        ssim.append(structural_similarity(o, p, data_range=255))
-    finite = [v for v in psnr if np.isfinite(v)]
-    return (float(np.mean(finite)) if finite else float("inf")), float(np.mean(ssim))
-
-
-def _value(v: str):
-    if v in ("true", "false"):
-        return v == "true"
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
 
 
 def parse_row(spec: str) -> tuple[str, dict]:

@@ -90,7 +90,7 @@ class BatchQueue:
             executor = open_cluster(cluster.strip(), output=config.output, inputs=[i.path for i in self.items],
                                     log=progress.log if progress is not None else None)
         try:
-            result = run_batch(config, progress, on_job=on_job, **({"executor": executor} if executor else {}))
+            result = run_batch(config, progress, on_job=on_job, executor=executor)
         except Cancelled:
             for item in self.items:
                 if item.status == "running":

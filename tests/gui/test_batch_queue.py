@@ -44,7 +44,7 @@ def test_batch_queue_maps_core_batch_outcomes_and_cancel(tmp_path):
     assert config.jobs[0].loader_labels == "none" and config.output == tmp_path / "out"
     seen = []
 
-    def fake_run_batch(cfg, progress, on_job):
+    def fake_run_batch(cfg, progress, on_job, executor=None):
         outcomes = []
         for i, job in enumerate(cfg.jobs):
             on_job(i, job)
@@ -61,7 +61,7 @@ def test_batch_queue_maps_core_batch_outcomes_and_cancel(tmp_path):
     assert items[1].message == "nothing loadable in the inputs"
     assert items[2].out_dir == tmp_path / "out" / "a_b"
 
-    def cancelling(cfg, progress, on_job):
+    def cancelling(cfg, progress, on_job, executor=None):
         on_job(0, cfg.jobs[0])
         raise Cancelled("batch cancelled")
 

@@ -6,7 +6,7 @@ folder (:func:`unit.run_unit`). Dask is imported only when a cluster is asked fo
 """
 
 from salm_desktop.core.cluster.spec import ClusterError, ClusterSpec, parse_cluster_spec
-from salm_desktop.core.cluster.unit import parse_threads, pinned_threads
+from salm_desktop.core.threads import parse_threads, pinned_threads
 
 __all__ = ["ClusterError", "ClusterSpec", "parse_cluster_spec", "parse_threads", "pinned_threads", "open_cluster"]
 

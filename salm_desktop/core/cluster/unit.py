@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from salm_desktop.core.threads import parse_threads, pinned_threads  # noqa: F401  (parse_threads: re-exported)
+from salm_desktop.core.threads import pinned_threads
 
 PROGRESS_INTERVAL_S = 0.25  # a worker sends at most this often per unit (plus every stage's last event)
 CANCEL_POLL_S = 1.0  # how often a running unit asks the scheduler whether the batch was cancelled

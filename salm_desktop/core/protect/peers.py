@@ -126,12 +126,8 @@ def class_wise_em(x: np.ndarray, y: np.ndarray, settings, progress=None, device:
 
 
 def targeted_adversarial(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu") -> np.ndarray:
-    device = torch.device(device)
+    device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device)
     eps = float(settings.epsilon)
-    C = _n_classes(y)
-    xt = torch.from_numpy(x).unsqueeze(1).to(device)
-    yt = torch.from_numpy(y.astype(np.int64)).to(device)
-    model = _train_clean_surrogate(xt, yt, settings, C, progress, device)
     bs = max(2, settings.batch_size)
     target = (yt + 1) % C
     steps = settings.pgd_steps
@@ -167,12 +163,8 @@ def sparse_targeted_augmented(x: np.ndarray, y: np.ndarray, settings, progress=N
     """
     from .masks import topk_mask
 
-    device = torch.device(device)
+    device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device)
     eps = float(settings.epsilon)
-    C = _n_classes(y)
-    xt = torch.from_numpy(x).unsqueeze(1).to(device)
-    yt = torch.from_numpy(y.astype(np.int64)).to(device)
-    model = _train_clean_surrogate(xt, yt, settings, C, progress, device)
     bs = max(2, settings.batch_size)
     score = _class_saliency(model, xt, yt, C, bs)
     target = (yt + 1) % C
@@ -208,16 +200,13 @@ def sparse_autoregressive(x: np.ndarray, y: np.ndarray, settings, progress=None,
     """
     from .masks import topk_mask
 
-    device = torch.device(device)
     eps = float(settings.epsilon)
     C = _n_classes(y)
     rng = np.random.default_rng(int(settings.seed) + 11)
     coef = _ar_coefficients(rng, C)
     tex = _ar_field(x.shape, coef[y], rng)
     tex = (np.sign(tex) * eps).astype(np.float32)  # saturated, so the budget matches SALM's (PSNR about 37 dB)
-    xt = torch.from_numpy(x).unsqueeze(1).to(device)
-    yt = torch.from_numpy(y.astype(np.int64)).to(device)
-    model = _train_clean_surrogate(xt, yt, settings, C, progress, device)
+    device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device)
     score = _class_saliency(model, xt, yt, C, max(2, settings.batch_size))
     mask = topk_mask(score[yt].unsqueeze(1), float(settings.mask_ratio), None).squeeze(1).cpu().numpy()
     return _fit_window(tex * mask, x)
@@ -232,6 +221,16 @@ def _class_saliency(model, xt, yt, n_classes: int, bs: int) -> torch.Tensor:
         g = g.abs().squeeze(1)
         score.index_add_(0, yt[sl], g / g.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1))
     return score
+
+
+def clean_surrogate_setup(x: np.ndarray, y: np.ndarray, settings, progress, device):
+    """What the surrogate-based generators share: ``(device, n_classes, x as N x 1 x H x W, y, surrogate)``,
+    the tensors on ``device`` and the surrogate trained on the clean images (``_train_clean_surrogate``)."""
+    device = torch.device(device)
+    n_classes = _n_classes(y)
+    xt = torch.from_numpy(x).unsqueeze(1).to(device)
+    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    return device, n_classes, xt, yt, _train_clean_surrogate(xt, yt, settings, n_classes, progress, device)
 
 
 def _train_clean_surrogate(xt, yt, settings, n_classes: int, progress, device):

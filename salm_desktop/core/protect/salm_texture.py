@@ -73,16 +73,12 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
     """The ``salm-tex`` noise for images ``x`` (N x H x W in [0, 1]) with labels ``y``: inside [-eps, eps],
     at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1]."""
     from .masks import topk_mask
-    from .peers import _class_saliency, _crop_flip, _fit_window, _n_classes, _train_clean_surrogate
+    from .peers import _class_saliency, _fit_window, clean_surrogate_setup
 
-    device = torch.device(device)
     eps = float(settings.epsilon)
-    C = _n_classes(y)
     rng = np.random.default_rng(int(settings.seed) + 17)
     tex = class_textures(x.shape, y, rng)
-    xt = torch.from_numpy(x).unsqueeze(1).to(device)
-    yt = torch.from_numpy(y.astype(np.int64)).to(device)
-    model = _train_clean_surrogate(xt, yt, settings, C, progress, device)
+    device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device)
     bs = max(2, settings.batch_size)
     if mask_scope == "class":
         score = _class_saliency(model, xt, yt, C, bs)[yt]
