@@ -60,9 +60,22 @@ OFFICER_POINTER = ("The plain-words release record for the data-protection offic
                    "(dataset, operator, purpose, de-identification, evaluation, sign-off); this report is its technical annex.")
 
 
+# import name -> distribution name; the version is read from the installed metadata, because importing
+# MONAI only to ask its version costs about 5 s (the first report of every batch worker paid it)
+_VERSIONED = {"salm_desktop": "salm-desktop", "numpy": "numpy", "torch": "torch", "monai": "monai", "pydicom": "pydicom",
+              "nibabel": "nibabel", "SimpleITK": "SimpleITK", "skimage": "scikit-image", "matplotlib": "matplotlib"}
+
+
 def software_versions() -> dict[str, str]:
+    from importlib import metadata
+
     versions = {"python": platform.python_version()}
-    for name in ("salm_desktop", "numpy", "torch", "monai", "pydicom", "nibabel", "SimpleITK", "skimage", "matplotlib"):
+    for name, distribution in _VERSIONED.items():
+        try:
+            versions[name] = metadata.version(distribution)
+            continue
+        except metadata.PackageNotFoundError:  # a frozen app may ship a package without its metadata
+            pass
         try:
             module = __import__(name)
             versions[name] = str(getattr(module, "__version__", getattr(module, "Version", "?")))
