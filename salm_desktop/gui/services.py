@@ -108,7 +108,7 @@ def series_fidelity(series: Series, result: "ProtectResult", progress: Progress 
     return numbers
 
 
-def export(state_series: Sequence[Series], result: "ProtectResult | None", inputs: Sequence[Path], out_dir: Path,
+def export(result: ProtectResult, inputs: Sequence[Path], out_dir: Path,
            settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None,
            loaded: LoadResult | None = None, overwrite: bool = False,
            keys: Path | None = None, **job_kwargs: Any) -> "JobResult":
@@ -116,7 +116,7 @@ def export(state_series: Sequence[Series], result: "ProtectResult | None", input
 
     ``loaded`` is the wizard's LoadResult restricted to what the user kept (npz splits that are not
     protected are still passed so that they are copied unchanged); with it, ``result`` (the reviewed
-    protection) is written as it is.
+    protection, a :class:`ProtectResult` of those series) is written as it is.
     """
     from salm_desktop.core.jobs import run_protect_job
 

@@ -30,11 +30,12 @@ from ..verify_dialog import OwnershipKeysOption
 from ..widgets import form_layout, page_layout
 from ..workers import Worker
 from .presented_page import PresentedPage
-from .export_presenter import ExportPresenter
+from .export_presenter import EXPORT_OWNER, ExportPresenter
 
 
 class ExportPage(QWidget, PresentedPage):
     worker_name = "export"
+    busy_owner = EXPORT_OWNER
     finished = Signal(str)  # "done" | "cancelled" | "failed"
     batch_requested = Signal()
 

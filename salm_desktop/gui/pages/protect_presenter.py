@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from .. import services
 from ..model import ProtectStatus, device_text, duration_text, for_run, labels_summary, run_summary_lines, series_name
+from .export_presenter import EXPORT_OWNER
 from .presenting import common_unit
 
 
@@ -150,7 +151,7 @@ class ProtectPresenter:
             self.view.show_accuracy(f"{100 * float(summary['surrogate_accuracy']):.1f} %")
         self.view.show_eta("0 s")
         self.ctx.protected.emit()  # the review switches to the new result first
-        if previous is not None and previous is not result and not self.ctx.busy_exporting():
+        if previous is not None and previous is not result and not self.ctx.busy_with(EXPORT_OWNER):
             state.close_result(previous)
         self.view.emit_finished("done")
 

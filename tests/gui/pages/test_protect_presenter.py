@@ -47,7 +47,7 @@ class Clock:
 
 def _ctx(state) -> SimpleNamespace:
     return SimpleNamespace(state=state, settings=_settings(), report_error=mock.Mock(), set_busy=mock.Mock(),
-                           protected=mock.Mock(), busy_exporting=lambda: False)
+                           protected=mock.Mock(), busy_with=lambda owner: False)
 
 
 def test_nothing_selected_is_refused_and_the_plan_says_load_first():
