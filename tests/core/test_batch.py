@@ -65,6 +65,19 @@ def test_batch_runs_every_job_and_reports_skipped_inputs(cohort: Path, capsys) -
     for entry in manifest["files"]:
         assert hashlib.sha256((out / "study1" / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
     assert (out / "study1" / "prostate" / "000000.dcm").is_file() and (out / "study1" / "report.pdf").is_file()
+    # one record, one report: the job's fidelity pools its units' series, and the report (the single job's
+    # writer) lists every unit with a link to the unit's own report
+    fidelity = manifest["fidelity"]
+    assert len(fidelity["series"]) == len(manifest["series"]) == 3 and fidelity["job"]["samples"] == 31
+    pixels = sum(s["pixels"] for s in fidelity["series"])
+    assert fidelity["job"]["pixels"] == pixels
+    assert fidelity["job"]["max_abs_change_native"] == max(s["max_abs_change_native"] for s in fidelity["series"])
+    assert fidelity["job"]["fraction_changed"] == pytest.approx(
+        sum(s["fraction_changed"] * s["pixels"] for s in fidelity["series"]) / pixels)
+    page = (out / "study1" / "report.html").read_text(encoding="utf-8")
+    assert "id='units'" in page and "id='series-table'" in page
+    for unit in manifest["units"]:
+        assert f"<a href='{unit['report']}'>" in page and (out / "study1" / unit["report"]).is_file()
     summary = json.loads((out / "batch-summary.json").read_text())
     assert [j["status"] for j in summary["jobs"]] == ["done", "done"]
     assert not [p for p in out.iterdir() if "partial" in p.name]
