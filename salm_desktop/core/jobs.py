@@ -8,6 +8,7 @@ atomic rename), so a cancelled or failed job leaves nothing half-written.
 
 from __future__ import annotations
 
+import errno
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,10 @@ def _protect_locked(inputs: list[Path], out: Path, settings: ProtectSettings, la
             for attempt in range(3 + len({p for s, _ in plan for p in s.files})):
                 try:
                     result = protect_series(to_protect, settings, progress)
+                    gone = [p for s in to_protect for p in s.files if not Path(p).exists()]
+                    if gone and attempt < 2 + unreadable:  # read, then deleted: protect the others again
+                        result.close()
+                        raise FileNotFoundError(errno.ENOENT, "input file disappeared after loading", str(gone[0]))
                     break
                 except (ValueError, OSError) as exc:
                     bad = unreadable_input(exc)

@@ -90,7 +90,8 @@ def series_fidelity(series: Series, result: "ProtectResult", progress: Progress 
     indices = list(range(n)) if n <= max_samples else [int(i) for i in np.linspace(0, n - 1, max_samples).round()]
     fid = SeriesFidelity.for_series(series)
     for k, i in enumerate(indices):
-        fid.add(i, series.samples[i].read(), np.asarray(result.protected(series.id, i), np.float32))
+        original = series.samples[i].read()  # decoded once, for the noise and the numbers
+        fid.add(i, original, np.asarray(result.protected_from(series.id, i, original), np.float32))
         if progress is not None and k % 16 == 0:
             progress.update("fidelity", k, len(indices), f"series {series.id}")
     d = fid.as_dict()

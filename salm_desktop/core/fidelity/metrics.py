@@ -316,6 +316,15 @@ class JobFidelity:
         return _pooled((f.all_, f.inside, f.outside, f.sq_err_norm, f.ssim_sum, f.ssim_count, f.samples, f.unit)
                        for f in self.series)
 
+    def change_figures(self) -> dict[str, float]:
+        """The protection summary's change figures (``protect.result.CHANGE_KEYS``) over every pixel written."""
+        total = _Region()
+        for f in self.series:
+            total.merge(f.all_)
+        return {"fraction_pixels_changed": total.changed / max(1, total.pixels), "max_abs_change_native": total.max_abs,
+                "max_abs_change_normalized": max((f.all_.max_abs / (f.window[1] - f.window[0]) for f in self.series),
+                                                 default=0.0)}
+
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.summary(), "series": [f.as_dict() for f in self.series]}
 
