@@ -128,7 +128,7 @@ class ProtectPresenter:
         for sid, fraction in self.status.per_series.items():
             self.view.show_series_progress(sid, int(1000 * fraction))
 
-    def done(self, run) -> None:  # noqa: ANN001 - a services.ProtectRun
+    def done(self, run: services.ProtectRun) -> None:
         state = self.ctx.state
         result = run.result
         if run.skipped:  # unreadable files were left out; the others are protected
@@ -144,7 +144,7 @@ class ProtectPresenter:
         state.protect_settings = self.settings
         state.protected_ids = list(self.series_ids)
         self.view.show_all_done()
-        summary = getattr(result, "summary", {}) or {}
+        summary = result.summary  # asked before any export: its change figures are measured here, once
         lines = run_summary_lines(summary, self.unit)
         self.view.append_log("Done. " + ("; ".join(lines) if lines else "Protection finished") + ".")
         if summary.get("surrogate_accuracy") is not None:
