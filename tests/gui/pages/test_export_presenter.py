@@ -12,33 +12,23 @@ import pytest
 from salm_desktop.core.model import Skipped
 from salm_desktop.core.progress import Progress, ProgressEvent
 from salm_desktop.gui import services
-from salm_desktop.gui.model import WizardSettings, WizardState
 from salm_desktop.core.jobs import JobResult
+from salm_desktop.gui.model import WizardSettings, WizardState
 from salm_desktop.gui.pages.export_presenter import EXPORT_OWNER, ExportPresenter, ExportView, summary_lines
+
+from presenter_studies import tiny_settings  # tests/gui/pages/presenter_studies.py
 
 
 def _settings() -> WizardSettings:
-    s = WizardSettings()
-    s.device, s.max_rounds, s.pgd_steps, s.train_steps, s.batch_size, s.seed = "cpu", 2, 3, 3, 32, 0
+    s = tiny_settings()
     s.output_format, s.report = "auto", False
     return s
 
 
-@pytest.fixture(scope="module")
-def protected(tmp_path_factory, medmnist_dir):
-    """A real study, loaded and protected the way the wizard does it (48 training images of 28x28)."""
-    folder = tmp_path_factory.mktemp("study")
-    with np.load(medmnist_dir / "breastmnist.npz") as d:
-        arrays = {k: d[k][:48] if k.startswith("train") else d[k][:16] for k in d.files}
-    np.savez_compressed(folder / "breast.npz", **arrays)
-    settings = _settings()
-    state = WizardState(inputs=[folder / "breast.npz"])
-    state.load_result = services.load(state.inputs, settings)
-    state.excluded = state.default_excluded()
-    run = services.protect(state.selected_series, settings)
-    state.protect_result, state.protect_settings = run.result, settings.copy()
-    state.protected_ids = [s.id for s in run.series]
-    return state, arrays
+@pytest.fixture
+def protected(protected_breast):
+    """The BreastMNIST subset (48 training images of 28x28), loaded and protected as the wizard does it."""
+    return protected_breast
 
 
 def _ctx(state) -> SimpleNamespace:
