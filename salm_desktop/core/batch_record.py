@@ -10,11 +10,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from salm_desktop import __version__
 
 if TYPE_CHECKING:
     from salm_desktop.core.batch import BatchJob, Unit
-    from salm_desktop.core.export.manifest import Manifest
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -58,6 +56,7 @@ def _assemble_into(assembled: Path, job: BatchJob, units: list[Unit], units_dir:
                    ) -> dict[str, Any]:
     from salm_desktop.core.export.deid import STEWARD_FILE, write_steward_record
     from salm_desktop.core.export.manifest import Manifest, file_entries
+    from salm_desktop.core.fidelity.metrics import JobFidelity, pooled_fidelity
 
     private = deid is not None and deid.enabled
     unit_manifests: list[dict[str, Any]] = []
@@ -81,11 +80,13 @@ def _assemble_into(assembled: Path, job: BatchJob, units: list[Unit], units_dir:
         skipped.extend(manifest.get("skipped", []))
         unit_manifests.append({"unit": unit_name(unit.id), "summary": manifest.get("summary", {}),
                                "series": manifest.get("series", []),
+                               "fidelity": (manifest.get("fidelity") or {}).get("series", []),
                                "report": f"reports/{unit_name(unit.id)}/report.html" if (unit_dir / "report.html").exists() else None})
 
     summary = _job_summary(unit_manifests)
+    fidelity = pooled_fidelity([s for u in unit_manifests for s in u.pop("fidelity")])
     document = Manifest(settings=job.settings.as_dict(), summary=summary, files=files, skipped=skipped,
-                        series=[s for u in unit_manifests for s in u["series"]], uid_map=uid_map,
+                        series=[s for u in unit_manifests for s in u["series"]], uid_map=uid_map, fidelity=fidelity,
                         batch={"job": job.name, "fingerprint": fingerprint, "units": len(units)}, units=unit_manifests)
     steward_table: dict[str, Any] = {"uid_map": {}, "patients": {}, "series_ids": {}, "private_attributes_dropped": 0}
     if private:
@@ -100,9 +101,12 @@ def _assemble_into(assembled: Path, job: BatchJob, units: list[Unit], units_dir:
                 steward_table[key].update(record.get(key, {}))
             steward_table["private_attributes_dropped"] += int(record.get("private_attributes_dropped") or 0)
         steward_table["units"] = {unit_name(u.id): u.id for u in units}
-    if job.report:
-        _write_job_report(assembled, job, document)
-        files.extend(file_entries(assembled, [assembled / "report.html", assembled / "report.pdf"]))
+    if job.report:  # the one report writer, for a record with units
+        from salm_desktop.core.fidelity.report import write_report
+
+        written = write_report(assembled, JobFidelity(), settings=document.settings, summary=summary,
+                               skipped=document.skipped, units=unit_manifests, numbers=fidelity)
+        files.extend(file_entries(assembled, [written["pdf"], written["html"]]))
     document.write(assembled)
     if private:
         write_steward_record(deid.steward, release=final, options=deid.options, table=steward_table, skipped=skipped)
@@ -131,51 +135,3 @@ def _job_summary(unit_manifests: list[dict[str, Any]]) -> dict[str, Any]:
         "max_abs_change_native": max(float(s.get("max_abs_change_native") or 0) for s in summaries),
         "psnr_db_min": min((float(s["psnr_db"]) for s in summaries if s.get("psnr_db") is not None), default=None),
     }
-
-
-def _write_job_report(folder: Path, job: BatchJob, document: Manifest) -> None:
-    """The job's report: one row per series with its numbers and a link to the series' full report."""
-    import html
-
-    from matplotlib.backends.backend_pdf import PdfPages
-    from matplotlib.figure import Figure
-
-    rows = []
-    for unit in document.units or []:
-        s = unit["summary"]
-        rows.append([unit["unit"], str(s.get("samples", "")), f"{float(s.get('psnr_db') or 0):.1f}",
-                     f"{float(s.get('ssim') or 0):.4f}", f"{100 * float(s.get('fraction_pixels_changed') or 0):.1f} %",
-                     f"{float(s.get('max_abs_change_native') or 0):.4g}", unit.get("report") or ""])
-    head = ["series", "samples", "PSNR dB", "SSIM", "pixels changed", "max change (native)", "full report"]
-    summary = document.summary
-    lines = [
-        f"Job {job.name}: {summary.get('samples')} samples in {summary.get('series')} series, method {summary.get('method')}, "
-        f"epsilon {float(summary.get('epsilon') or 0):.4f}, device {summary.get('device')}, {summary.get('seconds')} s.",
-        f"Skipped or failed inputs: {len(document.skipped)}.",
-    ]
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r[:-1])
-        + (f"<td><a href=\"{html.escape(r[-1])}\">report</a></td>" if r[-1] else "<td></td>") + "</tr>" for r in rows)
-    skipped = "".join(f"<li>{html.escape(Path(s['path']).name)}: {html.escape(s['reason'])}</li>" for s in document.skipped)
-    (folder / "report.html").write_text(
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>SALM Desktop batch job report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "table{border-collapse:collapse}</style></head><body>"
-        f"<h1>Clinical-fidelity report: job {html.escape(job.name)}</h1>"
-        + "".join(f"<p>{html.escape(line)}</p>" for line in lines)
-        + "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + f"</tr>{body}</table>"
-        + (f"<h2>Skipped</h2><ul>{skipped}</ul>" if skipped else "")
-        + f"<p>SALM Desktop {__version__}. Each series' report has its histograms, slices and difference maps.</p>"
-        "</body></html>", encoding="utf-8")
-    with PdfPages(folder / "report.pdf") as pdf:
-        per_page = 25
-        for start in range(0, max(len(rows), 1), per_page):
-            fig = Figure(figsize=(11.69, 8.27))
-            fig.text(0.05, 0.95, f"Clinical-fidelity report: job {job.name}", fontsize=14, weight="bold")
-            for i, line in enumerate(lines):
-                fig.text(0.05, 0.91 - 0.03 * i, line, fontsize=9)
-            chunk = [r[:-1] for r in rows[start:start + per_page]] or [["-"] * (len(head) - 1)]
-            ax = fig.add_axes((0.05, 0.05, 0.9, 0.78))
-            ax.axis("off")
-            ax.table(cellText=chunk, colLabels=head[:-1], loc="upper left").auto_set_font_size(True)
-            pdf.savefig(fig)

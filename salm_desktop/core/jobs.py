@@ -8,6 +8,7 @@ atomic rename), so a cancelled or failed job leaves nothing half-written.
 
 from __future__ import annotations
 
+import errno
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,31 +114,22 @@ def run_protect_job(
     out_dir: str | Path,
     settings: ProtectSettings,
     *,
-    labels: str | None = None,
-    splits: Sequence[str] = ("train",),
-    formats: str = "auto",
     report: bool = True,
     progress: Progress | None = None,
-    overwrite: bool = False,
     roi: str | Path | None = None,
     efficacy: dict[str, Any] | None = None,
-    loaded: LoadResult | None = None,
-    result: ProtectResult | None = None,
     deid: Any = None,
     steward_record: str | Path | None = None,
-    keys: str | Path | None = None,
     release_info: Any = None,
+    **protect_options: Any,
 ) -> JobResult:
     """Load ``inputs``, protect them with ``settings`` (a ProtectSettings), write the protected copy in
     the inputs' own formats under ``out_dir`` with manifest.json and (``report=True``) report.html/.pdf.
 
-    npz inputs: only the ``splits`` listed are protected; the others are copied unchanged. ``roi`` is
-    an optional label map (e.g. NRRD) whose ROI statistics go into the report. ``loaded`` lets a caller
-    (the GUI) pass an already loaded :class:`LoadResult`; with it, ``result`` (a ProtectResult of those
-    series, e.g. the one the user reviewed) is written as it is instead of protecting again (the caller
-    keeps ownership and closes it). ``keys``: a new folder outside the release for the ownership keys
-    (core/ownership; the release gets their mark). Raises :class:`JobError` (one-line message) and :class:`Cancelled`;
-    in both cases nothing is left under ``out_dir``.
+    ``protect_options`` are :func:`protect_job`'s (``labels``, ``splits``, ``formats``, ``overwrite``,
+    ``loaded``, ``result``, ``keys``). ``roi`` is an optional label map (e.g. NRRD) whose ROI statistics
+    go into the report. Raises :class:`JobError` (one-line message) and :class:`Cancelled`; in both
+    cases nothing is left under ``out_dir``.
 
     ``deid`` (a DeidOptions; default: de-identify) and ``steward_record`` (the private record's folder;
     default ``<out>.steward`` next to the release) are checked before anything is computed.
@@ -146,8 +138,7 @@ def run_protect_job(
     """
     progress = progress or Progress()
     deid = prepare_deid(deid, out_dir, steward_record, inputs)
-    job = protect_job(inputs, out_dir, settings, labels=labels, splits=splits, formats=formats, progress=progress,
-                      overwrite=overwrite, loaded=loaded, result=result, keys=keys)
+    job = protect_job(inputs, out_dir, settings, progress=progress, **protect_options)
     return write_job(job, report=report, progress=progress, roi=roi, efficacy=efficacy, deid=deid,
                      release_info=release_info)
 
@@ -181,6 +172,12 @@ def protect_job(
     keys: str | Path | None = None,
 ) -> ProtectedJob:
     """The first half of :func:`run_protect_job`: checks, load and protect; nothing is written.
+
+    npz inputs: only the ``splits`` listed are protected; the others are copied unchanged. ``loaded``
+    lets a caller (the GUI) pass an already loaded :class:`LoadResult`; with it, ``result`` (a
+    ProtectResult of those series, e.g. the one the user reviewed) is written as it is instead of
+    protecting again (the caller keeps ownership and closes it). ``keys``: a new folder outside the
+    release for the ownership keys (core/ownership; the release gets their mark).
 
     The caller must pass the returned job to :func:`write_job` or close it.
     """
@@ -256,6 +253,10 @@ def _protect_locked(inputs: list[Path], out: Path, settings: ProtectSettings, la
             for attempt in range(3 + len({p for s, _ in plan for p in s.files})):
                 try:
                     result = protect_series(to_protect, settings, progress)
+                    gone = [p for s in to_protect for p in s.files if not Path(p).exists()]
+                    if gone and attempt < 2 + unreadable:  # read, then deleted: protect the others again
+                        result.close()
+                        raise FileNotFoundError(errno.ENOENT, "input file disappeared after loading", str(gone[0]))
                     break
                 except (ValueError, OSError) as exc:
                     bad = unreadable_input(exc)

@@ -5,21 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (
-    QDialog,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-)
+from PySide6.QtWidgets import QDialog, QFileDialog, QPlainTextEdit, QPushButton
 
 from .context import Context
 from .batch_queue import BatchQueue
-from .widgets import fill_table, hint, make_table
+from .widgets import column, fill_table, hint, line_edit, make_table, progress_bar, push_button, row
 from .workers import Worker, WorkerHost
 
 COLUMNS = ["Input", "Status", "Output", "Message"]
@@ -39,47 +29,29 @@ class BatchDialog(QDialog, WorkerHost):
         self.table = make_table()
         self.add_button = QPushButton("Add folder…")
         self.remove_button = QPushButton("Remove")
-        self.out_root = QLineEdit(ctx.store.last_folder("batch_output"))
-        self.out_root.setPlaceholderText("Folder that receives one <name>_protected folder per input")
+        self.out_root = line_edit(ctx.store.last_folder("batch_output"),
+                                  "Folder that receives one <name>_protected folder per input")
         self.out_browse = QPushButton("Choose…")
-        self.cluster = QLineEdit("")
-        self.cluster.setPlaceholderText("optional: local:2 (worker processes here) or tcp://scheduler:8786; see docs/cluster.md")
-        self.cluster.setToolTip("Run the queue's units on a Dask cluster (pip install \"salm-desktop[cluster]\"). "
-                                "Empty: in this process.")
+        self.cluster = line_edit("", "optional: local:2 (worker processes here) or tcp://scheduler:8786; see docs/cluster.md",
+                                 "Run the queue's units on a Dask cluster (pip install \"salm-desktop[cluster]\"). "
+                                 "Empty: in this process.")
         self.run_button = QPushButton("Run queue")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
+        self.cancel_button = push_button("Cancel", enabled=False)
+        self.progress = progress_bar()
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
 
-        row = QHBoxLayout()
-        row.addWidget(self.add_button)
-        row.addWidget(self.remove_button)
-        row.addStretch(1)
-        out = QHBoxLayout()
-        out.addWidget(QLabel("Output root"))
-        out.addWidget(self.out_root, 1)
-        out.addWidget(self.out_browse)
-        cluster_row = QHBoxLayout()
-        cluster_row.addWidget(QLabel("Cluster"))
-        cluster_row.addWidget(self.cluster, 1)
-        run = QHBoxLayout()
-        run.addWidget(self.run_button)
-        run.addWidget(self.cancel_button)
-        run.addWidget(self.progress, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(hint("Each folder is loaded, protected with the current settings (step 2) and exported to "
-                              "<output root>/<folder name> with its own manifest and report. A folder that fails is "
-                              "reported and the queue goes on. After a cancel, running the queue again with the same "
-                              "settings resumes: finished series are not redone."))
-        layout.addLayout(row)
-        layout.addWidget(self.table, 1)
-        layout.addLayout(out)
-        layout.addLayout(cluster_row)
-        layout.addLayout(run)
-        layout.addWidget(self.log, 1)
+        column(self,
+               hint("Each folder is loaded, protected with the current settings (step 2) and exported to "
+                    "<output root>/<folder name> with its own manifest and report. A folder that fails is "
+                    "reported and the queue goes on. After a cancel, running the queue again with the same "
+                    "settings resumes: finished series are not redone."),
+               row(self.add_button, self.remove_button, 1),
+               (self.table, 1),
+               row("Output root", (self.out_root, 1), self.out_browse),
+               row("Cluster", (self.cluster, 1)),
+               row(self.run_button, self.cancel_button, (self.progress, 1)),
+               (self.log, 1))
 
         self.add_button.clicked.connect(self._choose_folder)
         self.remove_button.clicked.connect(self._remove)

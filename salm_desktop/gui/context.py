@@ -45,10 +45,9 @@ class Context(QObject):
         still hold its mark (the thread's finished signal is queued after the result)."""
         return any(count > 0 for name, count in self._busy.items() if name != owner)
 
-    exporting = False  # set by the export page while its worker runs
-
-    def busy_exporting(self) -> bool:
-        return bool(self.exporting)
+    def busy_with(self, owner: str) -> bool:
+        """Whether ``owner`` (e.g. ``"export"``) holds a busy mark now."""
+        return self._busy.get(owner, 0) > 0
 
     @property
     def busy(self) -> bool:

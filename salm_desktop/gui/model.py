@@ -20,6 +20,8 @@ from .protect_status import (ROUND_LOG, ProtectStatus, RoundPoint, device_label,
 from .review_export import FIDELITY_COLUMNS, default_output_dir, fidelity_rows  # noqa: F401
 
 if TYPE_CHECKING:
+    from salm_desktop.core.jobs import JobResult
+    from salm_desktop.core.protect.result import ProtectResult
     from salm_desktop.core.protect.settings import ProtectSettings
 
 METHODS = [("salm", "SALM (sparse local mask)"), ("em", "EM (full image, baseline)"), ("random", "Random noise (baseline)")]
@@ -375,20 +377,18 @@ class WizardState:
     inputs: list[Path] = field(default_factory=list)
     load_result: LoadResult | None = None
     excluded: set[str] = field(default_factory=set)  # series ids the user unticked
-    protect_result: Any = None
+    protect_result: ProtectResult | None = None
     protect_settings: WizardSettings | None = None  # the settings of the run behind protect_result
     protected_ids: list[str] = field(default_factory=list)
-    export_result: Any = None
+    export_result: JobResult | None = None
 
     @staticmethod
-    def close_result(result: Any) -> None:
+    def close_result(result: ProtectResult) -> None:
         """Free a protection result's temporary stores (the wizard owns the results it made)."""
-        close = getattr(result, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception:
-                pass
+        try:
+            result.close()
+        except OSError:  # a temporary store already gone: nothing left to free
+            pass
 
     @property
     def series(self) -> list[Series]:

@@ -19,21 +19,11 @@ import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QObject, QSettings, Signal
-from PySide6.QtWidgets import (
-    QComboBox,
-    QDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QVBoxLayout,
-)
+from PySide6.QtWidgets import QComboBox, QDialog, QLabel, QLineEdit, QPushButton
 
 from salm_desktop.core.pacs import Selection, StudyQuery, find_studies, retrieve, send_release
 
-from .widgets import fill_table, hint, make_table
+from .widgets import column, fill_table, form_layout, hint, make_table, progress_bar, row
 from .workers import Worker, WorkerHost
 
 COLUMNS = ["Date", "Patient ID", "Patient", "Accession", "Modalities", "Description", "Instances", "Study UID"]
@@ -54,6 +44,15 @@ def remember_server(qs: QSettings, spec: str) -> None:
     qs.sync()
 
 
+def server_box(qs: QSettings) -> QComboBox:
+    """An editable server field offering the servers used before."""
+    box = QComboBox()
+    box.setEditable(True)
+    box.addItems(saved_servers(qs))
+    box.setPlaceholderText("dicomweb:https://HOST/dicom-web  or  dimse:AET@HOST:PORT")
+    return box
+
+
 class PacsDialog(QDialog, WorkerHost):
     retrieved = Signal(str)  # the private folder holding the retrieved study
 
@@ -67,10 +66,7 @@ class PacsDialog(QDialog, WorkerHost):
         self.folder: Path | None = None
         self.result = None  # the last RetrieveResult
 
-        self.server = QComboBox()
-        self.server.setEditable(True)
-        self.server.addItems(self.saved_servers())
-        self.server.setPlaceholderText("dicomweb:https://HOST/dicom-web  or  dimse:AET@HOST:PORT")
+        self.server = server_box(qsettings)
         self.patient_id, self.accession = QLineEdit(), QLineEdit()
         self.date_from, self.date_to, self.modality = QLineEdit(), QLineEdit(), QLineEdit()
         for box in (self.date_from, self.date_to):
@@ -82,32 +78,16 @@ class PacsDialog(QDialog, WorkerHost):
         self.cancel_button.setEnabled(False)
         self.table = make_table()
         self.status = QLabel("")
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
+        self.progress = progress_bar()
 
-        form = QFormLayout()
-        form.addRow("Server", self.server)
-        form.addRow("Patient ID", self.patient_id)
-        form.addRow("Accession number", self.accession)
-        dates = QHBoxLayout()
-        dates.addWidget(self.date_from)
-        dates.addWidget(QLabel("to"))
-        dates.addWidget(self.date_to)
-        form.addRow("Study date", dates)
-        form.addRow("Modality", self.modality)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.search_button)
-        buttons.addWidget(self.retrieve_button)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.progress, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(hint("Credentials are read from the environment (SALM_PACS_USER, SALM_PACS_PASSWORD_FILE, "
-                              "SALM_PACS_TOKEN_FILE; see docs/pacs.md), never stored here. The study is retrieved "
-                              "into a private temporary folder that is removed when you are done."))
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.table, 1)
-        layout.addWidget(self.status)
+        form = form_layout([("Server", self.server), ("Patient ID", self.patient_id), ("Accession number", self.accession),
+                            ("Study date", row(self.date_from, "to", self.date_to)), ("Modality", self.modality)])
+        column(self,
+               hint("Credentials are read from the environment (SALM_PACS_USER, SALM_PACS_PASSWORD_FILE, "
+                    "SALM_PACS_TOKEN_FILE; see docs/pacs.md), never stored here. The study is retrieved "
+                    "into a private temporary folder that is removed when you are done."),
+               form, row(self.search_button, self.retrieve_button, self.cancel_button, (self.progress, 1)),
+               (self.table, 1), self.status)
 
         self.search_button.clicked.connect(self.search)
         self.retrieve_button.clicked.connect(self.retrieve_selected)
@@ -279,31 +259,19 @@ class SendDialog(QDialog, WorkerHost):
         self.release, self.original_uids, self.qs = Path(release), set(original_uids), qsettings
         self.worker: Worker | None = None
         self.report = None
-        self.server = QComboBox()
-        self.server.setEditable(True)
-        self.server.addItems(saved_servers(qsettings))
-        self.server.setPlaceholderText("dicomweb:https://HOST/dicom-web  or  dimse:AET@HOST:PORT")
+        self.server = server_box(qsettings)
         self.send_button, self.cancel_button = QPushButton("Send"), QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
+        self.progress = progress_bar()
         self.status = QLabel("")
         self.table = make_table()
         fill_table(self.table, SEND_COLUMNS, [])
-        form = QFormLayout()
-        form.addRow("Server", self.server)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.send_button)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.progress, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(hint(f"Sends every DICOM file of {self.release} as it is (the protected, de-identified "
-                              "copy). Originals are never sent back. Credentials come from the environment "
-                              "(docs/pacs.md)."))
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.table, 1)
-        layout.addWidget(self.status)
+        column(self,
+               hint(f"Sends every DICOM file of {self.release} as it is (the protected, de-identified "
+                    "copy). Originals are never sent back. Credentials come from the environment "
+                    "(docs/pacs.md)."),
+               form_layout([("Server", self.server)]), row(self.send_button, self.cancel_button, (self.progress, 1)),
+               (self.table, 1), self.status)
         self.send_button.clicked.connect(self.send)
         self.cancel_button.clicked.connect(self.cancel)
 

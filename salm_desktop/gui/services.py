@@ -90,7 +90,8 @@ def series_fidelity(series: Series, result: "ProtectResult", progress: Progress 
     indices = list(range(n)) if n <= max_samples else [int(i) for i in np.linspace(0, n - 1, max_samples).round()]
     fid = SeriesFidelity.for_series(series)
     for k, i in enumerate(indices):
-        fid.add(i, series.samples[i].read(), np.asarray(result.protected(series.id, i), np.float32))
+        original = series.samples[i].read()  # decoded once, for the noise and the numbers
+        fid.add(i, original, np.asarray(result.protected_from(series.id, i, original), np.float32))
         if progress is not None and k % 16 == 0:
             progress.update("fidelity", k, len(indices), f"series {series.id}")
     d = fid.as_dict()
@@ -108,7 +109,7 @@ def series_fidelity(series: Series, result: "ProtectResult", progress: Progress 
     return numbers
 
 
-def export(state_series: Sequence[Series], result: "ProtectResult | None", inputs: Sequence[Path], out_dir: Path,
+def export(result: ProtectResult, inputs: Sequence[Path], out_dir: Path,
            settings: WizardSettings, splits: Sequence[str], progress: Progress | None = None,
            loaded: LoadResult | None = None, overwrite: bool = False,
            keys: Path | None = None, **job_kwargs: Any) -> "JobResult":
@@ -116,7 +117,7 @@ def export(state_series: Sequence[Series], result: "ProtectResult | None", input
 
     ``loaded`` is the wizard's LoadResult restricted to what the user kept (npz splits that are not
     protected are still passed so that they are copied unchanged); with it, ``result`` (the reviewed
-    protection) is written as it is.
+    protection, a :class:`ProtectResult` of those series) is written as it is.
     """
     from salm_desktop.core.jobs import run_protect_job
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QFormLayout, QHeaderView, QLabel, QLayout, QMessageBox, QSplitter, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QBoxLayout, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLayout, QLineEdit, QMessageBox,
+                               QProgressBar, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QWidget)
+
+#: what :func:`row` and :func:`column` lay out: a widget or layout, optionally with its stretch factor;
+#: a string (a plain label); an int (a stretchable space of that factor)
+Item = Union[QWidget, QLayout, str, int, tuple]
 
 
 def fill_table(table: QTableWidget, columns: Sequence[str], rows: Sequence[Sequence[str]],
@@ -71,12 +76,59 @@ def form_layout(rows: Sequence[tuple[str, QWidget | QLayout]]) -> QFormLayout:
     return form
 
 
-def page_layout(page: QWidget, title: str, text: str) -> QVBoxLayout:
-    """A wizard page's layout, started with its heading and its hint."""
-    layout = QVBoxLayout(page)
-    layout.addWidget(heading(title))
-    layout.addWidget(hint(text))
+def _lay_out(layout: QBoxLayout, items: Sequence[Item]) -> QBoxLayout:
+    for item in items:
+        stretch = 0
+        if isinstance(item, tuple):
+            item, stretch = item
+        if isinstance(item, int):
+            layout.addStretch(item)
+        elif isinstance(item, str):
+            layout.addWidget(QLabel(item), stretch)
+        elif isinstance(item, QLayout):
+            layout.addLayout(item, stretch)
+        else:
+            layout.addWidget(item, stretch)
     return layout
+
+
+def row(*items: Item) -> QHBoxLayout:
+    """A horizontal layout of ``items`` (see :data:`Item`): ``row(start, cancel, (progress, 1))``."""
+    return _lay_out(QHBoxLayout(), items)
+
+
+def column(parent: QWidget | None, *items: Item) -> QVBoxLayout:
+    """A vertical layout of ``items`` (see :data:`Item`), the layout of ``parent`` when one is given."""
+    return _lay_out(QVBoxLayout(parent), items)
+
+
+def page_layout(page: QWidget, title: str, text: str, *items: Item) -> QVBoxLayout:
+    """A wizard page's layout: its heading, its hint, then ``items`` (see :func:`column`)."""
+    return column(page, heading(title), hint(text), *items)
+
+
+def line_edit(text: str = "", placeholder: str = "", tip: str = "") -> QLineEdit:
+    edit = QLineEdit(text)
+    edit.setPlaceholderText(placeholder)
+    if tip:
+        edit.setToolTip(tip)
+    return edit
+
+
+def push_button(text: str, *, enabled: bool = True, name: str = "") -> QPushButton:
+    """A button, disabled until its action can run (``enabled=False``, e.g. Cancel), ``name`` for the tests."""
+    button = QPushButton(text)
+    button.setEnabled(enabled)
+    if name:
+        button.setObjectName(name)
+    return button
+
+
+def progress_bar() -> QProgressBar:
+    """A progress bar in thousandths (``ProgressEvent.fraction`` times 1000)."""
+    bar = QProgressBar()
+    bar.setRange(0, 1000)
+    return bar
 
 
 def vertical_split(top: QWidget, bottom: QWidget, sizes: Sequence[int]) -> QSplitter:

@@ -32,7 +32,8 @@ def cohort(data_dir: Path, tmp_path: Path) -> Path:
 
 
 def _config(cohort: Path, **settings) -> Path:
-    values = {"method": "random", "labels": "clusters:2", "seed": 5, **settings}
+    # no reports unless a test reads them: the report writer is tested by the test that reads the report
+    values = {"method": "random", "labels": "clusters:2", "seed": 5, "report": False, **settings}
     lines = ['output = "out"', 'inputs = ["cohort/study1", "cohort/study2"]', "[settings]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path = cohort.parent / "batch.toml"
@@ -52,25 +53,43 @@ def test_units_split_large_series_and_pack_small_ones(cohort: Path) -> None:
 
 
 def test_batch_runs_every_job_and_reports_skipped_inputs(cohort: Path, capsys) -> None:
-    code = main(["batch", "--config", str(_config(cohort)), "--json"])
+    code = main(["batch", "--config", str(_config(cohort, report=True)), "--json"])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 3  # finished, with broken.dcm skipped
     jobs = {line["job"]: line for line in lines if line["event"] == "job"}
     assert jobs["study1"]["status"] == jobs["study2"]["status"] == "done"
     assert any("broken.dcm" in s["path"] for s in jobs["study2"]["skipped"])
     assert any(line["event"] == "progress" and line["stage"] == "protect" for line in lines)
+    # the background writer's log lines reach the batch listener (here the CLI's), its progress events do not
+    written = [line["message"] for line in lines if line["event"] == "log" and "written" in line["message"]]
+    assert len(written) == 3  # two units of study1, one of study2
+    stages = {line["stage"] for line in lines if line["event"] in ("progress", "log")}
+    assert stages >= {"load", "protect", "log"} and "export" not in stages  # the writer does not overdraw the bar
     out = cohort.parent / "out"
     manifest = json.loads((out / "study1" / "manifest.json").read_text())
     assert manifest["summary"]["samples"] == 31 and len(manifest["units"]) == 2
     for entry in manifest["files"]:
         assert hashlib.sha256((out / "study1" / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
     assert (out / "study1" / "prostate" / "000000.dcm").is_file() and (out / "study1" / "report.pdf").is_file()
+    # one record, one report: the job's fidelity pools its units' series, and the report (the single job's
+    # writer) lists every unit with a link to the unit's own report
+    fidelity = manifest["fidelity"]
+    assert len(fidelity["series"]) == len(manifest["series"]) == 3 and fidelity["job"]["samples"] == 31
+    pixels = sum(s["pixels"] for s in fidelity["series"])
+    assert fidelity["job"]["pixels"] == pixels
+    assert fidelity["job"]["max_abs_change_native"] == max(s["max_abs_change_native"] for s in fidelity["series"])
+    assert fidelity["job"]["fraction_changed"] == pytest.approx(
+        sum(s["fraction_changed"] * s["pixels"] for s in fidelity["series"]) / pixels)
+    page = (out / "study1" / "report.html").read_text(encoding="utf-8")
+    assert "id='units'" in page and "id='series-table'" in page
+    for unit in manifest["units"]:
+        assert f"<a href='{unit['report']}'>" in page and (out / "study1" / unit["report"]).is_file()
     summary = json.loads((out / "batch-summary.json").read_text())
     assert [j["status"] for j in summary["jobs"]] == ["done", "done"]
     assert not [p for p in out.iterdir() if "partial" in p.name]
 
     # A rerun finds everything done and redoes nothing.
-    assert main(["batch", "--config", str(_config(cohort))]) == 3
+    assert main(["batch", "--config", str(_config(cohort, report=True))]) == 3
     assert "already done" in capsys.readouterr().out
 
 
@@ -164,12 +183,3 @@ def test_pipelined_batch_writes_what_the_sequential_one_writes(cohort: Path, tmp
         ours = _digests(cohort.parent / "out" / job)
         assert ours and ours == _digests(sequential_root / "out" / job)
     assert pipelined.jobs[0].summary["fraction_pixels_changed"] > 0.01
-
-
-def test_writer_log_lines_reach_the_batch_listener_without_its_progress_events(cohort: Path) -> None:
-    events = []
-    run_batch(load_config(_config(cohort)), Progress(events.append))
-    written = [e.message for e in events if e.stage == "log" and "written" in e.message]
-    assert len(written) == 3  # two units of study1, one of study2
-    assert {e.stage for e in events} >= {"load", "protect", "log"}
-    assert "export" not in {e.stage for e in events}  # the background writer does not overdraw the bar

@@ -18,6 +18,9 @@ from salm_desktop.core.protect import ProtectSettings
 from salm_desktop.core.studies import load_paths
 
 
+READS_PER_SAMPLE = 2  # the engine reads each sample once, the writer once (it was 4: a summary pass and a second export read)
+
+
 def _hashes(root: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -316,3 +319,26 @@ def test_protect_skipping_unreadable_fails_clearly_when_nothing_readable_is_left
     assert len(series) == 1  # the header passes the scan; only decoding fails
     with pytest.raises(JobError, match="nothing left to protect.*broken_j2k.dcm"):
         protect_skipping_unreadable(series, ProtectSettings(method="random", seed=0, device="cpu"))
+
+
+def test_the_change_figures_are_measured_once_on_the_values_written(ct_copy, tmp_path, monkeypatch):
+    """#17: no summary pass of the engine decodes the samples again; the export measures what it writes."""
+    from collections import Counter
+
+    from salm_desktop.core.model import Sample
+
+    reads: Counter = Counter()
+    real_read = Sample.read
+
+    def counting_read(self):
+        reads[Path(self.source.path).name] += 1
+        return real_read(self)
+
+    monkeypatch.setattr(Sample, "read", counting_read)
+    result = run_protect_job([ct_copy], tmp_path / "out", _settings(), report=False)
+    assert reads == {"01.dcm": READS_PER_SAMPLE, "02.dcm": READS_PER_SAMPLE, "03.dcm": READS_PER_SAMPLE}
+    job = result.fidelity["job"]
+    assert result.summary["fraction_pixels_changed"] == job["fraction_changed"] > 0
+    assert result.summary["max_abs_change_native"] == job["max_abs_change_native"] > 0
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["summary"]["fraction_pixels_changed"] == manifest["fidelity"]["job"]["fraction_changed"]

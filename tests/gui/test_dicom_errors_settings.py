@@ -270,7 +270,7 @@ def test_cancelled_export_leaves_nothing_behind(qtbot, drive, window, shoulder, 
     held, release = threading.Event(), threading.Event()
 
     def held_export(*args, **kwargs):
-        progress = args[6] if len(args) > 6 else kwargs["progress"]
+        progress = args[5] if len(args) > 5 else kwargs["progress"]
 
         def hold(event):
             if event.stage != "log" and event.done > 0 and not held.is_set():

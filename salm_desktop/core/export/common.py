@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from salm_desktop.core.export.deid import DicomDeidentifier
     from salm_desktop.core.progress import Progress
 
-# ``protected(sample_index) -> native float32 array`` or ``None`` where the sample is copied unchanged.
-ProtectedFn = Callable[[int], "np.ndarray | None"]
+# ``protected(sample_index, original) -> native float32 array`` or ``None`` where the sample is copied unchanged;
+# ``original`` is the sample's native values the writer has just decoded (each sample is decoded once for export).
+ProtectedFn = Callable[[int, np.ndarray], "np.ndarray | None"]
 
 
 Observer = Callable[[int, np.ndarray, np.ndarray], None]  # (sample index, original, written back) in native units
@@ -122,7 +123,8 @@ def iter_source_files(series: Series, progress: "Progress | None", done_offset: 
 
 def read_members(members: list[tuple[int, Sample]], protected: ProtectedFn) -> tuple[dict, dict]:
     """Original and protected native values of the samples of one source file, by sample index."""
-    return {index: sample.read() for index, sample in members}, {index: protected(index) for index, _ in members}
+    originals = {index: sample.read() for index, sample in members}
+    return originals, {index: protected(index, originals[index]) for index, _ in members}
 
 
 def reread_failure(path: Path, exc: BaseException) -> Skipped:

@@ -231,7 +231,7 @@ def write_dicom_series(series: Series, protected: ProtectedFn, ctx: WriteContext
     that carry the file's identifiers are replaced. A file that may show burned-in annotations is
     skipped with the reason unless the options allow it. Without one, identity is kept (internal use).
 
-    ``protected(i)`` gives the protected native values of sample ``i`` (or ``None``: unchanged
+    ``protected(i, original)`` gives the protected native values of sample ``i`` (or ``None``: unchanged
     pixels, but still a derived instance). ``observer(i, original, written)`` sees each sample's
     original native values and the native values the file now holds. A source file that can no longer
     be read is skipped with its reason; an OSError while writing (read-only, disk full) propagates.

@@ -37,7 +37,7 @@ def write_image_series(series: Series, protected: ProtectedFn, ctx: WriteContext
             with Image.open(path) as im:
                 mode = im.mode
             original = sample.read()
-            native = protected(index)
+            native = protected(index, original)
         except Exception as exc:  # noqa: BLE001 - a file that changed under us: skip it with the reason
             result.skipped.append(reread_failure(path, exc))
             continue

@@ -58,11 +58,11 @@ def write_npz_file(
         for i, sample in enumerate(series.samples):
             if progress is not None and i % 256 == 0:
                 progress.check()
-            native = protected(i)
+            original = sample.read()
+            native = protected(i, original)
             if native is None:
                 continue
             position = tuple(int(v) for v in (sample.source.index or (i,)))
-            original = sample.read()
             stored = stored_dtype_array(sample, native).astype(images.dtype, copy=False)
             if images[position].shape != stored.shape:
                 if images[position].size != stored.size:

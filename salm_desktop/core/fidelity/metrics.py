@@ -85,6 +85,14 @@ class _Region:
         if a.size:
             self.max_abs = max(self.max_abs, float(a.max()))
 
+    @classmethod
+    def from_dict(cls, numbers: dict[str, Any]) -> "_Region":
+        """The region behind :meth:`as_dict`'s figures (a unit's manifest): pixels, changed, sums, largest."""
+        pixels = int(numbers.get("pixels") or 0)
+        return cls(pixels=pixels, changed=int(round(float(numbers.get("fraction_changed") or 0) * pixels)),
+                   sum_abs=float(numbers.get("mean_abs_change_native") or 0) * pixels,
+                   max_abs=float(numbers.get("max_abs_change_native") or 0))
+
     def merge(self, other: "_Region") -> None:
         self.pixels += other.pixels
         self.changed += other.changed
@@ -305,27 +313,59 @@ class JobFidelity:
         return fid
 
     def summary(self) -> dict[str, Any]:
-        total, inside, outside = _Region(), _Region(), _Region()
-        sq, ssim_sum, ssim_n, samples = 0.0, 0.0, 0, 0
+        return _pooled((f.all_, f.inside, f.outside, f.sq_err_norm, f.ssim_sum, f.ssim_count, f.samples, f.unit)
+                       for f in self.series)
+
+    def change_figures(self) -> dict[str, float]:
+        """The protection summary's change figures (``protect.result.CHANGE_KEYS``) over every pixel written."""
+        total = _Region()
         for f in self.series:
             total.merge(f.all_)
-            inside.merge(f.inside)
-            outside.merge(f.outside)
-            sq += f.sq_err_norm
-            ssim_sum += f.ssim_sum
-            ssim_n += f.ssim_count
-            samples += f.samples
-        units = {f.unit for f in self.series}
-        return {
-            "samples": samples,
-            "psnr_db": psnr_from_mse(sq / total.pixels if total.pixels else 0.0),
-            "ssim": (ssim_sum / ssim_n) if ssim_n else None,
-            **total.as_dict(),
-            # native units differ between series (HU, arbitrary MR units, 8-bit): say so
-            "native_units": sorted(u or "native" for u in units),
-            "foreground": inside.as_dict(),
-            "background": outside.as_dict(),
-        }
+        return {"fraction_pixels_changed": total.changed / max(1, total.pixels), "max_abs_change_native": total.max_abs,
+                "max_abs_change_normalized": max((f.all_.max_abs / (f.window[1] - f.window[0]) for f in self.series),
+                                                 default=0.0)}
 
     def as_dict(self) -> dict[str, Any]:
         return {"job": self.summary(), "series": [f.as_dict() for f in self.series]}
+
+
+def _pooled(parts) -> dict[str, Any]:  # noqa: ANN001 - (all, inside, outside, squared error, SSIM sum, SSIM count, samples, unit)
+    """The whole-job numbers pooled over series."""
+    total, inside, outside = _Region(), _Region(), _Region()
+    sq, ssim_sum, ssim_n, samples, units = 0.0, 0.0, 0, 0, set()
+    for all_, fg, bg, sq_err, s_sum, s_count, n, unit in parts:
+        total.merge(all_)
+        inside.merge(fg)
+        outside.merge(bg)
+        sq += sq_err
+        ssim_sum += s_sum
+        ssim_n += s_count
+        samples += n
+        units.add(unit)
+    return {
+        "samples": samples,
+        "psnr_db": psnr_from_mse(sq / total.pixels if total.pixels else 0.0),
+        "ssim": (ssim_sum / ssim_n) if ssim_n else None,
+        **total.as_dict(),
+        # native units differ between series (HU, arbitrary MR units, 8-bit): say so
+        "native_units": sorted(u or "native" for u in units),
+        "foreground": inside.as_dict(),
+        "background": outside.as_dict(),
+    }
+
+
+def pooled_fidelity(series: list[dict[str, Any]]) -> dict[str, Any]:
+    """``JobFidelity.as_dict()`` of several jobs' series figures (a batch job's units, from their manifests).
+
+    The pooled figures are those of one job over the same series, but for PSNR and SSIM, which are
+    pooled from each series' value (its squared error from its PSNR, its SSIM weighted by its samples).
+    """
+    def part(d: dict[str, Any]):  # noqa: ANN202
+        all_ = _Region.from_dict(d)
+        psnr, n = d.get("psnr_db"), int(d.get("samples") or 0)
+        sq = all_.pixels * 10.0 ** (-float(psnr) / 10.0) if psnr is not None else 0.0
+        ssim = d.get("ssim")
+        return (all_, _Region.from_dict(d.get("foreground") or {}), _Region.from_dict(d.get("background") or {}), sq,
+                float(ssim) * n if ssim is not None else 0.0, n if ssim is not None else 0, n, d.get("unit") or "")
+
+    return {"job": _pooled(part(d) for d in series), "series": list(series)}

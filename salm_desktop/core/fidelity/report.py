@@ -206,16 +206,31 @@ def build_context(
     efficacy: dict[str, Any] | None = None,
     skipped: list[dict[str, str]] | None = None,
     created: str | None = None,
+    units: list[dict[str, Any]] | None = None,
+    numbers: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """What the report says. A batch job is a record with ``units`` (each ``{unit, summary, report}``
+    from the manifest) and their pooled ``numbers`` (``metrics.pooled_fidelity``); its series' figures
+    are in each unit's own report."""
     return {
         "created": created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "versions": software_versions(),
         "settings": settings,
         "summary": summary or {},
-        "fidelity": fidelity.as_dict(),
+        "fidelity": numbers if numbers is not None else fidelity.as_dict(),
         "efficacy": efficacy,
         "skipped": skipped or [],
+        "units": units or [],
     }
+
+
+UNIT_HEAD = ("unit", "samples", "PSNR dB", "SSIM", "pixels changed", "max |Δ| (native)")
+
+
+def _unit_row(unit: dict[str, Any]) -> list[str]:
+    s = unit.get("summary") or {}
+    return [str(unit.get("unit")), _fmt(s.get("samples")), _fmt(_psnr(s.get("psnr_db"))), _fmt(s.get("ssim")),
+            _fmt(s.get("fraction_pixels_changed"), 3), _fmt(s.get("max_abs_change_native"))]
 
 
 def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], images: dict[str, tuple[str, str]] | None = None) -> Path:
@@ -265,6 +280,14 @@ def write_html(path: Path, fidelity: JobFidelity, context: dict[str, Any], image
                 s["max_abs_change_native"], s["mean_abs_change_native"], s["fraction_changed"], s["unit"] or "native")) + "</tr>"
         )
     parts.append("</table>")
+    if context["units"]:
+        parts.append("<h2>Units</h2><p>Each unit's own report has its series' histograms, slices and difference "
+                     "maps.</p><table id='units'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in UNIT_HEAD)
+                     + "<th>report</th></tr>")
+        for unit in context["units"]:
+            link = f"<a href='{html.escape(unit['report'])}'>report</a>" if unit.get("report") else ""
+            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _unit_row(unit)) + f"<td>{link}</td></tr>")
+        parts.append("</table>")
     for fid, s in zip(fidelity.series, context["fidelity"]["series"]):
         parts += [f"<h3 id='series-{html.escape(fid.series_id)}'>Series {html.escape(fid.series_id)} "
                   f"({html.escape(fid.kind)}, {html.escape(fid.modality)})</h3><table>", _rows(_summary_pairs(s))]
@@ -336,6 +359,10 @@ def write_pdf(path: Path, fidelity: JobFidelity, context: dict[str, Any], images
         for row in s.get("roi", []):
             lines.append(f"      ROI {row['label']}: mean {row['mean_before']:.2f} -> {row['mean_after']:.2f} "
                          f"(Δ {row['mean_change']:+.3f}), std {row['std_before']:.2f} -> {row['std_after']:.2f} (Δ {row['std_change']:+.3f})")
+    if context["units"]:
+        lines += ["", "UNITS (each unit's own report has its series' figures)",
+                  "  " + "".join(f"{h:<14}" for h in UNIT_HEAD)]
+        lines += ["  " + "".join(f"{c:<14}" for c in _unit_row(unit)) for unit in context["units"]]
     if context["skipped"]:
         lines += ["", "SKIPPED INPUTS"] + [f"  {Path(i['path']).name}: {i['reason']}"[:110] for i in context["skipped"]]
     lines += ["", "SOFTWARE"] + [f"  {k:<20} {v}" for k, v in sorted(context["versions"].items())]
@@ -364,9 +391,13 @@ def write_report(
     efficacy: dict[str, Any] | None = None,
     skipped: list[dict[str, str]] | None = None,
     pdf: bool = True,
+    units: list[dict[str, Any]] | None = None,
+    numbers: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write report.html (and report.pdf) into ``out_dir``; returns their paths."""
-    context = build_context(fidelity, settings=settings, summary=summary, efficacy=efficacy, skipped=skipped)
+    """Write report.html (and report.pdf) into ``out_dir``; returns their paths (``units``, ``numbers``:
+    a batch job's, see :func:`build_context`)."""
+    context = build_context(fidelity, settings=settings, summary=summary, efficacy=efficacy, skipped=skipped,
+                            units=units, numbers=numbers)
     paths: dict[str, Path] = {}
     images: dict[str, tuple[str, str]] | None = None
     if pdf:  # each figure is drawn once, for the PDF and the HTML

@@ -384,9 +384,9 @@ class _Job(_JobInputs, _JobBudgets):
                     if sj == si:
                         labels[ki] = int(b.labels[pos])
             result._labels[ser.id] = labels
-        result.summary = job_summary(self, result, gen_seconds)
+        result.summary = summary = job_summary(self, gen_seconds)
         self.progress.update("protect", self.total, self.total, "done", round=self.rounds,
-                             surrogate_accuracy=result.summary["surrogate_accuracy"])
+                             surrogate_accuracy=summary["surrogate_accuracy"])
         return result
 
 def protect_series(series: Sequence[Series], settings: ProtectSettings | None = None,

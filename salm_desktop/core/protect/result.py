@@ -12,14 +12,60 @@ from salm_desktop.core.model import Series
 from .settings import ProtectSettings
 
 
+CHANGE_KEYS = ("fraction_pixels_changed", "max_abs_change_native", "max_abs_change_normalized")
+
+
 @dataclass
 class ProtectResult:
+    """The noise of every sample of ``series``, applied on demand (:meth:`protected`), and the job's
+    :attr:`summary`.
+
+    The summary's change figures (:data:`CHANGE_KEYS`) are measured once, where the pixels are: the
+    export measures the values it writes (``fidelity.metrics``) and hands them over with
+    :meth:`record_changes`; a caller that asks for the summary before any export (the wizard's protect
+    step) gets them measured here, once.
+    """
+
     series: list[Series]
     settings: ProtectSettings
-    summary: dict = field(default_factory=dict)
     _where: dict = field(default_factory=dict, repr=False)  # (series_id, index) -> (bucket, pos)
     _labels: dict = field(default_factory=dict, repr=False)  # series_id -> list[int]
     _eps: dict = field(default_factory=dict, repr=False)  # series_id -> budget in the normalized scale
+    _summary: dict = field(default_factory=dict, repr=False)  # the engine's figures (budgets, rounds, device)
+    _changes: dict | None = field(default=None, repr=False)  # CHANGE_KEYS, once measured
+
+    @property
+    def summary(self) -> dict:
+        if self._changes is None:
+            self._changes = self._measure_changes()
+        return {**self._summary, **self._changes}
+
+    @summary.setter
+    def summary(self, value: dict) -> None:
+        self._summary = {k: v for k, v in value.items() if k not in CHANGE_KEYS}
+        changes = {k: value[k] for k in CHANGE_KEYS if k in value}
+        self._changes = changes if len(changes) == len(CHANGE_KEYS) else self._changes
+
+    def record_changes(self, changes: dict) -> None:
+        """The change figures as the export measured them on the values it wrote (see :data:`CHANGE_KEYS`)."""
+        self._changes = {k: changes[k] for k in CHANGE_KEYS}
+
+    def _measure_changes(self) -> dict:
+        changed = numel = 0
+        max_native = max_norm = 0.0
+        for ser in self.series:
+            for index, sample in enumerate(ser.samples):
+                if (ser.id, index) not in self._where:
+                    continue
+                original = sample.read()
+                diff = np.abs(self.protected_from(ser.id, index, original).astype(np.float64) - original)
+                changed += int(np.count_nonzero(diff))
+                numel += diff.size
+                if diff.size:
+                    max_native = max(max_native, float(diff.max()))
+                    max_norm = max(max_norm, float(diff.max()) / ser.intensity.width)
+        return {"fraction_pixels_changed": changed / max(1, numel), "max_abs_change_native": max_native,
+                "max_abs_change_normalized": max_norm}
 
     def _series(self, series_id: str) -> Series:
         for s in self.series:
@@ -39,12 +85,13 @@ class ProtectResult:
         Pixels whose noise is zero keep their exact original values.
         """
         series = self._series(series_id)
-        return self._protected_from(series, index, series.samples[index].read())
+        return self.protected_from(series_id, index, series.samples[index].read())
 
-    def _protected_from(self, series: Series, index: int, native: np.ndarray) -> np.ndarray:
-        """:meth:`protected` from already decoded native values (the summary decodes each sample once)."""
+    def protected_from(self, series_id: str, index: int, native: np.ndarray) -> np.ndarray:
+        """:meth:`protected` from the sample's native values already decoded by the caller (a writer)."""
+        series = self._series(series_id)
         sample = series.samples[index]
-        d = self.delta(series.id, index)
+        d = self.delta(series_id, index)
         out = sample.stored.quantize(native + d * np.float32(series.intensity.width))
         return np.where(d == 0, native, out).astype(np.float32)
 
@@ -70,22 +117,9 @@ class ProtectResult:
                     store.close()
 
 
-def job_summary(job, result: ProtectResult, gen_seconds: float) -> dict:  # noqa: ANN001
-    """The summary of a finished job (``engine._Job``): budgets, change figures, rounds, device."""
-    changed = 0
-    numel = 0
-    max_native = 0.0
-    max_norm = 0.0
-    for ser in job.series:
-        for ki, smp in enumerate(ser.samples):
-            orig = smp.read()
-            prot = result._protected_from(ser, ki, orig)
-            diff = np.abs(prot.astype(np.float64) - orig)
-            changed += int(np.count_nonzero(diff))
-            numel += diff.size
-            if diff.size:
-                max_native = max(max_native, float(diff.max()))
-                max_norm = max(max_norm, float(diff.max()) / ser.intensity.width)
+def job_summary(job, gen_seconds: float) -> dict:  # noqa: ANN001
+    """The engine's summary of a finished job (``engine._Job``): budgets, rounds, device. Nothing is
+    decoded here: the change figures are the result's (see :attr:`ProtectResult.summary`)."""
     eps_native = {ser.id: ser.intensity.delta_to_native(job.eps_series[ser.id]) for ser in job.series}
     accs = list(job.accuracy.values())
     return {
@@ -107,9 +141,6 @@ def job_summary(job, result: ProtectResult, gen_seconds: float) -> dict:  # noqa
         "samples": sum(len(s.samples) for s in job.series),
         "series": len(job.series),
         "labels": job.s.labels,
-        "fraction_pixels_changed": changed / max(1, numel),
-        "max_abs_change_native": max_native,
-        "max_abs_change_normalized": max_norm,
         "surrogate_accuracy": (min(accs) if accs else None),
         "surrogate_loss": (max(job.loss.values()) if job.loss else None),
         "stop_round": (max(job.stop_round.values()) if job.stop_round else None),

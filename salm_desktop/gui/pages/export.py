@@ -10,31 +10,21 @@ from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QWidget,
-)
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QWidget
 
 from ..context import Context
 from ..deid_panel import DeidPanel
 from ..model import FORMATS
 from ..verify_dialog import OwnershipKeysOption
-from ..widgets import form_layout, page_layout
+from ..widgets import form_layout, line_edit, page_layout, progress_bar, push_button, row
 from ..workers import Worker
 from .presented_page import PresentedPage
-from .export_presenter import ExportPresenter
+from .export_presenter import EXPORT_OWNER, ExportPresenter
 
 
 class ExportPage(QWidget, PresentedPage):
     worker_name = "export"
+    busy_owner = EXPORT_OWNER
     finished = Signal(str)  # "done" | "cancelled" | "failed"
     batch_requested = Signal()
 
@@ -44,8 +34,7 @@ class ExportPage(QWidget, PresentedPage):
         self.worker: Worker | None = None
         self.presenter = ExportPresenter(self, ctx)
 
-        self.destination = QLineEdit()
-        self.destination.setPlaceholderText("An empty or new folder outside the input folders")
+        self.destination = line_edit(placeholder="An empty or new folder outside the input folders")
         self.browse = QPushButton("Choose…")
         self.format = QComboBox()
         for key, text in FORMATS:
@@ -55,13 +44,10 @@ class ExportPage(QWidget, PresentedPage):
         self.overwrite.setObjectName("overwrite")
         self.overwrite.setToolTip("Off: an existing, non-empty folder is never touched. On: it is replaced once "
                                   "the new copy is complete (the old one is removed only then).")
-        self.export_button = QPushButton("Export")
-        self.export_button.setObjectName("export_start")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
+        self.export_button = push_button("Export", name="export_start")
+        self.cancel_button = push_button("Cancel", enabled=False)
         self.batch_button = QPushButton("Batch queue…")
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
+        self.progress = progress_bar()
         self.status = QLabel("")
         self.summary = QPlainTextEdit()
         self.summary.setReadOnly(True)
@@ -79,40 +65,20 @@ class ExportPage(QWidget, PresentedPage):
         self.open_note = QLabel("")
         self.open_note.setWordWrap(True)
 
-        dest = QHBoxLayout()
-        dest.addWidget(self.destination, 1)
-        dest.addWidget(self.browse)
         self.ownership = OwnershipKeysOption(self)  # issue 14: secret ownership keys
-        form = form_layout([("Destination", dest), ("Format", self.format), ("", self.report), ("", self.overwrite),
-                            ("Ownership", self.ownership)])
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.export_button)
-        buttons.addWidget(self.cancel_button)
-        buttons.addStretch(1)
-        buttons.addWidget(self.batch_button)
-        opens = QHBoxLayout()
-        opens.addWidget(self.open_report)
-        opens.addWidget(self.open_folder)
-        opens.addWidget(self.report_path, 1)
-        opens.addWidget(self.copy_path)
-        opens.addWidget(self.send_button)
-
-        layout = page_layout(self, "6. Export",
-                             "The protected copy is written to a temporary folder and moved into place when it is "
-                             "complete; the originals are never changed. The manifest lists every file with its "
-                             "checksum, the settings and anything skipped.")
-        layout.addLayout(form)
         self.deid = DeidPanel(self)  # issue 15: de-identification preview, operator, purpose, private record
-        layout.addWidget(self.deid, 2)
+        form = form_layout([("Destination", row((self.destination, 1), self.browse)), ("Format", self.format),
+                            ("", self.report), ("", self.overwrite), ("Ownership", self.ownership)])
+        page_layout(self, "6. Export",
+                    "The protected copy is written to a temporary folder and moved into place when it is "
+                    "complete; the originals are never changed. The manifest lists every file with its "
+                    "checksum, the settings and anything skipped.",
+                    form, (self.deid, 2), row(self.export_button, self.cancel_button, 1, self.batch_button),
+                    self.progress, self.status, "Summary:", (self.summary, 1),
+                    row(self.open_report, self.open_folder, (self.report_path, 1), self.copy_path, self.send_button),
+                    self.open_note)
         self.destination.textChanged.connect(self.deid.set_destination)
         ctx.loaded.connect(lambda: self.deid.set_study(f for s in (ctx.state.series or []) for f in s.files))
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addWidget(QLabel("Summary:"))
-        layout.addWidget(self.summary, 1)
-        layout.addLayout(opens)
-        layout.addWidget(self.open_note)
 
         self.browse.clicked.connect(self._choose)
         self.export_button.clicked.connect(self.start)

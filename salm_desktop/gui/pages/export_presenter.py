@@ -8,11 +8,16 @@ the worker and forwards the user's actions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .. import services
 from ..model import default_output_dir, run_summary_lines
 from .presenting import common_unit
+
+if TYPE_CHECKING:
+    from salm_desktop.core.jobs import JobResult
+
+EXPORT_OWNER = "export"  # the name of this step's busy marks in the context (load and protect ask for it)
 
 
 class ExportView(Protocol):
@@ -38,11 +43,8 @@ class ExportView(Protocol):
     def emit_finished(self, outcome: str) -> None: ...
 
 
-def summary_lines(job_result, paths: dict, unit: str = "") -> list[str]:  # noqa: ANN001
+def summary_lines(job_result: JobResult, paths: dict, unit: str = "") -> list[str]:
     """The export summary in words and units: where things went, what was done, what was skipped."""
-    summary = getattr(job_result, "summary", None)
-    if summary is None and isinstance(job_result, dict):
-        summary = job_result.get("summary", job_result)
     lines = [f"Output folder: {paths.get('out_dir')}"]
     if paths.get("report"):
         lines.append(f"Report: {paths['report']}")
@@ -50,15 +52,13 @@ def summary_lines(job_result, paths: dict, unit: str = "") -> list[str]:  # noqa
         lines.append(f"Report (PDF): {paths['report_pdf']}")
     if paths.get("manifest"):
         lines.append(f"Manifest (every file with its checksum, the settings): {paths['manifest']}")
-    if getattr(job_result, "officer_pdf", None):  # issue 15: the record the data-protection officer signs
+    if job_result.officer_pdf:  # issue 15: the record the data-protection officer signs
         lines.append(f"Officer report (page 1 to sign): {job_result.officer_pdf}")
-    if isinstance(summary, dict):
-        lines += run_summary_lines(summary, unit)
-    skipped = getattr(job_result, "skipped", None) or []
-    if skipped:
-        lines.append(f"Skipped {len(skipped)} input(s):")
-        for s in skipped[:20]:
-            lines.append(f"  {getattr(s, 'path', s)}: {getattr(s, 'reason', '')}")
+    lines += run_summary_lines(job_result.summary, unit)
+    if job_result.skipped:
+        lines.append(f"Skipped {len(job_result.skipped)} input(s):")
+        for s in job_result.skipped[:20]:
+            lines.append(f"  {s.path}: {s.reason}")
     return lines
 
 
@@ -117,15 +117,14 @@ class ExportPresenter:
         self.unit = common_unit(series)
 
         def job(progress):  # noqa: ANN001 - runs on the worker thread
-            return services.export(series, result, inputs, out_dir, settings, splits, progress, loaded=loaded,
+            return services.export(result, inputs, out_dir, settings, splits, progress, loaded=loaded,
                                    overwrite=overwrite, keys=keys, **deid_kwargs)
 
         self.paths = {}
         self.view.clear_result()
         self.view.show_progress(0, "Exporting…")
         self.view.show_running(True)
-        self.ctx.set_busy(True)
-        self.ctx.exporting = True
+        self.ctx.set_busy(True, EXPORT_OWNER)
         self.view.start_worker(job, lambda job_result: self.done(job_result, out_dir))
         return True
 
@@ -135,7 +134,7 @@ class ExportPresenter:
             return
         self.view.show_progress(int(1000 * event.fraction), f"{event.stage}: {event.message}" if event.message else event.stage)
 
-    def done(self, job_result, out_dir: Path) -> None:  # noqa: ANN001
+    def done(self, job_result: JobResult, out_dir: Path) -> None:
         self.ctx.state.export_result = job_result
         self.paths = services.job_paths(job_result, out_dir)
         self.view.show_progress(1000, "Export finished.")
@@ -146,16 +145,15 @@ class ExportPresenter:
         if skipped:
             first = skipped[0]
             self.ctx.report_error("Some inputs were skipped",
-                                  f"{getattr(first, 'path', first)}: {getattr(first, 'reason', '')}"
+                                  f"{first.path}: {first.reason}"
                                   + (f" (and {len(skipped) - 1} more, listed in the summary)" if len(skipped) > 1 else ""))
         self.view.emit_finished("done")
 
-    def new_skipped(self, job_result) -> list:  # noqa: ANN001
+    def new_skipped(self, job_result: JobResult) -> list:
         """Inputs the export skipped that loading had not already reported."""
-        skipped = getattr(job_result, "skipped", None) or []
         load_result = self.ctx.state.load_result
         known = {str(k.path) for k in (load_result.skipped if load_result else [])}
-        return [k for k in skipped if str(getattr(k, "path", k)) not in known]
+        return [k for k in job_result.skipped if str(k.path) not in known]
 
     def failed(self, message: str) -> None:
         self.view.show_status(f"Export failed: {message}")
@@ -167,9 +165,8 @@ class ExportPresenter:
         self.view.emit_finished("cancelled")
 
     def worker_done(self) -> None:
-        self.ctx.exporting = False
         self.view.show_running(False)
-        self.ctx.set_busy(False)
+        self.ctx.set_busy(False, EXPORT_OWNER)
 
     # -- after the run ----------------------------------------------------------------------------
     def open(self, what: str) -> bool:

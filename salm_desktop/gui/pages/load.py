@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
-    QProgressBar,
     QPushButton,
     QTableWidgetItem,
     QVBoxLayout,
@@ -20,7 +19,7 @@ from PySide6.QtWidgets import (
 
 from ..context import Context
 from ..model import SERIES_COLUMNS, load_summary
-from ..widgets import fill_table, make_table, page_layout, vertical_split
+from ..widgets import fill_table, make_table, page_layout, progress_bar, vertical_split
 from ..workers import Worker
 from .presented_page import PresentedPage
 from .load_presenter import LOAD_OWNER, LoadPresenter
@@ -58,9 +57,7 @@ class LoadPage(QWidget, PresentedPage):
         self.load_button = QPushButton("Load")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
+        self.progress = progress_bar()
         self.status = QLabel(load_summary(None))
         self.labels_label = QLabel("")  # the labels the protection will use, per the settings
         self.labels_label.setObjectName("labels_label")

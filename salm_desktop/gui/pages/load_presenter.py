@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from .. import services
 from ..model import labels_summary, load_summary, series_rows, skipped_rows
+from .export_presenter import EXPORT_OWNER
 
 LOAD_OWNER = "load"  # the name of this step's busy marks in the context
 
@@ -67,7 +68,7 @@ class LoadPresenter:
         self.view.show_progress(0)
         self.show_result()
         self.ctx.loaded.emit()  # pages drop what they show of the old study first
-        if previous is not None and not self.ctx.busy_exporting():
+        if previous is not None and not self.ctx.busy_with(EXPORT_OWNER):
             state.close_result(previous)
 
     # -- loading ---------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ class LoadPresenter:
         self.view.show_progress(1000)
         self.show_result()
         self.ctx.loaded.emit()  # the review lets go of the previous result first
-        if previous is not None and not self.ctx.busy_exporting():
+        if previous is not None and not self.ctx.busy_with(EXPORT_OWNER):
             state.close_result(previous)
         if not result.series:
             reason = result.skipped[0].reason if result.skipped else "no image files found"

@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QHBoxLayout,
     QLabel,
     QSlider,
     QWidget,
@@ -23,7 +22,7 @@ from PySide6.QtWidgets import (
 from ..context import Context
 from ..frames import SeriesFrames
 from ..slice_viewer import SliceViewer
-from ..widgets import page_layout
+from ..widgets import page_layout, row
 from ..workers import Worker, retire
 from .preview_presenter import PreviewPresenter
 
@@ -57,21 +56,12 @@ class PreviewPage(QWidget):
         self.debounce.setSingleShot(True)
         self.debounce.setInterval(DEBOUNCE_MS)
 
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Series"))
-        top.addWidget(self.series, 1)
-        top.addWidget(QLabel("Mask ratio"))
-        top.addWidget(self.mask_ratio)
-        top.addWidget(QLabel("Opacity"))
-        top.addWidget(self.opacity)
-        top.addWidget(self.show_mask)
-        layout = page_layout(self, "3. Preview the protection mask",
-                             "Red marks the pixels SALM may change in this image (the most salient ones for a "
-                             "briefly trained surrogate). Wheel: slices · Ctrl+wheel: zoom · drag: pan · "
-                             "right drag: window/level · double click: fit · Page Up/Down: slices.")
-        layout.addLayout(top)
-        layout.addWidget(self.viewer, 1)
-        layout.addWidget(self.mask_status)
+        page_layout(self, "3. Preview the protection mask",
+                    "Red marks the pixels SALM may change in this image (the most salient ones for a "
+                    "briefly trained surrogate). Wheel: slices · Ctrl+wheel: zoom · drag: pan · "
+                    "right drag: window/level · double click: fit · Page Up/Down: slices.",
+                    row("Series", (self.series, 1), "Mask ratio", self.mask_ratio, "Opacity", self.opacity, self.show_mask),
+                    (self.viewer, 1), self.mask_status)
 
         self.series.currentIndexChanged.connect(self.presenter.series_chosen)
         self.mask_ratio.valueChanged.connect(self.presenter.ratio_changed)

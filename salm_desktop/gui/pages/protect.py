@@ -5,19 +5,11 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (
-    QHBoxLayout,
-    QLabel,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QTableWidget,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QPlainTextEdit, QProgressBar, QPushButton, QTableWidget, QWidget
 
 from ..context import Context
 from ..plot import RoundPlot
-from ..widgets import fill_table, form_layout, make_table, page_layout
+from ..widgets import fill_table, form_layout, make_table, page_layout, progress_bar, row
 from ..workers import Worker
 from .presented_page import PresentedPage
 from .protect_presenter import ProtectPresenter
@@ -38,8 +30,7 @@ class ProtectPage(QWidget, PresentedPage):
         self.start_button.setObjectName("protect_start")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.overall = QProgressBar()
-        self.overall.setRange(0, 1000)
+        self.overall = progress_bar()
         self.round_label = QLabel("–")
         self.accuracy_label = QLabel("–")
         self.elapsed_label = QLabel("–")
@@ -54,29 +45,20 @@ class ProtectPage(QWidget, PresentedPage):
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
 
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.plan_label, 1)
         numbers = form_layout([
             ("Overall", self.overall), ("Round", self.round_label),
             ("Surrogate accuracy on protected data", self.accuracy_label), ("Elapsed", self.elapsed_label),
             ("Time left", self.eta_label), ("", self.message_label),
         ])
 
-        layout = page_layout(self, "4. Protect",
-                             "Protection runs in the background; the window stays usable and Cancel stops it "
-                             "at the next batch. Nothing is written until you export.")
-        layout.addLayout(buttons)
-        numbers_and_plot = QHBoxLayout()
-        numbers_and_plot.addLayout(numbers, 1)
-        numbers_and_plot.addWidget(self.plot, 1)
-        layout.addLayout(numbers_and_plot)
-        layout.addWidget(QLabel("Per series (series of the same image size are protected together, with one "
-                                "surrogate model, and advance together):"))
-        layout.addWidget(self.table, 1)
-        layout.addWidget(QLabel("Log:"))
-        layout.addWidget(self.log, 1)
+        page_layout(self, "4. Protect",
+                    "Protection runs in the background; the window stays usable and Cancel stops it "
+                    "at the next batch. Nothing is written until you export.",
+                    row(self.start_button, self.cancel_button, (self.plan_label, 1)),
+                    row((numbers, 1), (self.plot, 1)),
+                    "Per series (series of the same image size are protected together, with one "
+                    "surrogate model, and advance together):",
+                    (self.table, 1), "Log:", (self.log, 1))
 
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
@@ -121,8 +103,7 @@ class ProtectPage(QWidget, PresentedPage):
         fill_table(self.table, ["Series", "Description", "Images", "Progress"], [cells for _, cells in rows])
         self.bars = {}
         for r, (sid, _) in enumerate(rows):
-            bar = QProgressBar()
-            bar.setRange(0, 1000)
+            bar = progress_bar()
             self.table.setCellWidget(r, 3, bar)
             self.bars[sid] = bar
         self.table.setColumnWidth(3, 220)

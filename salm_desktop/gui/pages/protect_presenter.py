@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from .. import services
 from ..model import ProtectStatus, device_text, duration_text, for_run, labels_summary, run_summary_lines, series_name
+from .export_presenter import EXPORT_OWNER
 from .presenting import common_unit
 
 
@@ -127,7 +128,7 @@ class ProtectPresenter:
         for sid, fraction in self.status.per_series.items():
             self.view.show_series_progress(sid, int(1000 * fraction))
 
-    def done(self, run) -> None:  # noqa: ANN001 - a services.ProtectRun
+    def done(self, run: services.ProtectRun) -> None:
         state = self.ctx.state
         result = run.result
         if run.skipped:  # unreadable files were left out; the others are protected
@@ -143,14 +144,14 @@ class ProtectPresenter:
         state.protect_settings = self.settings
         state.protected_ids = list(self.series_ids)
         self.view.show_all_done()
-        summary = getattr(result, "summary", {}) or {}
+        summary = result.summary  # asked before any export: its change figures are measured here, once
         lines = run_summary_lines(summary, self.unit)
         self.view.append_log("Done. " + ("; ".join(lines) if lines else "Protection finished") + ".")
         if summary.get("surrogate_accuracy") is not None:
             self.view.show_accuracy(f"{100 * float(summary['surrogate_accuracy']):.1f} %")
         self.view.show_eta("0 s")
         self.ctx.protected.emit()  # the review switches to the new result first
-        if previous is not None and previous is not result and not self.ctx.busy_exporting():
+        if previous is not None and previous is not result and not self.ctx.busy_with(EXPORT_OWNER):
             state.close_result(previous)
         self.view.emit_finished("done")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -24,13 +25,21 @@ def hashes():
 
 
 def dciodvfy_errors(path: Path) -> set[str]:
-    """dciodvfy's error lines for one file (the values it quotes are dropped: a de-identified copy has others)."""
+    """dciodvfy's error lines for one file (the values it quotes are dropped: a de-identified copy has others).
+
+    A file's answer is kept while the file is unchanged (the same source files are checked by several modules)."""
+    stat = Path(path).stat()
+    return _dciodvfy_errors(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _dciodvfy_errors(path: str, mtime_ns: int, size: int) -> frozenset[str]:
     import re
     import subprocess
 
-    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    proc = subprocess.run(["dciodvfy", path], capture_output=True, text=True)
     lines = (proc.stdout + proc.stderr).splitlines()
-    return {re.sub(r"\[[^\]]*\]|= <[^>]*>|<[0-9.]+>", "", line).strip() for line in lines if line.startswith("Error")}
+    return frozenset(re.sub(r"\[[^\]]*\]|= <[^>]*>|<[0-9.]+>", "", line).strip() for line in lines if line.startswith("Error"))
 
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity
+from salm_desktop.core.fidelity.metrics import JobFidelity, SeriesFidelity, pooled_fidelity
 from salm_desktop.core.model import IntensityMap, Sample, Series, SourceRef, StoredFormat
 from salm_desktop.core.protect.masks import body_mask
 
@@ -73,6 +73,16 @@ def test_job_pools_series(pair):
     assert s["psnr_db"] == pytest.approx(10 * math.log10(1 / mse))
     assert s["samples"] == 4
     assert s["max_abs_change_native"] == max(a.all_.max_abs, b.all_.max_abs)
+
+    # a batch job pools its units' series from their manifests: the same numbers as one job over them
+    pooled = pooled_fidelity([a.as_dict(), b.as_dict()])
+    assert pooled["series"] == [a.as_dict(), b.as_dict()]
+    for key in ("samples", "pixels", "fraction_changed", "max_abs_change_native", "native_units"):
+        assert pooled["job"][key] == s[key]
+    for key in ("psnr_db", "ssim", "mean_abs_change_native"):
+        assert pooled["job"][key] == pytest.approx(s[key], rel=1e-9)
+    for region in ("foreground", "background"):
+        assert pooled["job"][region] == pytest.approx(s[region], rel=1e-9)
 
 
 def test_identical_images_give_infinite_psnr_as_none():

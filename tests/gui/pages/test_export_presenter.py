@@ -12,39 +12,30 @@ import pytest
 from salm_desktop.core.model import Skipped
 from salm_desktop.core.progress import Progress, ProgressEvent
 from salm_desktop.gui import services
+from salm_desktop.core.jobs import JobResult
 from salm_desktop.gui.model import WizardSettings, WizardState
-from salm_desktop.gui.pages.export_presenter import ExportPresenter, ExportView
+from salm_desktop.gui.pages.export_presenter import EXPORT_OWNER, ExportPresenter, ExportView, summary_lines
+
+from presenter_studies import tiny_settings  # tests/gui/pages/presenter_studies.py
 
 
 def _settings() -> WizardSettings:
-    s = WizardSettings()
-    s.device, s.max_rounds, s.pgd_steps, s.train_steps, s.batch_size, s.seed = "cpu", 2, 3, 3, 32, 0
+    s = tiny_settings()
     s.output_format, s.report = "auto", False
     return s
 
 
-@pytest.fixture(scope="module")
-def protected(tmp_path_factory, medmnist_dir):
-    """A real study, loaded and protected the way the wizard does it (48 training images of 28x28)."""
-    folder = tmp_path_factory.mktemp("study")
-    with np.load(medmnist_dir / "breastmnist.npz") as d:
-        arrays = {k: d[k][:48] if k.startswith("train") else d[k][:16] for k in d.files}
-    np.savez_compressed(folder / "breast.npz", **arrays)
-    settings = _settings()
-    state = WizardState(inputs=[folder / "breast.npz"])
-    state.load_result = services.load(state.inputs, settings)
-    state.excluded = state.default_excluded()
-    run = services.protect(state.selected_series, settings)
-    state.protect_result, state.protect_settings = run.result, settings.copy()
-    state.protected_ids = [s.id for s in run.series]
-    return state, arrays
+@pytest.fixture
+def protected(protected_breast):
+    """The BreastMNIST subset (48 training images of 28x28), loaded and protected as the wizard does it."""
+    return protected_breast
 
 
 def _ctx(state) -> SimpleNamespace:
     store = mock.Mock()
     store.last_folder.return_value = ""
     return SimpleNamespace(state=state, settings=_settings(), store=store, report_error=mock.Mock(),
-                           save_settings=mock.Mock(), set_busy=mock.Mock(), exporting=False)
+                           save_settings=mock.Mock(), set_busy=mock.Mock())
 
 
 def _view(destination: str = "") -> mock.Mock:
@@ -79,8 +70,7 @@ def test_the_job_writes_the_reviewed_pixels_and_the_view_shows_the_result(protec
     ctx.save_settings.assert_called_once()
     ctx.store.set_last_folder.assert_called_once_with("output_parent", tmp_path)
     view.show_running.assert_called_once_with(True)
-    ctx.set_busy.assert_called_once_with(True)
-    assert ctx.exporting
+    ctx.set_busy.assert_called_once_with(True, EXPORT_OWNER)  # the one busy mark load and protect ask for
     view.show_progress.assert_called_with(0, "Exporting…")
     (job, on_success), _ = view.start_worker.call_args
 
@@ -103,8 +93,7 @@ def test_the_job_writes_the_reviewed_pixels_and_the_view_shows_the_result(protec
 
     presenter.worker_done()
     view.show_running.assert_called_with(False)
-    ctx.set_busy.assert_called_with(False)
-    assert not ctx.exporting
+    ctx.set_busy.assert_called_with(False, EXPORT_OWNER)
 
 
 def test_progress_goes_to_the_bar_and_log_lines_to_the_summary(protected):
@@ -125,7 +114,7 @@ def test_only_inputs_skipped_after_loading_are_reported(protected, tmp_path):
     ctx.state = state_with_known
     presenter = ExportPresenter(_view(), ctx)
     fresh = [Skipped(tmp_path / "a.dcm", "cannot decode pixel data"), Skipped(tmp_path / "b.dcm", "truncated")]
-    result = SimpleNamespace(skipped=[known, *fresh])
+    result = JobResult(tmp_path, {}, skipped=[known, *fresh])
     assert presenter.new_skipped(result) == fresh
     state_with_known.export_result = None
     with mock.patch.object(services, "job_paths", return_value={"out_dir": tmp_path}):
@@ -192,11 +181,9 @@ def test_the_destination_suggested_is_in_the_last_output_folder_never_in_an_inpu
 
 
 def test_the_summary_names_the_officer_report_when_there_is_one(tmp_path):
-    from salm_desktop.gui.pages.export_presenter import summary_lines
-
-    result = SimpleNamespace(summary={}, skipped=[], officer_pdf=tmp_path / "officer-report.pdf")
+    result = JobResult(tmp_path, {}, officer_pdf=tmp_path / "officer-report.pdf")
     lines = summary_lines(result, {"out_dir": tmp_path, "manifest": tmp_path / "manifest.json"})
     assert lines[:3] == [f"Output folder: {tmp_path}",
                          f"Manifest (every file with its checksum, the settings): {tmp_path / 'manifest.json'}",
                          f"Officer report (page 1 to sign): {tmp_path / 'officer-report.pdf'}"]
-    assert not any("Officer" in line for line in summary_lines(SimpleNamespace(summary={}), {"out_dir": tmp_path}))
+    assert not any("Officer" in line for line in summary_lines(JobResult(tmp_path, {}), {"out_dir": tmp_path}))

@@ -32,7 +32,7 @@ def _setup(busy_others: bool = False):
     ctx = SimpleNamespace(state=WizardState(), settings=WizardSettings(), store=mock.Mock(), report_error=mock.Mock(),
                           set_busy=mock.Mock(), busy_except=mock.Mock(return_value=busy_others), loaded=mock.Mock(),
                           selection_changed=mock.Mock(), settings_replaced=mock.Mock(), save_settings=mock.Mock(),
-                          busy_exporting=lambda: False)
+                          busy_with=lambda owner: False)
     return LoadPresenter(view, ctx), view, ctx, inputs
 
 
@@ -168,3 +168,18 @@ def test_pseudo_labels_on_a_labelled_study_offer_the_study_labels(medmnist_dir, 
     assert ctx.settings.label_source == "auto"
     ctx.save_settings.assert_called_once()
     ctx.settings_replaced.emit.assert_called_once()
+
+
+def test_clear_keeps_the_result_an_export_is_writing_and_frees_it_otherwise():
+    from salm_desktop.gui.context import Context
+    from salm_desktop.gui.pages.export_presenter import EXPORT_OWNER
+
+    presenter, _, ctx, _ = _setup()
+    marks = {}
+    ctx.busy_with = lambda owner: Context.busy_with(SimpleNamespace(_busy=marks), owner)  # the context's own rule
+    for exporting, closed in ((True, 0), (False, 1)):
+        marks[EXPORT_OWNER] = int(exporting)
+        result = mock.Mock()
+        ctx.state.protect_result = result
+        presenter.clear()
+        assert result.close.call_count == closed and ctx.state.protect_result is None

@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 
 from salm_desktop.core.progress import Progress
-from salm_desktop.gui import services
 from salm_desktop.gui.model import WizardSettings, WizardState
 from salm_desktop.gui.pages.preview_presenter import MASK_CACHE_SIZE, PreviewPresenter, PreviewView, mask_status_text
+
+from presenter_studies import loaded_state  # tests/gui/pages/presenter_studies.py
 
 
 @pytest.fixture(scope="module")
 def shoulder(dicom_dir):
-    state = WizardState(inputs=[dicom_dir / "hitachi_shoulder_mr" / "dicom"])
-    state.load_result = services.load(state.inputs, WizardSettings())
-    state.excluded = state.default_excluded()
-    return state
+    return loaded_state([dicom_dir / "hitachi_shoulder_mr" / "dicom"])
 
 
 def _setup(state, ratio: float = 0.2):

@@ -7,31 +7,22 @@ from __future__ import annotations
 from types import SimpleNamespace
 from unittest import mock
 
-import numpy as np
 import pytest
 
 from salm_desktop.core.progress import Progress, ProgressEvent
-from salm_desktop.gui import services
-from salm_desktop.gui.model import WizardSettings, WizardState
+from salm_desktop.gui.model import WizardState
 from salm_desktop.gui.pages.protect_presenter import ProtectPresenter, ProtectView
 
+from presenter_studies import loaded_state, tiny_settings  # tests/gui/pages/presenter_studies.py
 
-def _settings() -> WizardSettings:
-    s = WizardSettings()
-    s.device, s.max_rounds, s.pgd_steps, s.train_steps, s.batch_size, s.seed = "cpu", 2, 3, 3, 32, 0
-    return s
+
+_settings = tiny_settings
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory, medmnist_dir):
-    folder = tmp_path_factory.mktemp("study")
-    with np.load(medmnist_dir / "breastmnist.npz") as d:
-        arrays = {k: d[k][:48] if k.startswith("train") else d[k][:8] for k in d.files}
-    np.savez_compressed(folder / "breast.npz", **arrays)
-    state = WizardState(inputs=[folder / "breast.npz"])
-    state.load_result = services.load(state.inputs, _settings())
-    state.excluded = state.default_excluded()
-    return state
+def loaded(breast_study):
+    """The BreastMNIST subset (48 training images of 28x28) loaded, not protected yet: the tests protect it."""
+    return loaded_state([breast_study[0]], _settings())
 
 
 class Clock:
@@ -47,7 +38,7 @@ class Clock:
 
 def _ctx(state) -> SimpleNamespace:
     return SimpleNamespace(state=state, settings=_settings(), report_error=mock.Mock(), set_busy=mock.Mock(),
-                           protected=mock.Mock(), busy_exporting=lambda: False)
+                           protected=mock.Mock(), busy_with=lambda owner: False)
 
 
 def test_nothing_selected_is_refused_and_the_plan_says_load_first():

@@ -6,28 +6,17 @@ from __future__ import annotations
 from types import SimpleNamespace
 from unittest import mock
 
-import numpy as np
 import pytest
 
 from salm_desktop.core.progress import Progress
-from salm_desktop.gui import services
-from salm_desktop.gui.model import WizardSettings, WizardState
+from salm_desktop.gui.model import WizardState
 from salm_desktop.gui.pages.review_presenter import ReviewPresenter, ReviewView
 
 
-@pytest.fixture(scope="module")
-def protected(tmp_path_factory, medmnist_dir):
-    folder = tmp_path_factory.mktemp("study")
-    with np.load(medmnist_dir / "breastmnist.npz") as d:
-        np.savez_compressed(folder / "breast.npz", **{k: d[k][:40] if k.startswith("train") else d[k][:8] for k in d.files})
-    settings = WizardSettings()
-    settings.device, settings.max_rounds, settings.pgd_steps, settings.train_steps, settings.batch_size = "cpu", 1, 2, 2, 32
-    state = WizardState(inputs=[folder / "breast.npz"])
-    state.load_result = services.load(state.inputs, settings)
-    state.excluded = state.default_excluded()
-    run = services.protect(state.selected_series, settings)
-    state.protect_result, state.protected_ids = run.result, [s.id for s in run.series]
-    return state
+@pytest.fixture
+def protected(protected_breast):
+    """The BreastMNIST subset (48 training images of 28x28), loaded and protected once for the presenter tests."""
+    return protected_breast[0]
 
 
 def _view(chosen: str | None = None) -> mock.Mock:

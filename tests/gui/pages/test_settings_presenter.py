@@ -8,7 +8,6 @@ from unittest import mock
 
 import pytest
 
-from salm_desktop.gui import services
 from salm_desktop.gui.model import ADVANCED_OPTIONS, WizardSettings, WizardState
 from salm_desktop.gui.pages.settings_presenter import (
     PLAIN_FIELDS,
@@ -19,13 +18,12 @@ from salm_desktop.gui.pages.settings_presenter import (
     read_budget,
 )
 
+from presenter_studies import loaded_state  # tests/gui/pages/presenter_studies.py
+
 
 @pytest.fixture(scope="module")
 def ct(dicom_dir):
-    state = WizardState(inputs=[dicom_dir / "ct_3slice_dcmqi" / "dicom"])
-    state.load_result = services.load(state.inputs, WizardSettings())
-    state.excluded = state.default_excluded()
-    return state
+    return loaded_state([dicom_dir / "ct_3slice_dcmqi" / "dicom"])
 
 
 class Fields:
