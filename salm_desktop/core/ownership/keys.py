@@ -39,9 +39,12 @@ DEFAULT_STRENGTH = 1.0
 #: how many of its class's keys each training image carries (drawn per image): with fewer than all of them no
 #: single key is enough to recognise the class, so a thief has to learn every key (docs/ownership.md)
 DEFAULT_PER_IMAGE = 2
-#: frequency levels (cycles per pixel); a key is a pair (fy, fx) of them other than (0, 0). They avoid the
-#: salm-tex class frequencies (0.25, 1/3, 0.5) and lie at least 2 cycles per 28 pixels apart.
-FREQUENCY_LEVELS = (0.0, 0.125, 0.2, 0.3, 0.42)
+#: frequency levels (cycles per pixel); a key is a pair (fy, fx) of them other than (0, 0), at least 2 cycles per
+#: 28 pixels apart. High frequencies: natural images have little energy there and a thief learns them first
+#: (docs/ownership.md: the lower levels 0.125 ... 0.42 were learned less, and not at all by the SGD ResNet-18).
+FREQUENCY_LEVELS = (0.0, 0.2, 0.3, 0.42, 0.5)
+#: the salm-tex protection's class textures (core/protect/salm_texture.py): never a key, so the two never mix
+EXCLUDED_FREQUENCIES = ((0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
 #: queries of key j: clip(base_b + gain * grating_j) for each base image b and each gain (normalized scale)
 QUERY_GAINS = (0.06, 0.12)
 #: how many of the data set's own images serve as query bases (chosen with the secret seed)
@@ -54,8 +57,9 @@ def fresh_seed() -> int:
 
 
 def key_frequencies() -> list[tuple[float, float]]:
-    """Every (fy, fx) pair of FREQUENCY_LEVELS except (0, 0), lowest first."""
-    pairs = [(a, b) for a in FREQUENCY_LEVELS for b in FREQUENCY_LEVELS if (a, b) != (0.0, 0.0)]
+    """Every (fy, fx) pair of FREQUENCY_LEVELS except (0, 0) and the salm-tex textures, lowest first."""
+    pairs = [(a, b) for a in FREQUENCY_LEVELS for b in FREQUENCY_LEVELS
+             if (a, b) != (0.0, 0.0) and (a, b) not in EXCLUDED_FREQUENCIES]
     return sorted(pairs, key=lambda p: (p[0] ** 2 + p[1] ** 2, p))
 
 
