@@ -37,6 +37,7 @@ from salm_desktop.core.model import IntensityMap  # noqa: E402
 from salm_desktop.core.ownership.keydir import read_keydir  # noqa: E402
 from salm_desktop.core.ownership.keys import make_keys  # noqa: E402
 from salm_desktop.core.ownership.release import MarkedResult, write_release_keys  # noqa: E402
+from salm_desktop.core.ownership.stats import score_test  # noqa: E402
 from salm_desktop.core.ownership.shadow import predict, to_tensor, train_model, train_suite_thief  # noqa: E402
 from salm_desktop.core.ownership.verify import answers_from_model, evaluate  # noqa: E402
 from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
@@ -196,18 +197,32 @@ def collect(datasets: list[str], subset: dict[str, int | None]) -> dict:
         rows = []
         for n, path in enumerate(innocent + other_keys):
             keys = make_keys(shape, 2, seed=900_000 + 1000 * datasets.index(name) + n)
-            with tempfile.TemporaryDirectory() as tmp:
-                manifest = Path(tmp) / "manifest.json"
-                manifest.write_text(json.dumps({"innocent": path.name}))
-                record = read_keydir(write_release_keys(Path(tmp) / "keys", keys, [series], manifest))
-                answers = answers_from_model(path, record)
-                lab, sco = evaluate(record, answers, test="labels"), evaluate(record, answers, test="scores")
-            rows.append({"model": path.name, "p_labels": lab["p_value"], "p_scores": sco["p_value"], "hits": lab["hits"],
-                         "keys": lab["keys"], "kind": "other keys" if path in other_keys else "innocent"})
+            rows.append({"model": path.name, **_test_model(path, keys, series),
+                         "kind": "other keys" if path in other_keys else "innocent"})
+        for tag, row in [("", r) for r in res["thieves"]] + [("_nodefense", r) for r in res["nodefense"]]:
+            # again with the final verify code (one statistic for every row)
+            row.update(_test_model(OUT / "models" / f"{name}_thief{tag}{row['i']}.pt", make_keys(shape, 2, seed=row["key_seed"]),
+                                   series))
         res["innocent"] = rows
         _save(res, name)
         summary[name] = _summarize(res)
     return summary
+
+
+def _test_model(path: Path, keys, series) -> dict:
+    """verify's label and score tests of a saved model against ``keys`` (KEYDIR written and read by the product),
+    and the version-1 score statistic (summed differences, no ranks) for comparison."""
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "manifest.json"
+        manifest.write_text(json.dumps({"model": path.name, "key_seed": keys.seed}))
+        record = read_keydir(write_release_keys(Path(tmp) / "keys", keys, [series], manifest))
+        answers = answers_from_model(path, record)
+    lab, sco = evaluate(record, answers, test="labels"), evaluate(record, answers, test="scores")
+    sums = np.zeros((record.count, record.n_classes))
+    for qid, key, sign in zip(record.query_ids, record.query_keys, record.query_signs):
+        sums[key] += sign * answers.scores[qid]
+    return {"p_labels": lab["p_value"], "p_scores": sco["p_value"], "p_scores_sum": score_test(sums, record.labels),
+            "hits": lab["hits"], "keys": lab["keys"]}
 
 
 def _summarize(res: dict) -> dict:
@@ -223,6 +238,8 @@ def _summarize(res: dict) -> dict:
         rows = [r for r in res["thieves"] if pred(r)]
         if rows:
             groups[label] = {"labels p<=0.01": rate(rows, "p_labels", 0.01), "scores p<=0.01": rate(rows, "p_scores", 0.01),
+                             "scores (sums, v1) p<=0.01": rate(rows, "p_scores_sum", 0.01),
+                             "median p_scores": float(np.median([r["p_scores"] for r in rows])),
                              "median p_labels": float(np.median([r["p_labels"] for r in rows])),
                              "mean hits/keys": f"{np.mean([r['hits'] for r in rows]):.1f}/{np.mean([r['keys'] for r in rows]):.1f}"}
     if res.get("nodefense"):
