@@ -37,7 +37,7 @@ from salm_desktop.core.model import IntensityMap  # noqa: E402
 from salm_desktop.core.ownership.keydir import read_keydir  # noqa: E402
 from salm_desktop.core.ownership.keys import make_keys  # noqa: E402
 from salm_desktop.core.ownership.release import MarkedResult, write_release_keys  # noqa: E402
-from salm_desktop.core.ownership.stats import score_test  # noqa: E402
+from salm_desktop.core.ownership.stats import centered_ranks, score_test  # noqa: E402
 from salm_desktop.core.ownership.shadow import predict, to_tensor, train_model, train_suite_thief  # noqa: E402
 from salm_desktop.core.ownership.verify import answers_from_model, evaluate  # noqa: E402
 from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
@@ -219,10 +219,12 @@ def _test_model(path: Path, keys, series) -> dict:
         answers = answers_from_model(path, record)
     lab, sco = evaluate(record, answers, test="labels"), evaluate(record, answers, test="scores")
     sums = np.zeros((record.count, record.n_classes))
+    net = np.zeros((record.count, record.n_classes))  # top-1 answers only: + answers minus - answers per class
     for qid, key, sign in zip(record.query_ids, record.query_keys, record.query_signs):
         sums[key] += sign * answers.scores[qid]
+        net[key, answers.labels[qid]] += sign
     return {"p_labels": lab["p_value"], "p_scores": sco["p_value"], "p_scores_sum": score_test(sums, record.labels),
-            "hits": lab["hits"], "keys": lab["keys"]}
+            "p_label_ranks": score_test(centered_ranks(net), record.labels), "hits": lab["hits"], "keys": lab["keys"]}
 
 
 def _summarize(res: dict) -> dict:
@@ -239,6 +241,7 @@ def _summarize(res: dict) -> dict:
         if rows:
             groups[label] = {"labels p<=0.01": rate(rows, "p_labels", 0.01), "scores p<=0.01": rate(rows, "p_scores", 0.01),
                              "scores (sums, v1) p<=0.01": rate(rows, "p_scores_sum", 0.01),
+                             "label ranks p<=0.01": rate(rows, "p_label_ranks", 0.01),
                              "median p_scores": float(np.median([r["p_scores"] for r in rows])),
                              "median p_labels": float(np.median([r["p_labels"] for r in rows])),
                              "mean hits/keys": f"{np.mean([r['hits'] for r in rows]):.1f}/{np.mean([r['keys'] for r in rows]):.1f}"}
