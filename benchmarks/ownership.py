@@ -37,17 +37,29 @@ from salm_desktop.core.model import IntensityMap  # noqa: E402
 from salm_desktop.core.ownership.keydir import read_keydir  # noqa: E402
 from salm_desktop.core.ownership.keys import make_keys  # noqa: E402
 from salm_desktop.core.ownership.release import MarkedResult, write_release_keys  # noqa: E402
-from salm_desktop.core.ownership.shadow import predict, to_tensor, train_model  # noqa: E402
+from salm_desktop.core.ownership.stats import centered_ranks, score_test  # noqa: E402
+from salm_desktop.core.ownership.shadow import predict, to_tensor, train_model, train_suite_thief  # noqa: E402
 from salm_desktop.core.ownership.verify import answers_from_model, evaluate  # noqa: E402
 from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
 
 DATA = Path(os.environ.get("SALM_TEST_DATA", REPO.parent / "shared" / "data")) / "medmnist"
 OUT = REPO / "benchmarks" / "results" / "ownership"
 
-# (arch, defense) of every thief; augmentation (random crop + flip) is always on
-# (interleaved, so that a run stopped early still has every recipe)
-THIEVES = ([("cnn", "augment"), ("cnn", "jpeg10+augment"), ("cnn", "median+augment")] * 2 + [("resnet", "augment")]
-           + [("cnn", "augment"), ("cnn", "jpeg10+augment"), ("cnn", "median+augment")] * 2 + [("resnet", "jpeg10+augment")])
+# (arch or suite recipe, defense) of every thief; augmentation (random crop + flip) is always on. "cnn"/"resnet":
+# the shadow thief (Adam, 15 epochs, 2-pixel crop); "ARCH-OPT-aug": the realistic suite of core/evaluate/thieves.py
+# (20 epochs, 4-pixel crop). Interleaved, so that a run stopped early still has every recipe.
+THIEVES = [("resnet18-sgd-aug", "augment"), ("cnn-sgd-aug", "augment"), ("vgg-sgd-aug", "augment"), ("cnn", "augment"),
+           ("resnet18-sgd-aug", "jpeg10+augment"), ("cnn-sgd-aug", "median+augment"), ("resnet18-adam-aug", "augment"),
+           ("cnn-sgd-aug", "augment"), ("cnn", "jpeg10+augment"), ("resnet18-sgd-aug", "median+augment"),
+           ("vgg-sgd-aug", "augment"), ("resnet18-sgd-aug", "augment")]
+
+
+def train_thief(images: np.ndarray, labels: np.ndarray, arch: str, defense: str, seed: int, epochs: int):
+    """The shadow thief for "cnn"/"resnet", a suite thief for "ARCH-OPT-aug" (its dataset-level defense first)."""
+    if "-" in arch:
+        dataset_level = "+".join(p for p in defense.split("+") if p not in ("augment", "none")) or None
+        return train_suite_thief(images, labels, arch, seed=seed, defense=dataset_level)
+    return train_model(images, labels, arch=arch, epochs=epochs, seed=seed, defense=defense)
 
 
 class CachedProtection:
@@ -124,7 +136,7 @@ def run_dataset(name: str, subset: int | None, epochs: int, seed: int, thieves: 
             keydir = write_release_keys(Path(tmp) / "keys", keys, [series], manifest)
             key_s = time.perf_counter() - t1
             t2 = time.perf_counter()
-            model = train_model(marked, y, arch=arch, epochs=epochs, seed=seed + i, defense=defense)
+            model = train_thief(marked, y, arch, defense, seed + i, epochs)
             train_s = time.perf_counter() - t2
             path = save_model(model, models_dir / f"{name}_thief{tag}{i}.pt", shape)
             record = read_keydir(keydir)
@@ -139,7 +151,7 @@ def run_dataset(name: str, subset: int | None, epochs: int, seed: int, thieves: 
         _save(out, name + tag)
     for i in range(n_cost):  # the same thieves on the release without keys: the accuracy cost of the mark
         arch, defense = thieves[i]
-        model = train_model(unmarked, y, arch=arch, epochs=epochs, seed=seed + i, defense=defense)
+        model = train_thief(unmarked, y, arch, defense, seed + i, epochs)
         row = {"i": i, "arch": arch, "defense": defense, **{f"test_{k}": v for k, v in test_metrics(model).items()}}
         out["cost"].append(row)
         print(json.dumps({"cost": row}), flush=True)
@@ -177,23 +189,42 @@ def collect(datasets: list[str], subset: dict[str, int | None]) -> dict:
             res["clean"] = res.get("clean", []) + more["clean"]
         series = medmnist_series(DATA / f"{name}.npz", "train", subset.get(name))
         shape = tuple(series.samples[0].shape)
-        innocent = sorted(p for p in (OUT / "models").glob("*.pt")
-                          if "_clean" in p.name or not p.name.startswith(f"{name}_"))
+        # innocent of this release: clean models of every dataset, thieves of the other dataset; and, as a
+        # second null check, this dataset's own thieves (trained on a release with *other* keys)
+        models = sorted((OUT / "models").glob("*.pt"))
+        innocent = [p for p in models if "_clean" in p.name or not p.name.startswith(f"{name}_")]
+        other_keys = [p for p in models if p.name.startswith(f"{name}_thief")]
         rows = []
-        for n, path in enumerate(innocent):
+        for n, path in enumerate(innocent + other_keys):
             keys = make_keys(shape, 2, seed=900_000 + 1000 * datasets.index(name) + n)
-            with tempfile.TemporaryDirectory() as tmp:
-                manifest = Path(tmp) / "manifest.json"
-                manifest.write_text(json.dumps({"innocent": path.name}))
-                record = read_keydir(write_release_keys(Path(tmp) / "keys", keys, [series], manifest))
-                answers = answers_from_model(path, record)
-                lab, sco = evaluate(record, answers, test="labels"), evaluate(record, answers, test="scores")
-            rows.append({"model": path.name, "p_labels": lab["p_value"], "p_scores": sco["p_value"], "hits": lab["hits"],
-                         "keys": lab["keys"]})
+            rows.append({"model": path.name, **_test_model(path, keys, series),
+                         "kind": "other keys" if path in other_keys else "innocent"})
+        for tag, row in [("", r) for r in res["thieves"]] + [("_nodefense", r) for r in res["nodefense"]]:
+            # again with the final verify code (one statistic for every row)
+            row.update(_test_model(OUT / "models" / f"{name}_thief{tag}{row['i']}.pt", make_keys(shape, 2, seed=row["key_seed"]),
+                                   series))
         res["innocent"] = rows
         _save(res, name)
         summary[name] = _summarize(res)
     return summary
+
+
+def _test_model(path: Path, keys, series) -> dict:
+    """verify's label and score tests of a saved model against ``keys`` (KEYDIR written and read by the product),
+    and the version-1 score statistic (summed differences, no ranks) for comparison."""
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "manifest.json"
+        manifest.write_text(json.dumps({"model": path.name, "key_seed": keys.seed}))
+        record = read_keydir(write_release_keys(Path(tmp) / "keys", keys, [series], manifest))
+        answers = answers_from_model(path, record)
+    lab, sco = evaluate(record, answers, test="labels"), evaluate(record, answers, test="scores")
+    sums = np.zeros((record.count, record.n_classes))
+    net = np.zeros((record.count, record.n_classes))  # top-1 answers only: + answers minus - answers per class
+    for qid, key, sign in zip(record.query_ids, record.query_keys, record.query_signs):
+        sums[key] += sign * answers.scores[qid]
+        net[key, answers.labels[qid]] += sign
+    return {"p_labels": lab["p_value"], "p_scores": sco["p_value"], "p_scores_sum": score_test(sums, record.labels),
+            "p_label_ranks": score_test(centered_ranks(net), record.labels), "hits": lab["hits"], "keys": lab["keys"]}
 
 
 def _summarize(res: dict) -> dict:
@@ -201,12 +232,17 @@ def _summarize(res: dict) -> dict:
         return f"{sum(r[key] <= alpha for r in rows)}/{len(rows)}"
 
     groups = {}
-    for label, pred in (("all thieves", lambda r: True), ("augment only", lambda r: r["defense"] == "augment"),
+    archs = sorted({r["arch"] for r in res["thieves"]})
+    per_arch = tuple((f"augment, {a}", lambda r, a=a: r["defense"] == "augment" and r["arch"] == a) for a in archs)
+    for label, pred in (("all thieves", lambda r: True), ("augment only", lambda r: r["defense"] == "augment"), *per_arch,
                         ("jpeg10+augment", lambda r: r["defense"] == "jpeg10+augment"),
                         ("median+augment", lambda r: r["defense"] == "median+augment")):
         rows = [r for r in res["thieves"] if pred(r)]
         if rows:
             groups[label] = {"labels p<=0.01": rate(rows, "p_labels", 0.01), "scores p<=0.01": rate(rows, "p_scores", 0.01),
+                             "scores (sums, v1) p<=0.01": rate(rows, "p_scores_sum", 0.01),
+                             "label ranks p<=0.01": rate(rows, "p_label_ranks", 0.01),
+                             "median p_scores": float(np.median([r["p_scores"] for r in rows])),
                              "median p_labels": float(np.median([r["p_labels"] for r in rows])),
                              "mean hits/keys": f"{np.mean([r['hits'] for r in rows]):.1f}/{np.mean([r['keys'] for r in rows]):.1f}"}
     if res.get("nodefense"):
@@ -220,10 +256,13 @@ def _summarize(res: dict) -> dict:
            "psnr_protected": res["psnr_protected"], "psnr_marked_mean": float(np.mean([r["psnr_marked"] for r in res["thieves"]])),
            "fraction_changed_protected": res["fraction_changed_protected"],
            "fraction_changed_marked": float(np.mean([r["fraction_changed_marked"] for r in res["thieves"]]))}
-    if res.get("innocent"):
-        out["innocent labels p<=0.05"] = rate(res["innocent"], "p_labels", 0.05)
-        out["innocent scores p<=0.05"] = rate(res["innocent"], "p_scores", 0.05)
-        out["innocent labels p<=0.01"] = rate(res["innocent"], "p_labels", 0.01)
+    for kind in ("innocent", "other keys"):
+        rows = [r for r in res.get("innocent", []) if r.get("kind", "innocent") == kind]
+        if rows:
+            out[f"{kind}: labels p<=0.05"] = rate(rows, "p_labels", 0.05)
+            out[f"{kind}: scores p<=0.05"] = rate(rows, "p_scores", 0.05)
+            out[f"{kind}: labels p<=0.01"] = rate(rows, "p_labels", 0.01)
+            out[f"{kind}: scores p<=0.01"] = rate(rows, "p_scores", 0.01)
     cost = []
     for c in res.get("cost", []):
         t = res["thieves"][c["i"]]

@@ -27,7 +27,7 @@ import numpy as np
 
 from salm_desktop import __version__
 
-from .keys import FREQUENCY_OFFSET, KeySet
+from .keys import DESIGN, KeySet
 
 KEYS_FORMAT = "salm-ownership-keys"
 KEYS_VERSION = 1
@@ -143,9 +143,11 @@ def write_keydir(keydir: Path, keys: KeySet, queries_native: np.ndarray, info: l
             "secret_labels": [int(v) for v in keys.labels],
             "queries": [{"id": qid, **q} for qid, q in zip(ids, info)],
             "image_shape": list(images.shape[1:]), "dtype": str(images.dtype),
-            "design": {"patterns": "orthonormal rotation of the lowest flip-symmetric 2D DCT frequencies",
-                       "frequency_offset": FREQUENCY_OFFSET,
-                       "query": "base image +/- gain * pattern / peak (normalized scale), for every base and gain",
+            "design": {"name": DESIGN,
+                       "keys": "saturated separable gratings, one frequency pair (fy, fx) per key, random phase per use",
+                       "key_frequencies": [[float(a), float(b)] for a, b in keys.freqs],
+                       "mark": "sign of the sum of the class's key gratings on the pixels the protection changed",
+                       "query": "pairs (base image + gain * grating, base image) in the normalized scale",
                        "mark_strength_of_epsilon": keys.strength},
             "test": "per key: a majority over its (+, -) query pairs whose answers differ (the + answer votes); "
                     "hits ~ Binomial(informative keys, 1/C) under the null hypothesis (exact)",

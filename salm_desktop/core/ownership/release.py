@@ -11,7 +11,7 @@ import numpy as np
 from salm_desktop.core.model import Series
 
 from .keydir import KeyDirError, manifest_fingerprint, write_keydir
-from .keys import DEFAULT_KEYS, DEFAULT_STRENGTH, QUERY_BASES, KeySet, make_keys, mark_sample
+from .keys import DEFAULT_KEYS, DEFAULT_STRENGTH, QUERY_BASES, KeySet, make_keys, mark_sample, sample_rng
 
 #: the line the report and the manifest carry (never the keys, never where they are)
 REPORT_LINE = ("This release carries ownership keys: a faint mark inside the protection budget that lets the data "
@@ -28,7 +28,6 @@ class MarkedResult:
         self._series = {s.id: s for s in series}
         self._labels = {s.id: inner.labels_used(s.id) for s in series}
         self.seconds = 0.0
-        self._marks = keys.class_marks()
         self._changed = 0
         self._numel = 0
         self._max_native = 0.0
@@ -57,7 +56,7 @@ class MarkedResult:
         original = sample.read()
         it = series.intensity
         marked = mark_sample(prot, original, self._labels[series_id][index], self.keys, self.epsilon, it.width, it.low, it.high,
-                             self._marks)
+                             sample_rng(self.keys, series_id, index))
         out = sample.stored.quantize(marked)
         out = np.where(np.abs(out - original) > np.float32(self.epsilon * it.width) * 1.0001, prot, out)  # rounding never exceeds the budget
         out = np.where(out == original, original, out).astype(np.float32)

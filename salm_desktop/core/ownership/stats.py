@@ -40,6 +40,28 @@ def min_hits(trials: int, p0: float | Fraction, alpha: float) -> int | None:
     return None
 
 
+def centered_ranks(scores: np.ndarray) -> np.ndarray:
+    """Each column of ``scores`` (K x C) replaced by the ranks of its K values (ties averaged) minus their mean.
+
+    The score test's statistic on these ranks asks "do the keys labelled c push towards class c more than the
+    other keys do?" -- a push shared by every key (a model that answers any texture with one class) and a few
+    keys with a huge push no longer decide it. Ranks are a function of the answers alone, so the test stays exact.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.empty_like(scores)
+    for c in range(scores.shape[1]):
+        col = scores[:, c]
+        order = np.argsort(col, kind="stable")
+        ranks = np.empty(len(col))
+        ranks[order] = np.arange(1, len(col) + 1, dtype=np.float64)
+        for v in np.unique(col):  # ties: the mean of their ranks
+            tie = col == v
+            if tie.sum() > 1:
+                ranks[tie] = ranks[tie].mean()
+        out[:, c] = ranks - ranks.mean()
+    return out
+
+
 def score_test(scores: np.ndarray, labels: np.ndarray, *, draws: int = 19_999, seed: int = 0) -> float:
     """Randomization p-value of ``T = sum_j scores[j, labels[j]]`` (``scores``: K x C).
 

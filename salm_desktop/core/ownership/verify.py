@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .keydir import KeyDirError, KeyRecord, manifest_fingerprint, read_keydir
-from .stats import binomial_tail, score_test
+from .stats import binomial_tail, centered_ranks, score_test
 
 CAUTIONS = (
     "The p-value is exact only for the first test of a model with these keys, chosen before looking at its answers: "
@@ -180,9 +180,9 @@ def evaluate(record: KeyRecord, answers: Answers, test: str = "auto") -> dict[st
     out: dict[str, Any] = {"keys": n_inf, "keys_total": k, "hits": hits, "classes": c, "p_value_labels": p_labels,
                            "chance_per_key": f"1/{c}"}
     if use_scores:
-        p_scores = score_test(key_scores, record.labels)
-        out.update(p_value=p_scores, p_value_scores=p_scores, test="scores: randomization test of the summed score "
-                   "difference at the secret labels (exact, 19,999 redraws)")
+        p_scores = score_test(centered_ranks(key_scores), record.labels)
+        out.update(p_value=p_scores, p_value_scores=p_scores, test="scores: randomization test of the keys' ranks by "
+                   "summed score difference at the secret labels (exact, 19,999 redraws)")
     else:
         out.update(p_value=p_labels, test=f"labels: exact binomial tail, {hits} hits of {n_inf} informative keys at chance 1/{c}")
     out["verdict"] = verdict(out["p_value"])

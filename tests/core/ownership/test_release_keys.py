@@ -11,6 +11,7 @@ from PIL import Image
 
 from salm_desktop.core.jobs import JobError, run_protect_job
 from salm_desktop.core.ownership.keydir import read_keydir
+from salm_desktop.core.ownership.keys import DEFAULT_KEYS, QUERY_BASES, QUERY_GAINS
 
 
 def test_keydir_holds_queries_labels_seed_fingerprint_and_a_readme(keyed_release):
@@ -19,7 +20,7 @@ def test_keydir_holds_queries_labels_seed_fingerprint_and_a_readme(keyed_release
     doc = json.loads((keys / "keys.json").read_text())
     assert doc["release_fingerprint"] == hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
     assert isinstance(doc["secret_seed"], int) and doc["secret_seed"] != keyed_release["settings"].seed
-    assert len(doc["secret_labels"]) == doc["keys"] == 32 and set(doc["secret_labels"]) <= {0, 1}
+    assert len(doc["secret_labels"]) == doc["keys"] == DEFAULT_KEYS and set(doc["secret_labels"]) <= {0, 1}
     with np.load(keyed_release["input"]) as src, np.load(keys / "queries.npz") as q:
         assert q["images"].dtype == src["train_images"].dtype and q["images"].shape[1:] == src["train_images"].shape[1:]
         assert list(q["ids"]) == [e["id"] for e in doc["queries"]]
@@ -32,7 +33,25 @@ def test_keydir_holds_queries_labels_seed_fingerprint_and_a_readme(keyed_release
     readme = (keys / "README.txt").read_text().lower()
     assert "private" in readme and "verify" in readme
     record = read_keydir(keys)
-    assert record.count == 32 and len(record.query_ids) == len(ids)
+    assert record.count == DEFAULT_KEYS and len(record.query_ids) == len(ids) == DEFAULT_KEYS * QUERY_BASES * len(QUERY_GAINS) * 2
+
+
+def test_query_files_are_pairs_of_a_data_set_image_with_and_without_a_key_texture(keyed_release):
+    keys = keyed_release["keys"]
+    doc = json.loads((keys / "keys.json").read_text())
+    assert len(doc["design"]["key_frequencies"]) == DEFAULT_KEYS
+    with np.load(keyed_release["input"]) as src, np.load(keys / "queries.npz") as q:
+        train = src["train_images"].astype(int)
+        images = q["images"].astype(int)
+    info = doc["queries"]
+    assert [e["sign"] for e in info[:4]] == [1, -1, 1, -1]
+    for a in range(0, len(info), 2):
+        plus, minus = images[a], images[a + 1]
+        assert info[a]["key"] == info[a + 1]["key"] and info[a]["base"] == info[a + 1]["base"]
+        assert any(np.array_equal(minus, t) for t in train)  # the '-' query is one of the data set's own images
+        gain = info[a]["gain"] * 255
+        assert np.abs(plus - minus).max() <= round(gain) + 1
+        assert np.mean(plus != minus) > 0.3  # the key's texture covers the image
 
 
 def test_the_release_says_it_carries_keys_but_never_points_to_them(keyed_release):

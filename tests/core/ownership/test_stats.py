@@ -64,3 +64,24 @@ def test_score_test_is_valid_under_the_null_and_powerful_under_the_alternative()
     scores = rng.normal(size=(32, 2))
     scores[np.arange(32), labels] += 1.5
     assert score_test(scores, labels, draws=1999) <= 0.001
+
+
+def test_centered_ranks_keep_the_score_test_exact_and_ignore_a_push_shared_by_every_key():
+    from salm_desktop.core.ownership.stats import centered_ranks
+
+    r = centered_ranks(np.array([[3.0, -3.0], [1.0, -1.0], [1.0, -1.0], [-5.0, 5.0]]))
+    assert np.allclose(r[:, 0], [1.5, 0.0, 0.0, -1.5]) and np.allclose(r[:, 1], -r[:, 0])  # ties share their rank
+    rng = np.random.default_rng(3)
+    # null: answers independent of the labels, with a large push towards class 1 on every key
+    null = []
+    for i in range(200):
+        d = rng.normal(size=16) + 20.0
+        null.append(score_test(centered_ranks(np.stack([-d, d], 1)), rng.integers(0, 2, 16), draws=199, seed=i))
+    for alpha in (0.05, 0.2):
+        assert np.mean(np.asarray(null) <= alpha) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / 200)
+    # alternative: the keys labelled 1 push a little more towards class 1, on top of the shared push
+    labels = rng.integers(0, 2, 16)
+    d = 20.0 + rng.normal(size=16) * 0.3 + 1.0 * labels  # the shared push (20) dwarfs the signal (1)
+    ranked = score_test(centered_ranks(np.stack([-d, d], 1)), labels, draws=1999)
+    raw = score_test(np.stack([-d, d], 1), labels, draws=1999)
+    assert ranked <= 0.01 < raw

@@ -12,6 +12,7 @@ import torch
 
 from salm_desktop import cli
 from salm_desktop.core.ownership.keydir import read_keydir
+from salm_desktop.core.ownership.keys import DEFAULT_KEYS
 from salm_desktop.core.ownership.verify import VerifyError, evaluate, verify
 
 
@@ -43,7 +44,7 @@ def _csv_from(record, answers, path, scores=False):
 def test_a_model_that_learned_the_keys_is_flagged_and_one_that_did_not_is_not(keyed_release, tmp_path):
     record = read_keydir(keyed_release["keys"])
     good = evaluate(record, answer_like_a_thief(record))
-    assert good["hits"] == good["keys"] == 32 and good["p_value"] == 2.0**-32
+    assert good["hits"] == good["keys"] == DEFAULT_KEYS and good["p_value"] == 2.0**-DEFAULT_KEYS
     assert "strong evidence" in good["verdict"].lower()
     wrong = evaluate(record, answer_like_a_thief(record, correct=False))
     assert wrong["hits"] == 0 and wrong["p_value"] == 1.0 and "no evidence" in wrong["verdict"].lower()
@@ -58,11 +59,13 @@ def test_cli_verify_json_with_labels_and_with_scores(keyed_release, tmp_path, ca
     assert cli.main(["verify", "--keys", str(keyed_release["keys"]), "--predictions", str(pred), "--json",
                      "--release", str(keyed_release["out"])]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["hits"] == 32 and out["keys"] == 32 and out["p_value"] < 1e-9 and out["release_checked"]
+    assert out["hits"] == out["keys"] == DEFAULT_KEYS and out["p_value"] == 2.0**-DEFAULT_KEYS and out["release_checked"]
     scored = _csv_from(record, answer_like_a_thief(record), tmp_path / "scored.csv", scores=True)
     assert cli.main(["verify", "--keys", str(keyed_release["keys"]), "--predictions", str(scored), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["p_value"] == out["p_value_scores"] == 1 / 20000  # the smallest a 19,999-redraw test can give
+    # perfect answers: only the true labels reach T, and each redraw hits them with probability 2**-16, so the
+    # p-value is (1 + Binomial(19999, 2**-16)) / 20000 -- at most 5 / 20000 except with probability < 1e-5
+    assert out["p_value"] == out["p_value_scores"] and 1 / 20000 <= out["p_value"] <= 5 / 20000
     assert cli.main(["verify", "--keys", str(keyed_release["keys"]), "--predictions", str(pred)]) == 0
     text = capsys.readouterr().out
     assert "Cautions" in text and "Bonferroni" in text
@@ -120,7 +123,7 @@ def test_a_torchscript_model_is_queried_and_a_broken_model_file_is_refused(keyed
     torch.jit.trace(model, torch.zeros(2, 1, 28, 28)).save(str(path))
     assert cli.main(["verify", "--keys", str(keyed_release["keys"]), "--model", str(path), "--json", "--test", "labels"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert 0 < out["p_value"] <= 1 and out["keys_total"] == 32 and 0 <= out["hits"] <= out["keys"]
+    assert 0 < out["p_value"] <= 1 and out["keys_total"] == DEFAULT_KEYS and 0 <= out["hits"] <= out["keys"]
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a model")
     assert cli.main(["verify", "--keys", str(keyed_release["keys"]), "--model", str(broken)]) == 2
