@@ -122,3 +122,14 @@ def test_bf16_keeps_the_first_layer_in_float32_and_runs_the_rest_in_bf16():
         exact = plain.stem(x + step) - plain.stem(x)
     rel = lambda a: float((a - exact).norm() / exact.norm())  # noqa: E731
     assert rel(stem_fine) < 0.5 * rel(stem_coarse)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 64, 48), (2, 1, 9, 20, 16)])
+def test_the_shifted_sum_blur_equals_the_convolution(shape):
+    """The bf16 paths' anti-alias blur (shifted sums) is the fp32 path's convolution to float rounding."""
+    from salm_desktop.core.protect.budget import _binomial_blur, _binomial_blur_shifts
+
+    z = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    fast, ref = _binomial_blur_shifts(z), _binomial_blur(z)
+    assert fast.shape == ref.shape and float((fast - ref).abs().max()) < 1e-6
+    assert not torch.equal(_binomial_blur_shifts(z), z)  # it does blur
