@@ -62,6 +62,8 @@ def image_quality(orig: np.ndarray, prot: np.ndarray) -> tuple[float, float]:
 def _value(v: str):
     if v in ("true", "false"):
         return v == "true"
+    if v == "none":  # e.g. early_exit_loss=none
+        return None
     for cast in (int, float):
         try:
             return cast(v)

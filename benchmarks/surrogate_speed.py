@@ -1,7 +1,15 @@
-"""The engine's PGD inner step in isolation (issue 20): fp32, channels-last, bf16 autocast, both.
+"""The engine's PGD inner step in isolation (issue 20): fp32 against the bf16 variants.
 
-The default surrogate in eval mode, forward and backward to the input only, on random input; the four
-variants interleaved, 3 repeats, best images/s of each:
+The default surrogate in eval mode, forward and backward to the input only, on image-like input
+(uniform 0.45-0.65 plus noise within 8/255); variants interleaved, best images per CPU second
+(process time, which other processes on the machine disturb less than wall time) of ``--repeats``:
+
+- ``fp32``: no autocast, contiguous layout (the reference path, ``precision="fp32"``);
+- ``bf16, conv1 fp32``: bf16 autocast + channels-last, the first convolution in float32 and its
+  float32 output running on through the first stage (``precision="bf16"`` before this change);
+- ``bf16, conv1+bn1 fp32``: the same, but cast to bf16 after the first batch norm
+  (``surrogates.first_layer_in_fp32``, ``precision="bf16"`` now);
+- ``bf16_all``: every convolution in bf16 (``precision="bf16_all"``).
 
     python benchmarks/surrogate_speed.py --threads 1 --size 28 --batch 64
     python benchmarks/surrogate_speed.py --threads 1 --size 512 --batch 16
@@ -19,7 +27,35 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from salm_desktop.core.protect.surrogates import build_surrogate  # noqa: E402
+from salm_desktop.core.protect.surrogates import build_surrogate, first_layer_in_fp32  # noqa: E402
+
+VARIANTS = ("fp32", "bf16, conv1 fp32", "bf16, conv1+bn1 fp32", "bf16_all")
+
+
+def _conv1_fp32_only(model: torch.nn.Module) -> None:
+    """The first convolution in float32 and nothing else (the bf16 path before the cast after bn1)."""
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv_forward = first.forward
+
+    def forward_fp32(inp: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return conv_forward(inp.float())
+
+    first.forward = forward_fp32
+
+
+def _model(variant: str, size: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_surrogate("auto", 2, 2, (size, size)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if variant != "fp32":
+        model.to(memory_format=torch.channels_last)
+    if variant == "bf16, conv1 fp32":
+        _conv1_fp32_only(model)
+    elif variant == "bf16, conv1+bn1 fp32":
+        first_layer_in_fp32(model, "cpu")
+    return model
 
 
 def main() -> int:
@@ -30,36 +66,32 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = build_surrogate("auto", 2, 2, (args.size, args.size)).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.rand(args.batch, 1, args.size, args.size)
+    models = {v: _model(v, args.size) for v in VARIANTS}
+    torch.manual_seed(1)
+    x = torch.rand(args.batch, 1, args.size, args.size) * 0.2 + 0.45
+    d0 = (torch.rand_like(x) * 2 - 1) * 8 / 255
     y = torch.randint(0, 2, (args.batch,))
 
-    def step(channels_last: bool, bf16: bool) -> None:
-        d = torch.zeros_like(x)
-        if channels_last:
-            d = d.contiguous(memory_format=torch.channels_last)
-        d.requires_grad_(True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(torch.clamp(x + d, 0, 1)).float(), y)
+    def step(variant: str) -> None:
+        fmt = torch.contiguous_format if variant == "fp32" else torch.channels_last
+        xv = x.contiguous(memory_format=fmt)
+        d = d0.contiguous(memory_format=fmt).requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant != "fp32"):
+            loss = F.cross_entropy(models[variant](torch.clamp(xv + d, 0, 1)).float(), y)
         torch.autograd.grad(loss, d)
 
-    variants = [(False, False), (True, False), (False, True), (True, True)]
-    best = {v: 0.0 for v in variants}
+    best = {v: 0.0 for v in VARIANTS}
     n = 10 if args.size < 100 else 2
     for rep in range(args.repeats + 1):
-        for cl, bf in variants:
-            model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
-            t0 = time.perf_counter()
+        for v in VARIANTS:
+            t0 = time.process_time()
             for _ in range(n if rep else 2):
-                step(cl, bf)
+                step(v)
             if rep:  # repeat 0 warms up
-                best[(cl, bf)] = max(best[(cl, bf)], args.batch * n / (time.perf_counter() - t0))
-    print(f"{args.size}x{args.size}, batch {args.batch}, {args.threads} thread(s), images/s (best of {args.repeats}):")
-    for (cl, bf), v in best.items():
-        print(f"  channels_last={cl!s:5} bf16={bf!s:5} {v:8.0f}   x{v / best[(False, False)]:.2f}")
+                best[v] = max(best[v], args.batch * n / (time.process_time() - t0))
+    print(f"{args.size}x{args.size}, batch {args.batch}, {args.threads} thread(s), images per CPU s (best of {args.repeats}):")
+    for v, ips in best.items():
+        print(f"  {v:22} {ips:8.0f}   x{ips / best['fp32']:.2f}")
     return 0
 
 

@@ -40,7 +40,7 @@ from .preview import preview_mask  # noqa: F401
 from .result import ProtectResult, job_summary
 from .robust import random_transform, robust_mode
 from .settings import ProtectSettings
-from .surrogates import build_surrogate, downsample_factor
+from .surrogates import build_surrogate, downsample_factor, first_layer_in_fp32
 
 
 @contextlib.contextmanager
@@ -55,22 +55,6 @@ def _deterministic(device: torch.device):
     finally:
         torch.backends.cudnn.benchmark = prev_bench
         torch.backends.cudnn.deterministic = prev_det
-
-
-def _first_conv_in_fp32(model: torch.nn.Module, device_type: str) -> None:
-    """bf16 keeps 8 significant bits: an intensity near 0.5 moves in steps of 1/256, coarser than one
-    PGD step (epsilon/10). The first convolution therefore sees the perturbed input in float32; its
-    features, and everything after them, run in bf16."""
-    first = next((m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))), None)
-    if first is None:
-        return
-    conv_forward = first.forward
-
-    def forward_fp32(inp: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, enabled=False):
-            return conv_forward(inp.float())
-
-    first.forward = forward_fp32
 
 
 class _Job(_JobInputs, _JobBudgets):
@@ -153,7 +137,7 @@ class _Job(_JobInputs, _JobBudgets):
         if self.precision != "fp32":
             model.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
         if self.precision == "bf16":  # "bf16_all" leaves the first convolution in bf16 too (faster, coarser input)
-            _first_conv_in_fp32(model, self.device.type)
+            first_layer_in_fp32(model, self.device.type)
         opt = torch.optim.SGD(model.parameters(), lr=s.surrogate_lr, momentum=0.9, weight_decay=5e-4)
         gen = np.random.default_rng(int(s.seed) + 1)
         sizes = np.array([b.n for b in buckets], dtype=np.float64)

@@ -12,7 +12,7 @@ import torch
 
 from salm_desktop.core.model import short_hash
 
-from .budget import _binomial_blur, _gaussian_smooth, _local_mean_free, _project, series_epsilon, series_noise_sd
+from .budget import _binomial_blur, _binomial_blur_shifts, _gaussian_smooth, _local_mean_free, _project, series_epsilon, series_noise_sd
 from .clusters import intensity_features, kmeans
 from .masks import body_mask
 from .peers import generate_peer
@@ -106,7 +106,10 @@ class _JobBudgets:
         """The blur before a strided stem, also in the stop check (the surrogate is trained on it):
         without it the noise learns a period-2 texture (above the stem's Nyquist frequency,
         detectable at any phase), a regular pattern a reader sees."""
-        return _binomial_blur(z) if getattr(self, "_stride", 1) > 1 else z
+        if getattr(self, "_stride", 1) <= 1:
+            return z
+        # fp32 keeps the convolution (bit-identical to f0e4736); the faster paths use the shifted sums
+        return _binomial_blur(z) if getattr(self, "precision", "fp32") == "fp32" else _binomial_blur_shifts(z)
 
 
 class _JobInputs:

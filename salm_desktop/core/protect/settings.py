@@ -42,7 +42,7 @@ class ProtectSettings:
     init: str = "zero"  # "zero" | "random": start the noise at 0 or uniform in the budget (inside the mask)
     robust: bool | str = False  # False | True ("full") | "pgd": expectation over random blur/median/shift/noise/quantize (robust.py)
     precision: str = "auto"  # "auto" | "fp32" | "bf16" | "bf16_all": surrogate arithmetic (device.PRECISIONS); auto = bf16 where native
-    early_exit_loss: float | None = 1e-3  # a sample whose loss is at most this skips the rest of the round's PGD steps; None: never
+    early_exit_loss: float | None = 0.01  # a sample whose loss is at most this (p(true) >= 0.99) skips the round's remaining PGD steps; None: never
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

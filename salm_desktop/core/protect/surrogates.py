@@ -131,3 +131,34 @@ def build_surrogate(name: str, dims: int, n_classes: int, spatial: tuple[int, ..
         return resnet18(spatial_dims=dims, n_input_channels=1, num_classes=n_classes,
                         conv1_t_size=3, conv1_t_stride=1, no_max_pool=True)
     raise ValueError(f"unknown surrogate {name!r}; choose one of {', '.join(SURROGATES)}")
+
+
+def _bf16_under_autocast(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+    return output.to(torch.bfloat16) if torch.is_autocast_enabled(output.device.type) else output
+
+
+def first_layer_in_fp32(model: nn.Module, device_type: str) -> None:
+    """``precision="bf16"``: the first convolution and the batch norm after it in float32, the rest in bf16.
+
+    bf16 keeps 8 significant bits: an intensity near 0.5 moves in steps of 1/256, coarser than one PGD
+    step (epsilon/10), so a bf16 first convolution sees a coarse copy of the noise. In float32 it sees
+    every step; the batch norm after it removes each channel's mean, so its output, rounded to bf16
+    for everything after it, keeps the noise's share. Without that cast the float32 activations (and
+    layout conversions) ran on through the whole first stage (docs/benchmarks.md, issue 20). Outside
+    autocast (the stop check) the model is plain float32.
+    """
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    if first is None:
+        return
+    conv_forward = first.forward
+
+    def forward_fp32(inp: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type, enabled=False):
+            return conv_forward(inp.float())
+
+    first.forward = forward_fp32
+    modules = list(model.modules())
+    after = modules[modules.index(first) + 1:]
+    norm = next((m for m in after if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
+    if norm is not None:
+        norm.register_forward_hook(_bf16_under_autocast)

@@ -85,3 +85,51 @@ def test_precision_choice_and_validation():
         ProtectSettings(precision="fp16")
     with pytest.raises(ValueError, match="early_exit_loss"):
         ProtectSettings(early_exit_loss=0.0)
+
+
+
+def test_bf16_keeps_the_first_layer_in_float32_and_runs_the_rest_in_bf16():
+    """precision="bf16": the first convolution and batch norm see the perturbed input in float32 (a
+    PGD step of epsilon/10 is finer than bf16's resolution near 0.5) and hand bf16 on; outside autocast
+    (the stop check) the model is float32 throughout and equals the unpatched network."""
+    from salm_desktop.core.protect.surrogates import build_surrogate, first_layer_in_fp32
+
+    torch.manual_seed(0)
+    plain = build_surrogate("auto", 2, 2, (28, 28)).eval()
+    torch.manual_seed(0)
+    model = build_surrogate("auto", 2, 2, (28, 28)).eval()
+    first_layer_in_fp32(model, "cpu")
+    seen = {}
+    model.stem.body[0].register_forward_hook(lambda m, i, o: seen.__setitem__("conv", o.dtype))
+    model.stem.body[1].register_forward_hook(lambda m, i, o: seen.__setitem__("bn", o.dtype))
+    model.blocks[0].conv1.register_forward_hook(lambda m, i, o: seen.__setitem__("next", o.dtype))
+    x = torch.rand(4, 1, 28, 28) * 0.2 + 0.45
+    with torch.no_grad():
+        for net in (plain, model):  # running statistics as after training (eval-mode batch norm centres)
+            net.train()
+            for _ in range(30):
+                net(x)
+            net.eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+        assert seen["conv"] == torch.float32 and seen["next"] == torch.bfloat16
+        assert seen["bn"] == torch.bfloat16  # the batch norm ran on float32, its output is handed on in bf16
+        assert torch.equal(model(x), plain(x))
+        step = torch.sign(torch.randn_like(x)) * 0.8 / 255
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            stem_fine = model.stem(x + step).float() - model.stem(x).float()
+            stem_coarse = plain.stem(x + step).float() - plain.stem(x).float()
+        exact = plain.stem(x + step) - plain.stem(x)
+    rel = lambda a: float((a - exact).norm() / exact.norm())  # noqa: E731
+    assert rel(stem_fine) < 0.5 * rel(stem_coarse)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 64, 48), (2, 1, 9, 20, 16)])
+def test_the_shifted_sum_blur_equals_the_convolution(shape):
+    """The bf16 paths' anti-alias blur (shifted sums) is the fp32 path's convolution to float rounding."""
+    from salm_desktop.core.protect.budget import _binomial_blur, _binomial_blur_shifts
+
+    z = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    fast, ref = _binomial_blur_shifts(z), _binomial_blur(z)
+    assert fast.shape == ref.shape and float((fast - ref).abs().max()) < 1e-6
+    assert not torch.equal(_binomial_blur_shifts(z), z)  # it does blur
