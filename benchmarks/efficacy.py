@@ -9,15 +9,17 @@ epoch the thief picks on the clean val split, and the few-clean refit (last laye
 Mean and range over seeds; seed k protects with seed k and trains the thief with seed k.
 
 One command, cached and resumable (every protected split and every thief run is kept under
-$SALM_EFFICACY_CACHE, default benchmarks/results/efficacy_cache/ (git-ignored: point it outside the
-checkout to keep it); a rerun only computes what is missing):
+$SALM_EFFICACY_CACHE, default benchmarks/results/efficacy_cache/, git-ignored; the small per-run JSON
+results also in benchmarks/results_efficacy/, committed, so --report-only needs no cache; a rerun only
+computes what is missing):
 
     nice -n 10 python benchmarks/efficacy.py --datasets breastmnist,pneumoniamnist \
         --methods clean,salm-v1,salm-tex,em,em-class,tap,ar,lsp,ops,random --seeds 0,1,2 --markdown docs/benchmarks.md
 
 --thieves picks a part of the suite, --default-row names the row marked as the default.
 
---report-only rebuilds the tables and the figure (docs/efficacy_grid.png) from the cache alone.
+--report-only rebuilds the tables and the figure (docs/efficacy_grid.png) from benchmarks/results_efficacy/
+(and mirrors into it any result the cache holds that the folder lacks).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E
 
 DATA = Path(os.environ.get("SALM_TEST_DATA", REPO.parent / "shared" / "data")) / "medmnist"
 CACHE = Path(os.environ.get("SALM_EFFICACY_CACHE", REPO / "benchmarks" / "results" / "efficacy_cache"))
+# the small JSON results (protected-split meta, one file per thief run) are also kept here, committed, so a
+# lost cache loses only the protected arrays: --report-only rebuilds the tables from this folder alone
+RESULTS = Path(os.environ.get("SALM_EFFICACY_RESULTS", REPO / "benchmarks" / "results_efficacy"))
 START, END = "<!-- efficacy-grid:start -->", "<!-- efficacy-grid:end -->"
 DEFAULT_ROW = "salm"
 
@@ -97,6 +102,25 @@ def load_dataset(name: str) -> dict:
         }
 
 
+def read_result(name: str, fname: str) -> dict | None:
+    """A result JSON from the committed folder, else from the cache (then mirrored into the folder)."""
+    kept, cached = RESULTS / name / fname, CACHE / name / fname
+    if kept.exists():
+        return json.loads(kept.read_text())
+    if cached.exists():
+        text = cached.read_text()
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(text)
+        return json.loads(text)
+    return None
+
+
+def write_result(name: str, fname: str, res: dict) -> None:
+    for root in (CACHE, RESULTS):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / fname).write_text(json.dumps(res))
+
+
 def protected_split(name: str, spec: str, seed: int, data: dict, log) -> tuple[np.ndarray, dict]:
     """The protected training images of ``spec`` (cached) and their quality / timing meta."""
     clean = data["train"][0]
@@ -106,7 +130,7 @@ def protected_split(name: str, spec: str, seed: int, data: dict, log) -> tuple[n
     npz, meta_path = d / f"{_safe(spec)}-p{seed}.npz", d / f"{_safe(spec)}-p{seed}.json"
     if npz.exists() and meta_path.exists():
         with np.load(npz) as z:
-            return z["train_images"], json.loads(meta_path.read_text())
+            return z["train_images"], read_result(name, meta_path.name)
     settings = ProtectSettings(**{"device": "cpu", **parse_row(spec), "seed": seed})
     series = medmnist_series(DATA / f"{name}.npz", "train")
     log(f"{name} {spec} seed {seed}: protecting {len(series.samples)} images")
@@ -124,18 +148,23 @@ def protected_split(name: str, spec: str, seed: int, data: dict, log) -> tuple[n
     tmp = npz.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, train_images=prot)
     tmp.replace(npz)
-    meta_path.write_text(json.dumps(meta))
+    write_result(name, meta_path.name, meta)
     log(f"{name} {spec} seed {seed}: {seconds:.0f} s, PSNR {psnr:.2f}, SSIM {ssim:.4f}")
     return prot, meta
 
 
-def thief_run(name: str, spec: str, seed: int, recipe: ThiefRecipe, prot: np.ndarray, data: dict, log) -> dict:
-    path = CACHE / name / f"{_safe(spec)}-p{seed}-{recipe.name}-a{seed}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+def _run_name(spec: str, seed: int, recipe: ThiefRecipe) -> str:
+    return f"{_safe(spec)}-p{seed}-{recipe.name}-a{seed}.json"
+
+
+def thief_run(name: str, spec: str, seed: int, recipe: ThiefRecipe, prot, data: dict, log) -> dict:
+    """One thief run (cached); ``prot`` is the protected split or a callable that makes it."""
+    done = read_result(name, _run_name(spec, seed, recipe))
+    if done is not None:
+        return done
+    prot = prot() if callable(prot) else prot
     res = run_thief(prot, data["train"][1], data["val"], data["test"], recipe, seed, clean_train_images=data["train"][0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res))
+    write_result(name, _run_name(spec, seed, recipe), res)
     f, v = res["final"], res["val_selected"]
     log(f"{name} {spec} seed {seed} {recipe.name}: {res['seconds']:.0f} s, rank power final {f['rank_power']:.3f} / "
         f"val-selected {v['rank_power']:.3f} (epoch {v['epoch']}), balanced {f['balanced_acc']:.3f} / {v['balanced_acc']:.3f}")
@@ -148,29 +177,38 @@ def run_grid(datasets: list[str], methods: list[str], seeds: list[int], recipes:
     for seed in seeds:
         for name in datasets:
             data = load_dataset(name)
-            prot = {spec: protected_split(name, spec, seed, data, log)[0] for spec in methods}
+            made: dict = {}
+
+            def prot(spec=None):  # the protected split, made (or loaded) only when a thief run is missing
+                if spec not in made:
+                    made[spec] = protected_split(name, spec, seed, data, log)[0]
+                return made[spec]
+
+            for spec in methods:  # every split first (so generation times compare within one process)
+                if any(read_result(name, _run_name(spec, seed, r)) is None for r in recipes):
+                    prot(spec)
             for recipe in recipes:
                 for spec in methods:
-                    thief_run(name, spec, seed, recipe, prot[spec], data, log)
+                    thief_run(name, spec, seed, recipe, lambda spec=spec: prot(spec), data, log)
 
 
 # -- report ----------------------------------------------------------------------------------------
 def collect(datasets: list[str], methods: list[str], seeds: list[int], recipes: list[ThiefRecipe]) -> dict:
-    """What the cache holds: {dataset: {spec: {"meta": [...], recipe name: summary, ...}}}."""
+    """What the results folder (and cache) hold: {dataset: {spec: {"meta": [...], recipe name: summary, ...}}}."""
     out: dict = {}
     for name in datasets:
         for spec in methods:
             metas, per_recipe = [], {}
             for seed in seeds:
-                meta_path = CACHE / name / f"{_safe(spec)}-p{seed}.json"
+                meta = read_result(name, f"{_safe(spec)}-p{seed}.json")
                 if spec == "clean":
                     metas.append({"seconds": 0.0, "psnr": float("inf"), "ssim": 1.0, "seed": seed})
-                elif meta_path.exists():
-                    metas.append({**json.loads(meta_path.read_text()), "seed": seed})
+                elif meta is not None:
+                    metas.append({**meta, "seed": seed})
                 for r in recipes:
-                    p = CACHE / name / f"{_safe(spec)}-p{seed}-{r.name}-a{seed}.json"
-                    if p.exists():
-                        per_recipe.setdefault(r.name, []).append(json.loads(p.read_text()))
+                    res = read_result(name, _run_name(spec, seed, r))
+                    if res is not None:
+                        per_recipe.setdefault(r.name, []).append(res)
             if per_recipe:
                 out.setdefault(name, {})[spec] = {"meta": metas, "thieves": {k: summarize(v) for k, v in per_recipe.items()}}
     return out
@@ -329,7 +367,7 @@ def main() -> int:
     header = (f"### Grid (issue 12), tables rebuilt {stamp}\n\n"
               f"`python benchmarks/efficacy.py --datasets {args.datasets} --methods {args.methods} --seeds {args.seeds} "
               f"--epochs {args.epochs}" + (f" --thieves {args.thieves}" if args.thieves else "") +
-              f" --default-row {DEFAULT_ROW}` (cache: $SALM_EFFICACY_CACHE, default benchmarks/results/efficacy_cache/)  \n"
+              f" --default-row {DEFAULT_ROW}` (results: benchmarks/results_efficacy/; protected splits cached in $SALM_EFFICACY_CACHE)  \n"
               f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), bf16 autocast for the thieves. "
               f"Thieves: {', '.join(r.name for r in recipes)}; SGD: lr 0.05, momentum 0.9, weight decay 5e-4, cosine; "
               f"Adam 1e-3; batch 128; aug = random crop (4-pixel zero padding) + horizontal flip; mix10 = 10 % of the "

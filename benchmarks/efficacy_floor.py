@@ -5,7 +5,7 @@ Prints, per dataset and thief architecture, the clean-test ranking power max(AUC
 ranking power after epoch 1 of every cached thief run. Both are independent of (or barely touched
 by) the protection, so they bound from below what the "val-selected epoch" view can show.
 
-    python benchmarks/efficacy_floor.py            # cache: $SALM_EFFICACY_CACHE or benchmarks/results/efficacy_cache
+    python benchmarks/efficacy_floor.py            # results: benchmarks/results_efficacy/ (run efficacy.py --report-only first to mirror the cache)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.efficacy import CACHE, load_dataset  # noqa: E402
+from benchmarks.efficacy import RESULTS, load_dataset  # noqa: E402
 from salm_desktop.core.evaluate.thieves import THIEF_ARCHS, _metrics, build_thief, to_tensor  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main() -> int:
                 rp.append(_metrics(build_thief(arch, 2), x, y)["rank_power"])
             print(f"{name} {arch}: untrained, 5 initializations: {', '.join(f'{v:.2f}' for v in rp)} (mean {np.mean(rp):.2f})")
         first = collections.defaultdict(list)
-        for f in sorted((CACHE / name).glob("*-a*.json")):
+        for f in sorted((RESULTS / name).glob("*-a*.json")):
             r = json.loads(f.read_text())
             first[f.name.split("-p")[0]].append(r["history"][0]["rank_power"])
         allv = [v for vs in first.values() for v in vs]

@@ -6,7 +6,7 @@ few-clean refit and the per-epoch test AUC. Not cached; the grid (efficacy.py) i
     python benchmarks/efficacy_probe.py breastmnist '{"mask_ratio": 0.3}' cnn,resnet18 [SEED]
 
 VARIANT keys: mask_ratio, epsilon, pgd_steps, max_rounds (ProtectSettings) and refine_steps,
-mask_scope ("class" | "sample"), tap_share (texture_shortcut).
+mask_scope ("class" | "sample"), tap_share, frequencies (per class [rows, columns] cycles per pixel) (texture_shortcut).
 """
 import sys, time, json, numpy as np, torch
 torch.set_num_threads(1)

@@ -49,7 +49,8 @@ def _wave(n: int, f: float, phase: np.ndarray) -> np.ndarray:
     return np.cos(2 * math.pi * f * np.arange(n)[None, :] + phase[:, None])
 
 
-def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Generator,
+                   frequencies=None) -> np.ndarray:
     """+-1 texture per image (N x H x W): its class's frequency, a random phase per image and axis.
 
     Phases are drawn from the multiples of pi/4 shifted by pi/8, so that no cosine sample is 0
@@ -57,7 +58,8 @@ def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Ge
     """
     n, h, w = shape
     out = np.empty(shape, dtype=np.float32)
-    for c, (fy, fx) in enumerate(class_frequencies(int(y.max()) + 1 if len(y) else 1)):
+    freqs = class_frequencies(int(y.max()) + 1 if len(y) else 1) if frequencies is None else [tuple(f) for f in frequencies]
+    for c, (fy, fx) in enumerate(freqs):
         members = np.flatnonzero(y == c)
         if members.size == 0:
             continue
@@ -69,7 +71,8 @@ def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Ge
 
 
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
-                     refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0) -> np.ndarray:
+                     refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0,
+                     frequencies=None) -> np.ndarray:
     """The ``salm-tex`` noise for images ``x`` (N x H x W in [0, 1]) with labels ``y``: inside [-eps, eps],
     at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1]."""
     from .masks import topk_mask
@@ -77,7 +80,7 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
 
     eps = float(settings.epsilon)
     rng = np.random.default_rng(int(settings.seed) + 17)
-    tex = class_textures(x.shape, y, rng)
+    tex = class_textures(x.shape, y, rng, frequencies)  # frequencies: per-class override, for probes
     device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device)
     bs = max(2, settings.batch_size)
     if mask_scope == "class":

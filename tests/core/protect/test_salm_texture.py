@@ -38,6 +38,18 @@ def test_texture_frequency_survives_shift_and_flip():
                               class_textures((2, 28, 28), np.array([0, 0]), np.random.default_rng(2))[0])
 
 
+def test_frequency_override_used_for_probes():
+    # the period-4 probe (docs/benchmarks.md): rows period 4 for class 0, columns period 4 for class 1
+    y = np.array([0, 1])
+    tex = class_textures((2, 28, 28), y, np.random.default_rng(0), frequencies=[[0.25, 0], [0, 0.25]])
+    assert set(np.unique(tex)) == {-1.0, 1.0}
+    assert np.array_equal(tex[0], np.roll(tex[0], 4, axis=0)) and not np.array_equal(tex[0], np.roll(tex[0], 2, axis=0))
+    assert np.array_equal(tex[0], np.roll(tex[0], 1, axis=1))  # constant along the columns
+    assert np.array_equal(tex[1], np.roll(tex[1], 4, axis=1)) and not np.array_equal(tex[1], np.roll(tex[1], 2, axis=1))
+    default = class_textures((2, 28, 28), y, np.random.default_rng(0))
+    assert np.array_equal(default[0], np.roll(default[0], 2, axis=0))  # the default period is 2
+
+
 def test_too_many_classes_is_refused():
     with pytest.raises(ValueError, match="at most"):
         class_frequencies(50)
