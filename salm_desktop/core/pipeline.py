@@ -165,12 +165,8 @@ def export_release(plan, result, tmp: Path, settings, inputs, progress: Progress
             raise JobError(f"{roi}: the label map does not fit any protected series (no slice at their positions "
                            f"with their size; series sample shapes {', '.join(shapes)})")
 
-    from salm_desktop.core.protect.result import ProtectResult
-
-    def protected_fn(series: Series):
-        if isinstance(result, ProtectResult):  # the writer's decoded original: each sample is decoded once
-            return lambda i, original: result.protected_from(series.id, i, original)
-        return lambda i, original: result.protected(series.id, i)  # a wrapped result (ownership marks) reads its own
+    def protected_fn(series: Series):  # the writer's decoded original: each sample is decoded once
+        return lambda i, original: result.protected_from(series.id, i, original)
 
     context = WriteContext(tmp, layout, progress, salt,
                            lambda series: derivation_text(settings, series, result.budget(series.id)),

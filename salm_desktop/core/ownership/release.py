@@ -47,13 +47,19 @@ class MarkedResult:
         return getattr(self.inner, name)
 
     def protected(self, series_id: str, index: int) -> np.ndarray:
+        series = self._series.get(series_id)
+        if series is None:  # not a marked series
+            return self.inner.protected(series_id, index)
+        return self.protected_from(series_id, index, series.samples[index].read())
+
+    def protected_from(self, series_id: str, index: int, original: np.ndarray) -> np.ndarray:
+        """:meth:`protected` from the sample's native values already decoded by the caller (a writer)."""
         t0 = time.perf_counter()
-        prot = self.inner.protected(series_id, index)
+        prot = self.inner.protected_from(series_id, index, original)
         series = self._series.get(series_id)
         if series is None:
             return prot
         sample = series.samples[index]
-        original = sample.read()
         it = series.intensity
         marked = mark_sample(prot, original, self._labels[series_id][index], self.keys, self.epsilon, it.width, it.low, it.high,
                              sample_rng(self.keys, series_id, index))
