@@ -372,7 +372,10 @@ def main() -> int:
               f"Thieves: {', '.join(r.name for r in recipes)}; SGD: lr 0.05, momentum 0.9, weight decay 5e-4, cosine; "
               f"Adam 1e-3; batch 128; aug = random crop (4-pixel zero padding) + horizontal flip; mix10 = 10 % of the "
               f"training split replaced by clean originals. 'val-sel' = test metric at the epoch with the best ranking "
-              f"power on the clean val split. Seed k = protection seed k and thief seed k. Missing cells were not run.\n\n"
+              f"power on the clean val split. Seed k = protection seed k and thief seed k. Missing cells were not run."
+              + ("" if DEFAULT_ROW == "salm" else f" The default `salm` runs exactly the `{DEFAULT_ROW}` row on these "
+                 "8-bit images (bit for bit: tests/core/protect/test_salm_variants.py); `salm-v1` is the earlier default, "
+                 "min-min, which `salm` still runs on CT, MR and 3D.") + "\n\n"
               f"![ranking power vs PSNR](efficacy_grid.png)\n")
     table = markdown(grid, recipes, seeds, header)
     print(table)

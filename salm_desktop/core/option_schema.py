@@ -157,10 +157,10 @@ def integer(field: str, minimum: int | None = None) -> Parser:
     return parse
 
 
-def number(field: str, optional: bool = False) -> Parser:
-    """A fraction or a decimal; ``optional``: ``none`` (or an empty text) sets None."""
+def number(field: str, optional: bool = False, none_words: tuple[str, ...] = ("", "none", "off")) -> Parser:
+    """A fraction or a decimal; ``optional``: one of ``none_words`` (or None) sets None."""
     def parse(value: Any, name: str) -> dict[str, Any]:
-        if optional and (value is None or _word(value) in ("", "none", "off")):
+        if optional and (value is None or _word(value) in none_words):
             return {field: None}
         return {field: parse_fraction(value, name)}
     return parse
@@ -214,8 +214,9 @@ SCHEMA: tuple[Option, ...] = (
            "0..255), e.g. 8/255, 0.03 or 8 (= 8/255), or native units, e.g. 12HU", metavar="BUDGET"),
     Option("noise_cap", number("noise_cap", optional=True), ("noise_cap",),
            "also cap the budget at this fraction of each series' own noise SD, e.g. 0.5", metavar="FRACTION"),
-    Option("mask_ratio", number("mask_ratio"), ("mask_ratio",),
-           "fraction of pixels SALM may change (default: the engine's; em always uses 1)", metavar="FRACTION"),
+    Option("mask_ratio", number("mask_ratio", optional=True, none_words=("", "auto")), ("mask_ratio",),
+           "fraction of pixels SALM may change; auto (default): 0.3 for the class texture on 2D 8-bit images, "
+           "0.2 for min-min on CT, MR and 3D; em always uses 1", metavar="FRACTION"),
     Option("labels", _labels, ("labels", "n_clusters"),
            "folders | npz | csv:FILE | clusters:K (pseudo-labels; needed for unlabelled DICOM/NIfTI)", metavar="SOURCE"),
     Option("device", lambda value, name: {"device": str(value).strip()}, ("device",),

@@ -82,7 +82,8 @@ def resolved_settings_dict(settings: "ProtectSettings", loader_labels: str | Non
         values["device"] = str(resolve_device(settings.device))
     except (RuntimeError, ValueError):
         pass  # a device that does not exist here: the engine reports it; the name stands
-    values["mask_ratio"] = settings.effective_mask_ratio
+    # em changes every pixel; salm's None stays None: its variant picks the ratio per series (the summary states it)
+    values["mask_ratio"] = settings.mask_ratio if settings.method == "salm" else settings.effective_mask_ratio
     values["loader_labels"] = None if settings.labels == "clusters" else loader_labels
     return values
 

@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     from salm_desktop.core.protect.settings import ProtectSettings
 
 
-def derivation_text(settings: ProtectSettings, series: Series, epsilon: float | None = None) -> str:
+def derivation_text(settings: ProtectSettings, series: Series, epsilon: float | None = None,
+                    mask_ratio: float | None = None) -> str:
     eps = float(settings.epsilon) if epsilon is None else float(epsilon)  # the series' own budget when known
     native = series.intensity.delta_to_native(eps)
     unit = f" {series.intensity.unit}" if series.intensity.unit else ""
-    ratio = 1.0 if settings.method == "em" else float(settings.mask_ratio)
+    ratio = settings.effective_mask_ratio if mask_ratio is None else float(mask_ratio)  # the series' own when known
     return (
         f"Protected with SALM Desktop {__version__} (unlearnable-example perturbation): method={settings.method}, "
         f"epsilon={eps:.5g} of the intensity window [{series.intensity.low:g}, {series.intensity.high:g}] "
@@ -169,7 +170,8 @@ def export_release(plan, result, tmp: Path, settings, inputs, progress: Progress
         return lambda i, original: result.protected_from(series.id, i, original)
 
     context = WriteContext(tmp, layout, progress, salt,
-                           lambda series: derivation_text(settings, series, result.budget(series.id)),
+                           lambda series: derivation_text(settings, series, result.budget(series.id),
+                                                          result.mask_ratio(series.id)),
                            deidentifier)
     total_files = sum(len(s.files) for s, _ in plan)
     done = 0

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
     from salm_desktop.core.protect.result import ProtectResult
     from salm_desktop.core.protect.settings import ProtectSettings
 
-METHODS = [("salm", "SALM (sparse local mask)"), ("em", "EM (full image, baseline)"), ("random", "Random noise (baseline)")]
+METHODS = [("salm", "SALM (sparse local mask; class texture on 2D 8-bit images)"),
+           ("salm-v1", "SALM min-min everywhere (no texture; weaker against augmenting thieves)"),
+           ("em", "EM (full image, baseline)"), ("random", "Random noise (baseline)")]
 LABEL_SOURCES = [
     ("auto", "Automatic (the study's labels, else pseudo-labels)"),
     ("folders", "Class folders"),
@@ -74,7 +76,7 @@ class WizardSettings(_AdvancedOptions):
     epsilon: float = _engine_default("epsilon", 8 / 255)
     epsilon_native: float = 0.0  # > 0: the budget in native units ("12HU"), used instead of epsilon
     epsilon_unit: str = ""
-    mask_ratio: float = _engine_default("mask_ratio", 0.2)
+    mask_ratio: float = 0.0  # 0 = auto: each variant's own (class texture 0.3, min-min 0.2); spin boxes show "auto"
     device: str = "auto"
     seed: int = 0
     # advanced
@@ -111,7 +113,7 @@ class WizardSettings(_AdvancedOptions):
         """The settings as options of the one schema (core/option_schema.py), as the CLI and TOML give them."""
         native = f"{self.epsilon_native!r}{self.epsilon_unit or 'native'}" if self.epsilon_native > 0 else None
         values: dict[str, Any] = {
-            "method": self.method, "epsilon": native or float(self.epsilon), "mask_ratio": float(self.mask_ratio),
+            "method": self.method, "epsilon": native or float(self.epsilon), "mask_ratio": float(self.mask_ratio) if self.mask_ratio > 0 else "auto",
             "device": self.device, "seed": int(self.seed), "pgd_steps": int(self.pgd_steps),
             "train_steps": int(self.train_steps), "max_rounds": int(self.max_rounds),
             "stop_accuracy": float(self.stop_accuracy), "foreground": bool(self.foreground),
@@ -156,7 +158,7 @@ class WizardSettings(_AdvancedOptions):
             settings.label_source = defaults.label_source
         if not (0 < settings.epsilon <= 1):
             settings.epsilon = defaults.epsilon
-        if not (0 < settings.mask_ratio <= 1):
+        if not (0 <= settings.mask_ratio <= 1):
             settings.mask_ratio = defaults.mask_ratio
         for key in ADVANCED_OPTIONS:
             if option_error(key, getattr(settings, key)):

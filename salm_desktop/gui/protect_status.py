@@ -63,6 +63,7 @@ class ProtectStatus:
     history: list[RoundPoint] = field(default_factory=list)  # one point per finished round
     rounds_started_s: float | None = None  # when the first round began (the samples were read)
     reading_until_s: float | None = None
+    fixed_length: bool = False  # the run has no early stop (class texture): the estimate is not an upper bound
 
     def update(self, event: Any, series_ids: Sequence[str] = (), now_s: float | None = None) -> None:
         """``now_s``: seconds since the run started (the page's clock); the event's own elapsed time
@@ -91,6 +92,11 @@ class ProtectStatus:
                 self.accuracy = float(metrics[key])
                 break
         self.eta_s = self._eta(now)
+        if metrics.get("epoch") and metrics.get("epochs") and self.reading_until_s is not None:
+            # the class texture (2D 8-bit): no rounds, a fixed number of surrogate epochs, so a linear estimate
+            per_epoch = (now - self.reading_until_s) / int(metrics["epoch"])
+            self.eta_s = max(0.0, per_epoch * (int(metrics["epochs"]) - int(metrics["epoch"])))
+            self.fixed_length = True
         if event.message == "done":
             self.eta_s = 0.0
         sid = metrics.get("series") or metrics.get("series_id")
@@ -127,6 +133,8 @@ class ProtectStatus:
             return "measuring the first round…" if self.round else "–"
         if self.eta_s == 0:
             return "0 s"
+        if self.fixed_length:
+            return f"about {duration_text(self.eta_s)}"
         return f"at most {duration_text(self.eta_s)} (less if the surrogate reaches the stop accuracy sooner)"
 
     def accuracy_text(self) -> str:

@@ -72,7 +72,11 @@ def protect(series: Sequence[Series], settings: WizardSettings, progress: Progre
 def preview_mask(sample: Sample, intensity: IntensityMap, settings: WizardSettings, mask_ratio: float) -> np.ndarray:
     from salm_desktop.core.protect import preview_mask as core_preview_mask
 
+    from salm_desktop.core.protect import default_mask_ratio
+
     ratio = 1.0 if settings.method == "em" else float(mask_ratio)
+    if ratio <= 0:  # auto: the ratio the variant that protects this sample uses
+        ratio = default_mask_ratio(settings.method, intensity, len(sample.shape))
     mask = core_preview_mask(sample, intensity, ratio, foreground=bool(settings.foreground),
                              seed=int(settings.seed), device=settings.device)
     return np.asarray(mask, dtype=bool)

@@ -45,8 +45,10 @@ def test_wizard_defaults_are_the_engine_defaults():
     from salm_desktop.core.protect import ProtectSettings
 
     engine, wizard = ProtectSettings(), m.WizardSettings()
-    for name in ("method", "epsilon", "mask_ratio", "pgd_steps", "train_steps", "max_rounds", "foreground", "batch_size"):
+    for name in ("method", "epsilon", "pgd_steps", "train_steps", "max_rounds", "foreground", "batch_size"):
         assert getattr(wizard, name) == getattr(engine, name), name
+    assert wizard.mask_ratio == 0 and engine.mask_ratio is None  # both "auto": each variant's own ratio
+    assert m.build_protect_settings(wizard).mask_ratio is None
 
 
 def test_build_protect_settings_maps_labels_and_em():

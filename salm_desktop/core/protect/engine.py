@@ -67,6 +67,8 @@ class _Job(_JobInputs, _JobBudgets):
         self.step = settings.effective_step
         self.ratio = settings.effective_mask_ratio
         self.use_mask = settings.method in ("salm", "salm-v1") and self.ratio < 1.0
+        self.variant = ""  # salm / salm-v1: which variant ran (``_variant_name``)
+        self.ratio_series: dict[str, float] = {}  # series id -> the mask ratio its variant used (class texture: its own)
         # class mask scopes: one top-k mask per class from this round on (round 1's saliency, or a pre-pass)
         self.class_masks = self.use_mask and settings.mask_scope != "sample"
         self.first_class_mask_round = 1 if settings.mask_scope == "class_from_start" else 2
@@ -353,9 +355,15 @@ class _Job(_JobInputs, _JobBudgets):
             elif self.s.method in PEER_METHODS + CANDIDATE_METHODS:
                 self._peers()
             else:
-                for dims in sorted({len(sh) for sh in self.buckets}):
-                    self._min_min(dims, [b for sh, b in self.buckets.items() if len(sh) == dims])
+                textured = self._texture_buckets()
+                self._texture(textured)
+                rest = [b for b in self.buckets.values() if all(b is not t for t in textured)]
+                for dims in sorted({len(b.shape) for b in rest}):
+                    self._min_min(dims, [b for b in rest if len(b.shape) == dims])
+                self.variant = _variant_name(bool(textured), bool(rest))
         gen_seconds = time.perf_counter() - t0
+        for ser in self.series:
+            self.ratio_series.setdefault(ser.id, self.ratio)
         result = ProtectResult(self.series, self.s)
         result._eps = dict(self.eps_series)
         for b in self.buckets.values():
@@ -372,6 +380,13 @@ class _Job(_JobInputs, _JobBudgets):
         self.progress.update("protect", self.total, self.total, "done", round=self.rounds,
                              surrogate_accuracy=summary["surrogate_accuracy"])
         return result
+
+def _variant_name(textured: bool, min_min: bool) -> str:
+    """Which SALM variant ran, for the summary and the report (docs/algorithm.md, "Which variant runs")."""
+    if textured and min_min:
+        return "class texture (2D 8-bit images) + min-min (the others)"
+    return "class texture" if textured else "min-min"
+
 
 def protect_series(series: Sequence[Series], settings: ProtectSettings | None = None,
                    progress: Progress | None = None) -> ProtectResult:

@@ -16,6 +16,7 @@ from .budget import _binomial_blur, _binomial_blur_shifts, _gaussian_smooth, _lo
 from .clusters import intensity_features, kmeans
 from .masks import body_mask
 from .peers import generate_peer
+from .preview import uses_class_texture
 from .store import ArrayStore
 
 
@@ -198,6 +199,47 @@ class _JobInputs:
                 if (pos + 1) % self.s.batch_size == 0 or pos + 1 == bucket.n:
                     self.done += (pos % self.s.batch_size) + 1
                     self.progress.update("protect", self.done, self.total, "random noise")
+
+    # -- SALM on 2D 8-bit images: the class texture (salm_texture.py) ------------------------------
+    def _texture_buckets(self) -> list[_Bucket]:
+        """The buckets ``salm`` protects with the class texture: 2D samples of 8-bit display images
+        (the MedMNIST-like data its efficacy was measured on). CT, MR, other windows and 3D keep min-min,
+        whose clinical-fidelity targets (no periodic pattern, noise-relative budget) were measured there."""
+        from .salm_texture import CLASS_FREQUENCIES
+
+        chosen = [b for b in self.buckets.values()
+                  if all(uses_class_texture(self.s.method, self.series[si].intensity, len(b.shape)) for si, _ in b.items)]
+        if any(int(b.labels.max(initial=0)) >= len(CLASS_FREQUENCIES) for b in chosen):
+            self.progress.log(f"more than {len(CLASS_FREQUENCIES)} classes: the class texture has no frequency for "
+                              "each, so these 2D images are protected with min-min instead")
+            return []
+        return chosen
+
+    def _texture(self, buckets: list[_Bucket]) -> None:
+        from .peers import TAP_EPOCHS
+        from .salm_texture import texture_shortcut
+
+        settings = dataclasses.replace(self.s, mask_ratio=self.s.mask_ratio_for(texture=True))
+        for bucket in buckets:
+            share = bucket.n * self.s.max_rounds  # this bucket's part of the job's progress total
+            start = self.done
+
+            def on_epoch(epoch: int, share=share, start=start) -> None:
+                self.done = start + share * epoch // (TAP_EPOCHS + 1)
+                self.progress.update("protect", self.done, self.total, f"class texture: surrogate epoch {epoch}/{TAP_EPOCHS}",
+                                     epoch=epoch, epochs=TAP_EPOCHS)
+
+            eps = float(np.min(bucket.eps)) if bucket.eps is not None else float(self.eps)  # never above a sample's own budget
+            delta = texture_shortcut(np.asarray(bucket.clean[:], dtype=np.float32), bucket.labels,
+                                     dataclasses.replace(settings, epsilon=eps), self.progress, self.device,
+                                     on_epoch=on_epoch)
+            if bucket.fg is not None:  # "foreground only" asked for: no texture outside the body
+                delta = delta * np.asarray(bucket.fg[:], dtype=np.float32)
+            bucket.delta[:] = delta.astype(np.float16)
+            self.done = start + share
+            self.progress.update("protect", self.done, self.total, "class texture")
+        for bucket in buckets:  # what the summary and the report state per series
+            self.ratio_series.update({self.series[si].id: settings.mask_ratio for si, _ in bucket.items})
 
     # -- published peers (peers.py) -------------------------------------------------------------
     def _peers(self) -> None:

@@ -177,7 +177,7 @@ def sparse_targeted_augmented(x: np.ndarray, y: np.ndarray, settings, progress=N
             progress.check()
         sl = slice(start, start + bs)
         xb = xt[sl]
-        m = topk_mask(score[yt[sl]].unsqueeze(1), float(settings.mask_ratio), None).float()
+        m = topk_mask(score[yt[sl]].unsqueeze(1), settings.mask_ratio_for(texture=False), None).float()
         d = torch.zeros_like(xb)
         for _ in range(steps):
             d.requires_grad_(True)
@@ -208,7 +208,7 @@ def sparse_autoregressive(x: np.ndarray, y: np.ndarray, settings, progress=None,
     tex = (np.sign(tex) * eps).astype(np.float32)  # saturated, so the budget matches SALM's (PSNR about 37 dB)
     device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device)
     score = _class_saliency(model, xt, yt, C, max(2, settings.batch_size))
-    mask = topk_mask(score[yt].unsqueeze(1), float(settings.mask_ratio), None).squeeze(1).cpu().numpy()
+    mask = topk_mask(score[yt].unsqueeze(1), settings.mask_ratio_for(texture=False), None).squeeze(1).cpu().numpy()
     return _fit_window(tex * mask, x)
 
 
@@ -223,18 +223,19 @@ def _class_saliency(model, xt, yt, n_classes: int, bs: int) -> torch.Tensor:
     return score
 
 
-def clean_surrogate_setup(x: np.ndarray, y: np.ndarray, settings, progress, device):
+def clean_surrogate_setup(x: np.ndarray, y: np.ndarray, settings, progress, device, on_epoch=None):
     """What the surrogate-based generators share: ``(device, n_classes, x as N x 1 x H x W, y, surrogate)``,
     the tensors on ``device`` and the surrogate trained on the clean images (``_train_clean_surrogate``)."""
     device = torch.device(device)
     n_classes = _n_classes(y)
     xt = torch.from_numpy(x).unsqueeze(1).to(device)
     yt = torch.from_numpy(y.astype(np.int64)).to(device)
-    return device, n_classes, xt, yt, _train_clean_surrogate(xt, yt, settings, n_classes, progress, device)
+    return device, n_classes, xt, yt, _train_clean_surrogate(xt, yt, settings, n_classes, progress, device, on_epoch)
 
 
-def _train_clean_surrogate(xt, yt, settings, n_classes: int, progress, device):
-    """The settings' surrogate trained TAP_EPOCHS epochs on clean data with crop + flip (SGD 0.05, cosine)."""
+def _train_clean_surrogate(xt, yt, settings, n_classes: int, progress, device, on_epoch=None):
+    """The settings' surrogate trained TAP_EPOCHS epochs on clean data with crop + flip (SGD 0.05, cosine);
+    ``on_epoch(k)`` after each epoch k = 1..TAP_EPOCHS (progress reporting)."""
     model = _surrogate(settings, n_classes, tuple(xt.shape[2:]), device)
     bs = max(2, settings.batch_size)
     steps_per_epoch = max(1, len(xt) // bs)
@@ -243,7 +244,9 @@ def _train_clean_surrogate(xt, yt, settings, n_classes: int, progress, device):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     gen = torch.Generator().manual_seed(int(settings.seed) + 3)
     model.train()
-    for _ in range(TAP_EPOCHS):
+    for epoch in range(TAP_EPOCHS):
+        if on_epoch is not None and epoch:
+            on_epoch(epoch)
         perm = torch.randperm(len(xt), generator=gen)
         for s in range(steps_per_epoch):
             if progress is not None:

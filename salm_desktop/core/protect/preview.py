@@ -29,6 +29,21 @@ def _preview_model(dims: int, spatial: tuple[int, ...], seed: int, device: torch
     return model
 
 
+def uses_class_texture(method: str, intensity: IntensityMap, ndim: int) -> bool:
+    """Whether ``salm`` protects such a sample with the class texture (2D 8-bit display images) rather than
+    min-min (CT, MR, other windows, 3D); docs/algorithm.md, "Which variant runs"."""
+    return method == "salm" and ndim == 2 and intensity == IntensityMap.for_uint8()
+
+
+def default_mask_ratio(method: str, intensity: IntensityMap, ndim: int) -> float:
+    """The mask ratio ``method`` uses on such a sample when none is set (em: every pixel)."""
+    from .settings import MIN_MIN_MASK_RATIO, TEXTURE_MASK_RATIO
+
+    if method == "em":
+        return 1.0
+    return TEXTURE_MASK_RATIO if uses_class_texture(method, intensity, ndim) else MIN_MIN_MASK_RATIO
+
+
 def preview_mask(sample: Sample, intensity: IntensityMap, mask_ratio: float, *, foreground: bool = False,
                  seed: int = 0, device: str = "auto") -> np.ndarray:
     """The pixels SALM would perturb first in ``sample`` (bool array of ``sample.shape``).

@@ -106,6 +106,11 @@ class ProtectResult:
         """The normalized budget ``series_id`` was protected with (its window, a native budget, a noise cap)."""
         return float(self._eps.get(series_id, self.settings.epsilon))
 
+    def mask_ratio(self, series_id: str) -> float:
+        """The fraction of pixels ``series_id``'s variant could change (``salm``: 0.3 for the 2D 8-bit class texture)."""
+        per_series = self._summary.get("mask_ratio_per_series") or {}  # the engine's figures: nothing is decoded
+        return float(per_series.get(series_id, self.settings.effective_mask_ratio))
+
     def close(self) -> None:
         seen = set()
         for bucket, _ in self._where.values():
@@ -124,6 +129,7 @@ def job_summary(job, gen_seconds: float) -> dict:  # noqa: ANN001
     accs = list(job.accuracy.values())
     return {
         "method": job.s.method,
+        "variant": job.variant or None,
         "epsilon": job.eps,
         "epsilon_native": max(eps_native.values()),
         "epsilon_native_per_series": eps_native,
@@ -131,7 +137,8 @@ def job_summary(job, gen_seconds: float) -> dict:  # noqa: ANN001
         "epsilon_unit_per_series": {ser.id: ser.intensity.unit for ser in job.series},
         "window_per_series": {ser.id: [ser.intensity.low, ser.intensity.high, ser.intensity.name] for ser in job.series},
         "noise_sd_native_per_series": dict(job.noise_series),
-        "mask_ratio": job.ratio,
+        "mask_ratio": (next(iter(set(job.ratio_series.values()))) if len(set(job.ratio_series.values())) == 1 else None),
+        "mask_ratio_per_series": dict(job.ratio_series),
         "recompute_mask": job.mode,
         "foreground": bool(job.s.foreground),
         "robust": job.robust,

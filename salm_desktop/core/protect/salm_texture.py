@@ -72,7 +72,7 @@ def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Ge
 
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
                      refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0,
-                     frequencies=None) -> np.ndarray:
+                     frequencies=None, on_epoch=None) -> np.ndarray:
     """The ``salm-tex`` noise for images ``x`` (N x H x W in [0, 1]) with labels ``y``: inside [-eps, eps],
     at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1]."""
     from .masks import topk_mask
@@ -81,7 +81,7 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
     eps = float(settings.epsilon)
     rng = np.random.default_rng(int(settings.seed) + 17)
     tex = class_textures(x.shape, y, rng, frequencies)  # frequencies: per-class override, for probes
-    device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device)
+    device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device, on_epoch)
     bs = max(2, settings.batch_size)
     if mask_scope == "class":
         score = _class_saliency(model, xt, yt, C, bs)[yt]
@@ -92,14 +92,14 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
             (g,) = torch.autograd.grad(F.cross_entropy(model(z), yt[start:start + bs]), z)
             parts.append(g.abs().squeeze(1))
         score = torch.cat(parts)
-    mask = topk_mask(score.unsqueeze(1), float(settings.mask_ratio), None).squeeze(1).cpu().numpy()
+    mask = topk_mask(score.unsqueeze(1), settings.mask_ratio_for(texture=True), None).squeeze(1).cpu().numpy()
     delta = tex * eps * (1.0 - tap_share) * mask
     if tap_share > 0:  # error-maximizing towards the other class on the clean surrogate, the rest of the budget
         delta = _targeted_part(model, xt, yt, delta, mask, eps, tap_share, settings, C)
     if refine_steps:
         delta = _refine_em(x, y, delta, mask, settings, refine_steps, device, progress)
     if progress is not None:
-        progress.log(f"salm-tex: class textures {class_frequencies(C)}, mask {settings.mask_ratio:.2f} ({mask_scope})")
+        progress.log(f"salm-tex: class textures {class_frequencies(C)}, mask {settings.mask_ratio_for(texture=True):.2f} ({mask_scope})")
     return _fit_window(delta.astype(np.float32), x)
 
 

@@ -43,7 +43,8 @@ class PreviewPage(QWidget):
         self.viewer = SliceViewer(title="Original with SALM mask")
         self.viewer.mask_provider = self.presenter.mask_for_frame
         self.mask_ratio = QDoubleSpinBox()
-        self.mask_ratio.setRange(0.01, 1.0)
+        self.mask_ratio.setRange(0.0, 1.0)  # 0 = auto (the variant's own ratio)
+        self.mask_ratio.setSpecialValueText("auto")
         self.mask_ratio.setSingleStep(0.05)
         self.mask_ratio.setDecimals(2)
         self.opacity = QSlider(Qt.Orientation.Horizontal)

@@ -43,7 +43,10 @@ def mask_status_text(mask: np.ndarray, ratio: float, method: str) -> str:
     share = 100 * float(np.mean(mask))
     if method == "em":
         return f"EM changes every pixel ({share:.1f} % shown); the mask ratio applies to SALM only."
-    text = f"Mask: {share:.1f} % of this image's pixels may change (mask ratio {ratio:.2f})."
+    setting = f"mask ratio {ratio:.2f}" if ratio > 0 else "mask ratio auto"
+    text = f"Mask: {share:.1f} % of this image's pixels may change ({setting})."
+    if method == "salm" and ratio <= 0 and share > 25:  # auto on a 2D 8-bit image: the class texture's mask
+        text += " SALM lays its class texture on the most salient pixels of the image's class."
     if method == "random":
         text += " The random baseline changes as many pixels, at random places instead of these."
     return text

@@ -98,8 +98,9 @@ class ProtectPresenter:
         labels = "pseudo-labels" if settings.label_source == "clusters" else "the study's labels"
         self.view.append_log(
             f"Protecting {len(series)} series ({sum(len(s.samples) for s in series)} images), "
-            f"method {settings.method}, mask ratio {100 * settings.mask_ratio:.0f} % of the pixels, "
-            f"budget ±{settings.epsilon * 255:.3g}/255 of the intensity window, labels: {labels}, "
+            f"method {settings.method}, mask ratio "
+            + (f"{100 * settings.mask_ratio:.0f} % of the pixels, " if settings.mask_ratio > 0 else "auto, ")
+            + f"budget ±{settings.epsilon * 255:.3g}/255 of the intensity window, labels: {labels}, "
             f"device {device_text(settings.device)}, seed {settings.seed}.")
         self.settings = settings
         self.started_at = self.clock()

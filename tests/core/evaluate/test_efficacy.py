@@ -71,21 +71,25 @@ def test_cli_evaluate_json(tmp_path, medmnist_dir, capsys):
 
 @pytest.mark.slow
 def test_protected_breastmnist_is_clearly_worse_than_clean(medmnist_dir):
-    """The real-data check: the SALM default on BreastMNIST's training split (546 images), against the
-    earlier thief WITHOUT augmentation. Against the realistic thief suite (crop + flip) the protection
-    does not hold; see docs/benchmarks.md, "Efficacy against the realistic thief suite"."""
+    """The real-data check: the SALM default on BreastMNIST's training split (546 images, the class texture
+    on these 8-bit images) against the grid's plain-CNN thief WITH crop + flip (SGD, cosine, 20 epochs),
+    next to the same thief on the clean split; both tested on the clean test split (docs/benchmarks.md:
+    ranking power 0.53-0.55 protected, 0.88 clean, 3 seeds)."""
+    from salm_desktop.core.evaluate.thieves import parse_thief, run_thief
+
     npz = medmnist_dir / "breastmnist.npz"
     series = medmnist_series(npz, "train")
     with np.load(npz) as z:
-        train = (z["train_images"], z["train_labels"])
-        test = (z["test_images"], z["test_labels"])
+        train, val, test = ((z[f"{k}_images"], z[f"{k}_labels"]) for k in ("train", "val", "test"))
     result = protect_series([series], ProtectSettings())
     prot = np.stack([result.protected(series.id, i) for i in range(len(series.samples))]).astype(np.uint8)
-    assert result.summary["fraction_pixels_changed"] <= round(0.2 * 784) / 784 + 1e-9
+    assert result.summary["variant"] == "class texture" and result.summary["mask_ratio"] == 0.3
+    assert result.summary["fraction_pixels_changed"] <= round(0.3 * 784) / 784 + 1e-9
     assert np.abs(prot.astype(int) - train[0].astype(int)).max() <= 8
-    res = evaluate_efficacy((prot, train[1]), train, test, arch="cnn", epochs=15, seed=0)
-    clean, clean_peak, protected = res["clean"]["final"], res["clean"]["peak"], res["protected"]["final"]
-    print(json.dumps({"clean": clean, "protected": protected, "summary": result.summary}, default=str))
-    assert clean_peak["balanced_acc"] >= 0.75 and clean_peak["auc"] >= 0.85  # the recipe itself works
-    assert protected["balanced_acc"] <= clean_peak["balanced_acc"] - 0.15
-    assert protected["auc"] <= clean["auc"] - 0.15
+    thief = parse_thief("cnn-sgd-aug-20ep")
+    clean = run_thief(train[0], train[1], val, test, thief, seed=0)
+    protected = run_thief(prot, train[1], val, test, thief, seed=0)
+    print(json.dumps({"clean": clean["final"], "protected": protected["final"]}, default=str))
+    assert clean["final"]["rank_power"] >= 0.82  # the recipe itself works (grid: 0.88)
+    assert protected["final"]["rank_power"] <= clean["final"]["rank_power"] - 0.15
+    assert protected["val_selected"]["rank_power"] <= clean["val_selected"]["rank_power"] - 0.1

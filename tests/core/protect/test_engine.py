@@ -16,6 +16,8 @@ from salm_desktop.core.protect import store as store_mod
 
 torch.set_num_threads(1)
 FAST = dict(max_rounds=2, pgd_steps=5, train_steps=5, batch_size=32)
+# The min-min tests below run "salm-v1": on these 2D 8-bit images "salm" is the class texture
+# (tests/core/protect/test_salm_variants.py checks which variant runs where).
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def _orig(series):
     return np.stack([s.read() for s in series.samples])
 
 
-@pytest.mark.parametrize("method", ["em", "salm", "random"])
+@pytest.mark.parametrize("method", ["em", "salm", "salm-v1", "random"])
 def test_budget_holds_after_rounding_uint8(breast, method):
     r = protect_series([breast], ProtectSettings(method=method, mask_ratio=0.1, **FAST))
     prot, orig = _all(r, breast), _orig(breast)
@@ -66,7 +68,7 @@ def test_budget_holds_for_ct_like_int16_with_rescale(breast):
 
 
 def test_pixels_outside_mask_are_bit_identical(breast):
-    r = protect_series([breast], ProtectSettings(method="salm", mask_ratio=0.05, **FAST))
+    r = protect_series([breast], ProtectSettings(method="salm-v1", mask_ratio=0.05, **FAST))
     numel = 28 * 28
     for i in range(len(breast.samples)):
         d = r.delta(breast.id, i)
@@ -78,16 +80,16 @@ def test_pixels_outside_mask_are_bit_identical(breast):
 
 
 def test_same_seed_same_output_other_seed_differs(breast):
-    s = ProtectSettings(method="salm", mask_ratio=0.2, seed=3, **FAST)
+    s = ProtectSettings(method="salm-v1", mask_ratio=0.2, seed=3, **FAST)
     a = _all(protect_series([breast], s), breast)
-    b = _all(protect_series([breast], ProtectSettings(method="salm", mask_ratio=0.2, seed=3, **FAST)), breast)
-    c = _all(protect_series([breast], ProtectSettings(method="salm", mask_ratio=0.2, seed=4, **FAST)), breast)
+    b = _all(protect_series([breast], ProtectSettings(method="salm-v1", mask_ratio=0.2, seed=3, **FAST)), breast)
+    c = _all(protect_series([breast], ProtectSettings(method="salm-v1", mask_ratio=0.2, seed=4, **FAST)), breast)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
     # global RNG state must not matter
     torch.manual_seed(1234)
     np.random.seed(99)
-    d = _all(protect_series([breast], ProtectSettings(method="salm", mask_ratio=0.2, seed=3, **FAST)), breast)
+    d = _all(protect_series([breast], ProtectSettings(method="salm-v1", mask_ratio=0.2, seed=3, **FAST)), breast)
     assert np.array_equal(a, d)
 
 
@@ -138,12 +140,12 @@ def test_labels_stay_aligned_after_shuffling():
 def test_pseudo_labels_line_up_with_samples():
     imgs, labels = _bright_square_series(seed=1)
     ser = series_from_arrays(imgs, None, name="unlabelled")
-    r = protect_series([ser], ProtectSettings(method="salm", labels="clusters", n_clusters=2, **FAST))
+    r = protect_series([ser], ProtectSettings(method="salm-v1", labels="clusters", n_clusters=2, **FAST))
     pseudo = np.array(r.labels_used(ser.id))
     agree = max(np.mean(pseudo == labels), np.mean(pseudo != labels))
     assert agree == 1.0
     with pytest.raises(ValueError, match="no label"):
-        protect_series([ser], ProtectSettings(method="salm", **FAST))
+        protect_series([ser], ProtectSettings(method="salm-v1", **FAST))
 
 
 def test_3d_volumes_and_mixed_sizes_in_one_job(medmnist_dir, breast):
@@ -154,7 +156,7 @@ def test_3d_volumes_and_mixed_sizes_in_one_job(medmnist_dir, breast):
     big = np.stack([np.kron(s.read(), np.ones((2, 2))).astype(np.uint8)[:, :52] for s in breast.samples[:10]])  # 56x52
     big_series = series_from_arrays(big, rng.integers(0, 2, 10), name="big")
     small = series_from_arrays(_orig(breast)[:20].astype(np.uint8), [s.label for s in breast.samples[:20]], name="small")
-    r = protect_series([vol_series, big_series, small], ProtectSettings(method="salm", mask_ratio=0.1, **{**FAST, "max_rounds": 1}))
+    r = protect_series([vol_series, big_series, small], ProtectSettings(method="salm-v1", mask_ratio=0.1, **{**FAST, "max_rounds": 1}))
     for ser, shape in ((vol_series, (28, 28, 28)), (big_series, (56, 52)), (small, (28, 28))):
         for i in range(len(ser.samples)):
             p = r.protected(ser.id, i)
@@ -167,7 +169,7 @@ def test_3d_volumes_and_mixed_sizes_in_one_job(medmnist_dir, breast):
 
 
 def test_large_store_goes_to_memmap_and_gives_same_result(breast, monkeypatch):
-    s = ProtectSettings(method="salm", mask_ratio=0.1, **FAST)
+    s = ProtectSettings(method="salm-v1", mask_ratio=0.1, **FAST)
     a = _all(protect_series([breast], s), breast)
     monkeypatch.setattr(store_mod.ArrayStore.__init__, "__defaults__", (1024,))
     r = protect_series([breast], s)
@@ -189,7 +191,7 @@ def test_foreground_restricts_the_mask():
     img[16:48, 16:48] = 180
     img[24:40, 24:40] = 120
     ser = series_from_arrays(np.stack([img, img[::-1]] * 8), [0, 1] * 8, name="fg")
-    r = protect_series([ser], ProtectSettings(method="salm", mask_ratio=0.3, foreground=True, **FAST))
+    r = protect_series([ser], ProtectSettings(method="salm-v1", mask_ratio=0.3, foreground=True, **FAST))
     d = r.delta(ser.id, 0)
     assert np.count_nonzero(d) > 0
     assert np.count_nonzero(d[:14, :]) == 0 and np.count_nonzero(d[:, :14]) == 0  # background untouched
@@ -223,14 +225,14 @@ def test_512_ct_slices_run_on_the_cpu_with_the_downsampling_stem():
     stored = StoredFormat.for_dtype("int16", intercept=-1024.0, bits_stored=12)
     imgs = stored.to_native(stored.to_stored(rng.normal(0, 300, (4, 512, 512)).cumsum(1) % 1500 - 1000))
     ser = series_from_arrays(imgs, [0, 1, 0, 1], name="ct512", intensity=IntensityMap.for_ct(), stored=stored)
-    r = protect_series([ser], ProtectSettings(method="salm", mask_ratio=0.1, max_rounds=1, pgd_steps=2, train_steps=1, batch_size=4, device="cpu"))
+    r = protect_series([ser], ProtectSettings(method="salm-v1", mask_ratio=0.1, max_rounds=1, pgd_steps=2, train_steps=1, batch_size=4, device="cpu"))
     p, o = r.protected(ser.id, 2), ser.samples[2].read()
     assert 0 < np.count_nonzero(p != o) <= round(0.1 * 512 * 512)
     assert np.abs(p - o).max() <= 2000 * 8 / 255 + 0.5
 
 
 def test_class_mask_scope_gives_one_mask_per_class(breast):
-    r = protect_series([breast], ProtectSettings(method="salm", mask_ratio=0.1, mask_scope="class", stop_accuracy=2.0, **FAST))
+    r = protect_series([breast], ProtectSettings(method="salm-v1", mask_ratio=0.1, mask_scope="class", stop_accuracy=2.0, **FAST))
     labels = np.array(r.labels_used(breast.id))
     masks = np.stack([r.delta(breast.id, i) != 0 for i in range(len(breast.samples))])
     for c in (0, 1):
@@ -242,7 +244,7 @@ def test_class_mask_scope_gives_one_mask_per_class(breast):
 
 def test_class_from_start_scope_uses_the_class_masks_already_in_round_one(breast):
     def class_masks(scope):
-        r = protect_series([breast], ProtectSettings(method="salm", mask_ratio=0.1, mask_scope=scope, stop_accuracy=2.0,
+        r = protect_series([breast], ProtectSettings(method="salm-v1", mask_ratio=0.1, mask_scope=scope, stop_accuracy=2.0,
                                                      **{**FAST, "max_rounds": 1}))
         labels = np.array(r.labels_used(breast.id))
         masks = np.stack([r.delta(breast.id, i) != 0 for i in range(len(breast.samples))])
@@ -258,29 +260,29 @@ def test_class_from_start_scope_uses_the_class_masks_already_in_round_one(breast
 def test_extra_rounds_keep_optimizing_after_the_stop_accuracy(breast):
     small = dict(pgd_steps=3, train_steps=2, batch_size=32)
     # stop_accuracy 0 is reached in round 1; extra_rounds=0 (the default) stops there as before
-    base = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=0.0, max_rounds=5, **small))
-    same = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=0.0, max_rounds=5, extra_rounds=0, **small))
+    base = protect_series([breast], ProtectSettings(method="salm-v1", stop_accuracy=0.0, max_rounds=5, **small))
+    same = protect_series([breast], ProtectSettings(method="salm-v1", stop_accuracy=0.0, max_rounds=5, extra_rounds=0, **small))
     assert base.summary["rounds"] == 1 and base.summary["stop_round"] == 1
     assert all(np.array_equal(base.delta(breast.id, i), same.delta(breast.id, i)) for i in range(len(breast.samples)))
     # two more rounds after the stop: exactly what three rounds without a stop give
     events = []
-    more = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=0.0, max_rounds=5, extra_rounds=2, **small),
+    more = protect_series([breast], ProtectSettings(method="salm-v1", stop_accuracy=0.0, max_rounds=5, extra_rounds=2, **small),
                           Progress(events.append))
-    full = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=2.0, max_rounds=3, **small))
+    full = protect_series([breast], ProtectSettings(method="salm-v1", stop_accuracy=2.0, max_rounds=3, **small))
     assert more.summary["rounds"] == 3 and more.summary["stop_round"] == 1 and more.summary["extra_rounds"] == 2
     assert full.summary["stop_round"] is None
     assert all(np.array_equal(more.delta(breast.id, i), full.delta(breast.id, i)) for i in range(len(breast.samples)))
     prot = [e for e in events if e.stage == "protect"]
     assert prot[-1].done == prot[-1].total and [e.done for e in prot] == sorted(e.done for e in prot)
     # max_rounds still caps the job
-    capped = protect_series([breast], ProtectSettings(method="salm", stop_accuracy=0.0, max_rounds=2, extra_rounds=5, **small))
+    capped = protect_series([breast], ProtectSettings(method="salm-v1", stop_accuracy=0.0, max_rounds=2, extra_rounds=5, **small))
     assert capped.summary["rounds"] == 2
     with pytest.raises(ValueError, match="extra_rounds"):
         ProtectSettings(extra_rounds=-1)
 
 
 def test_stop_loss_holds_the_stop_until_the_surrogate_loss_is_low_enough(breast):
-    small = dict(method="salm", pgd_steps=3, train_steps=2, batch_size=32, stop_accuracy=0.0, max_rounds=3)
+    small = dict(method="salm-v1", pgd_steps=3, train_steps=2, batch_size=32, stop_accuracy=0.0, max_rounds=3)
     logs = []
     loose = protect_series([breast], ProtectSettings(stop_loss=1e6, **small),
                            Progress(lambda e: logs.append(e.message) if e.stage == "log" else None))

@@ -72,12 +72,12 @@ def test_salm_tex_budget_mask_and_determinism(series):
     diff = prot - clean
     assert np.abs(diff).max() <= 8 + 1e-6  # epsilon 8/255
     changed = (diff != 0).reshape(len(diff), -1)
-    assert (changed.mean(1) <= round(0.2 * 784) / 784 + 1e-9).all()  # the mask ratio
-    assert changed.mean() > 0.15  # and it uses the mask (only clipping at 0 / 255 leaves pixels unchanged)
+    assert (changed.mean(1) <= round(0.3 * 784) / 784 + 1e-9).all()  # the mask ratio (auto: 0.3 for the texture)
+    assert changed.mean() > 0.25  # and it uses the mask (only clipping at 0 / 255 leaves pixels unchanged)
     labels = np.array([s.label for s in series.samples])
     for c in np.unique(labels):  # one mask per class: every changed pixel lies in the class's mask
         union = changed[labels == c].any(0)
-        assert union.sum() <= round(0.2 * 784)
+        assert union.sum() <= round(0.3 * 784)
     mse = (diff ** 2).reshape(len(diff), -1).mean(1)
     assert float(np.mean(10 * np.log10(255.0 ** 2 / mse))) >= 35.0
     _, prot2 = _run(series)

@@ -65,8 +65,10 @@ def test_reset_lists_the_selected_series_and_the_plan_names_the_device(loaded):
     assert view.show_plan.call_args.args[0].startswith("Will run on: CPU · ")
 
 
-def test_a_real_run_fills_the_state_and_the_view(loaded):
+@pytest.mark.parametrize("method", ["salm-v1", "salm"])  # min-min rounds; the class texture of 8-bit images
+def test_a_real_run_fills_the_state_and_the_view(loaded, method):
     view, ctx = mock.Mock(spec=ProtectView), _ctx(loaded)
+    ctx.settings.method = method
     presenter = ProtectPresenter(view, ctx, clock=Clock())
     assert presenter.start()
     ctx.settings.max_rounds = 50  # an edit during the run does not reach it: the run has a snapshot
@@ -84,7 +86,12 @@ def test_a_real_run_fills_the_state_and_the_view(loaded):
     assert presenter.events_seen == len(events) > 0
     overall = [c.args[0] for c in view.show_numbers.call_args_list]
     assert overall == sorted(overall) and overall[-1] == 1000
-    view.show_curve.assert_called_with([1, 2], mock.ANY, mock.ANY, 2, presenter.settings.stop_accuracy)
+    if method == "salm-v1":
+        view.show_curve.assert_called_with([1, 2], mock.ANY, mock.ANY, 2, presenter.settings.stop_accuracy)
+    else:  # no rounds: no curve, but a time estimate from the surrogate's epochs, and the variant in the summary
+        assert all(c.args[0] == [] for c in view.show_curve.call_args_list)
+        assert any(c.args[0].startswith("about ") for c in view.show_eta.call_args_list)
+        assert run.result.summary["variant"] == "class texture" and run.result.summary["mask_ratio"] == 0.3
     on_success(run)
     assert loaded.protect_result is run.result and loaded.protect_settings is presenter.settings
     assert loaded.protected_ids == [loaded.selected_series[0].id]
