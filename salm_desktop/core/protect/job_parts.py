@@ -238,8 +238,7 @@ class _JobInputs:
             bucket.delta[:] = delta.astype(np.float16)
             self.done = start + share
             self.progress.update("protect", self.done, self.total, "class texture")
-        for bucket in buckets:  # what the summary and the report state per series
-            self.ratio_series.update({self.series[si].id: settings.mask_ratio for si, _ in bucket.items})
+            self.ratio_series.update({self.series[si].id: settings.mask_ratio for si, _ in bucket.items})  # for the summary
 
     # -- published peers (peers.py) -------------------------------------------------------------
     def _peers(self) -> None:

@@ -127,6 +127,7 @@ def job_summary(job, gen_seconds: float) -> dict:  # noqa: ANN001
     decoded here: the change figures are the result's (see :attr:`ProtectResult.summary`)."""
     eps_native = {ser.id: ser.intensity.delta_to_native(job.eps_series[ser.id]) for ser in job.series}
     accs = list(job.accuracy.values())
+    ratios = set(job.ratio_series.values())
     return {
         "method": job.s.method,
         "variant": job.variant or None,
@@ -137,7 +138,7 @@ def job_summary(job, gen_seconds: float) -> dict:  # noqa: ANN001
         "epsilon_unit_per_series": {ser.id: ser.intensity.unit for ser in job.series},
         "window_per_series": {ser.id: [ser.intensity.low, ser.intensity.high, ser.intensity.name] for ser in job.series},
         "noise_sd_native_per_series": dict(job.noise_series),
-        "mask_ratio": (next(iter(set(job.ratio_series.values()))) if len(set(job.ratio_series.values())) == 1 else None),
+        "mask_ratio": ratios.pop() if len(ratios) == 1 else None,  # one ratio for the job, else see per series
         "mask_ratio_per_series": dict(job.ratio_series),
         "recompute_mask": job.mode,
         "foreground": bool(job.s.foreground),
