@@ -5,6 +5,15 @@ the protected pixel data. Each case protects a small real input with fixed setti
 SHA-256 of what was written (DICOM PixelData, the NIfTI data array, every npz array) with the values
 checked in next to this file. To re-record after an *intended* change of the written values, run
 ``SALM_GOLDEN_UPDATE=1 python -m pytest tests/golden`` and say why in the commit.
+
+The same bytes on every test machine: floating-point results depend on which kernels the CPU gets
+(oneDNN's convolutions are chosen per instruction set and cache size; MKL takes other code paths on
+AMD than on Intel), and PGD's sign steps turn the last bit into a different pixel. So the cases run
+in a child process whose arithmetic is fixed: one thread, oneDNN off (PyTorch's own convolution over
+MKL), MKL's conditional numerical reproducibility on (``MKL_CBWR=COMPATIBLE``) and PyTorch's AVX2
+kernels (``ATEN_CPU_CAPABILITY=avx2``, which every x86-64 machine here has). Checked on one machine:
+the bytes do not move between PyTorch's AVX2 and AVX-512 kernels under these settings, while the
+default settings gave different DICOM and NIfTI bytes on an Intel and an AMD host.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +74,9 @@ def _npz_hashes(out: Path) -> dict[str, str]:
     return found
 
 
-@pytest.fixture
-def single_thread():
-    """Float reductions must not depend on how many threads the host gives torch."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: the child's environment: one thread, reproducible MKL, the AVX2 kernels of PyTorch (see the docstring)
+FIXED_ARITHMETIC = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE",
+                    "ATEN_CPU_CAPABILITY": "avx2"}
 
 
 def _cases(data_dir: Path, tmp: Path) -> dict[str, tuple[Path, dict, object]]:
@@ -88,18 +95,35 @@ def _cases(data_dir: Path, tmp: Path) -> dict[str, tuple[Path, dict, object]]:
     }
 
 
-def test_outputs_match_the_recorded_hashes(data_dir, tmp_path, single_thread):
-    recorded = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+def written_hashes(data_dir: Path, tmp: Path) -> dict[str, dict[str, str]]:
+    """Protect every case and hash what was written (run in the child process of the test)."""
+    torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False  # PyTorch's own convolution: the same on every CPU
     got: dict[str, dict[str, str]] = {}
-    for name, (source, extra, hashes) in _cases(data_dir, tmp_path).items():
-        out = tmp_path / "out" / name
+    for name, (source, extra, hashes) in _cases(data_dir, tmp).items():
+        out = tmp / "out" / name
         run_protect_job([source], out, ProtectSettings(**SETTINGS, **extra), report=False,
                         labels="none" if extra.get("labels") == "clusters" else None)
         got[name] = hashes(out)
+    return got
+
+
+def test_outputs_match_the_recorded_hashes(data_dir, tmp_path):
+    env = {**os.environ, **FIXED_ARITHMETIC}
+    child = subprocess.run([sys.executable, __file__, str(data_dir), str(tmp_path)], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert child.returncode == 0, child.stderr[-3000:]
+    got = json.loads(child.stdout.strip().splitlines()[-1])
+    for name in got:
         assert got[name], f"{name}: nothing was written"
     if os.environ.get("SALM_GOLDEN_UPDATE"):
         GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
         return
+    recorded = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
     assert recorded, f"{GOLDEN} is missing: record it with SALM_GOLDEN_UPDATE=1"
     for name in got:
         assert got[name] == recorded[name], f"{name}: the written values changed"
+
+
+if __name__ == "__main__":  # the child: python test_golden_outputs.py DATA_DIR TMP
+    print(json.dumps(written_hashes(Path(sys.argv[1]), Path(sys.argv[2]))))
