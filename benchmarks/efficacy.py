@@ -16,7 +16,8 @@ computes what is missing):
     nice -n 10 python benchmarks/efficacy.py --datasets breastmnist,pneumoniamnist \
         --methods clean,salm-v1,salm-tex,em,em-class,tap,ar,lsp,ops,random --seeds 0,1,2 --markdown docs/benchmarks.md
 
---thieves picks a part of the suite, --default-row names the row marked as the default.
+--thieves picks a part of the suite or names other thieves in its grammar (`cnn-sgd-aug-median-20ep`: a thief that
+median-filters every image), --default-row names the row marked as the default.
 
 --report-only rebuilds the tables and the figure (docs/efficacy_grid.png) from benchmarks/results_efficacy/
 (and mirrors into it any result the cache holds that the folder lacks).
@@ -40,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from salm_desktop.core.evaluate import medmnist_series  # noqa: E402
-from salm_desktop.core.evaluate.thieves import ThiefRecipe, default_suite, run_thief, summarize  # noqa: E402
+from salm_desktop.core.evaluate.thieves import ThiefRecipe, default_suite, parse_thief, run_thief, summarize  # noqa: E402
 from salm_desktop.core.protect import ProtectSettings, protect_series  # noqa: E402
 
 DATA = Path(os.environ.get("SALM_TEST_DATA", REPO.parent / "shared" / "data")) / "medmnist"
@@ -348,10 +349,10 @@ def main() -> int:
     recipes = default_suite(args.epochs)
     if args.thieves:
         by_name = {r.name: r for r in recipes}
-        unknown = [t for t in args.thieves.split(",") if t not in by_name]
-        if unknown:
-            ap.error(f"unknown thief {unknown[0]!r}; choose from {', '.join(by_name)}")
-        recipes = [by_name[t] for t in args.thieves.split(",")]
+        try:  # the suite's own recipes, or any other the thief grammar spells (cnn-sgd-aug-median-20ep)
+            recipes = [by_name.get(t) or parse_thief(t, args.epochs) for t in args.thieves.split(",")]
+        except ValueError as exc:
+            ap.error(f"{exc}; the suite: {', '.join(by_name)}")
 
     def log(msg: str) -> None:
         line = f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} {msg}"
@@ -371,7 +372,8 @@ def main() -> int:
               f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), bf16 autocast for the thieves. "
               f"Thieves: {', '.join(r.name for r in recipes)}; SGD: lr 0.05, momentum 0.9, weight decay 5e-4, cosine; "
               f"Adam 1e-3; batch 128; aug = random crop (4-pixel zero padding) + horizontal flip; mix10 = 10 % of the "
-              f"training split replaced by clean originals. 'val-sel' = test metric at the epoch with the best ranking "
+              f"training split replaced by clean originals; median / blur / jpeg10 = that filter (3x3 median, Gaussian "
+              f"sigma 1, JPEG quality 10) run once on every image the thief's model sees: training, val and test. 'val-sel' = test metric at the epoch with the best ranking "
               f"power on the clean val split. Seed k = protection seed k and thief seed k. Missing cells were not run."
               + ("" if DEFAULT_ROW == "salm" else f" The default `salm` runs exactly the `{DEFAULT_ROW}` row on these "
                  "8-bit images (bit for bit: tests/core/protect/test_salm_variants.py); `salm-v1` is the earlier default, "

@@ -14,6 +14,11 @@ it), balanced accuracy, AUC and accuracy
 A ``clean_mix`` recipe replaces that fraction of the protected training images by their clean
 originals (the thief owns some clean data and mixes it in).
 
+A ``prefilter`` recipe (``median``, ``blur``, ``jpeg10``, ...; see defenses.py) runs that filter once
+on every image its model will see: the training split, its own clean validation split and the
+patients at test time, so the filter costs the thief no train/test mismatch. It is the thief who
+has read that filtering removes imperceptible perturbations and keeps augmenting besides.
+
 Speed: the whole split lives in one tensor; crop-with-padding and flip are done per sample on the
 batch tensor (no data loader); small inputs train channels-last. :func:`run_suite` runs several
 recipes and seeds and returns mean and range per metric.
@@ -31,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defenses import DATASET_LEVEL, prepare_training_set
 from .efficacy import classification_metrics
 
 THIEF_ARCHS = ("cnn", "resnet18", "vgg")
@@ -49,6 +55,7 @@ class ThiefRecipe:
     lr: float | None = None  # None: 0.05 for SGD, 1e-3 for Adam
     clean_mix: float = 0.0  # fraction of the training split replaced by the thief's own clean originals
     few_clean: int = 50  # clean labelled training images the thief refits the last layer on (0: skip)
+    prefilter: str | None = None  # a dataset-level filter (defenses.DATASET_LEVEL) run on every image the model sees
 
     def __post_init__(self) -> None:
         if self.arch not in THIEF_ARCHS:
@@ -59,10 +66,14 @@ class ThiefRecipe:
             raise ValueError("epochs must be at least 1 and batch_size at least 2")
         if not 0.0 <= self.clean_mix < 1.0:
             raise ValueError(f"clean_mix must be in [0, 1), got {self.clean_mix}")
+        if self.prefilter is not None and self.prefilter not in DATASET_LEVEL:
+            raise ValueError(f"unknown prefilter {self.prefilter!r}; choose one of {', '.join(DATASET_LEVEL)}")
 
     @property
     def name(self) -> str:
-        parts = [self.arch, self.optimizer, "aug" if self.augment else "noaug", f"{self.epochs}ep"]
+        parts = [self.arch, self.optimizer, "aug" if self.augment else "noaug"]
+        parts += [self.prefilter] if self.prefilter else []
+        parts.append(f"{self.epochs}ep")
         if self.clean_mix:
             parts.append(f"mix{round(100 * self.clean_mix)}")
         return "-".join(parts)
@@ -85,7 +96,8 @@ def default_suite(epochs: int = 20) -> list[ThiefRecipe]:
 
 
 def parse_thief(name: str, epochs: int = 20) -> ThiefRecipe:
-    """``resnet18-sgd-aug`` / ``vgg-adam-noaug`` / ``resnet18-sgd-aug-mix10`` (optionally ``-NNep``) -> a recipe.
+    """``resnet18-sgd-aug`` / ``vgg-adam-noaug`` / ``resnet18-sgd-aug-mix10`` / ``cnn-sgd-aug-median``
+    (optionally ``-NNep``) -> a recipe.
 
     Raises ValueError naming the bad part."""
     parts = [p for p in name.strip().lower().split("-") if p]
@@ -99,10 +111,13 @@ def parse_thief(name: str, epochs: int = 20) -> ThiefRecipe:
             kw["augment"] = p == "aug"
         elif p.startswith("mix") and p[3:].isdigit():
             kw["clean_mix"], kw["few_clean"] = int(p[3:]) / 100.0, 0
+        elif p in DATASET_LEVEL:
+            kw["prefilter"] = p
         elif p.endswith("ep") and p[:-2].isdigit():
             kw["epochs"] = int(p[:-2])
         else:
-            raise ValueError(f"thief {name!r}: unknown part {p!r} (use ARCH-OPTIMIZER-aug|noaug[-mixNN][-NNep])")
+            raise ValueError(f"thief {name!r}: unknown part {p!r} (use ARCH-OPTIMIZER-aug|noaug[-mixNN][-FILTER][-NNep], "
+                             f"FILTER one of {', '.join(DATASET_LEVEL)})")
     return ThiefRecipe(**kw)
 
 
@@ -293,6 +308,9 @@ def run_thief(train_images: np.ndarray, train_labels: np.ndarray, val: tuple[np.
     y_tr = torch.from_numpy(y_np)
     x_val, y_val = to_tensor(val[0]), np.asarray(val[1]).reshape(len(val[1]), -1)[:, 0].astype(np.int64)
     x_te, y_te = to_tensor(test[0]), np.asarray(test[1]).reshape(len(test[1]), -1)[:, 0].astype(np.int64)
+    if recipe.prefilter:  # after the clean mix: the thief filters its own clean images too
+        x_tr, x_val, x_te = (prepare_training_set(x, recipe.prefilter) for x in (x_tr, x_val, x_te))
+        clean_x = None if clean_x is None else prepare_training_set(clean_x, recipe.prefilter)
     n_classes = max(2, int(max(y_np.max(), y_te.max())) + 1)
     cl = torch.channels_last
     x_tr, x_val, x_te = x_tr.contiguous(memory_format=cl), x_val.contiguous(memory_format=cl), x_te.contiguous(memory_format=cl)

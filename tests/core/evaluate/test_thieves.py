@@ -44,6 +44,12 @@ def test_recipes_names_and_architectures():
     assert all(r.epochs >= 20 for r in suite)
     assert parse_thief("vgg-adam-noaug-5ep") == ThiefRecipe("vgg", "adam", 5, augment=False)
     assert parse_thief("resnet18-sgd-aug-mix10", 3).clean_mix == 0.1
+    assert parse_thief("cnn-sgd-aug-median-20ep") == ThiefRecipe("cnn", "sgd", 20, prefilter="median")
+    assert parse_thief("cnn-sgd-aug-median-20ep").name == "cnn-sgd-aug-median-20ep"  # the grid's cache key
+    with pytest.raises(ValueError, match="FILTER one of blur, median"):
+        parse_thief("cnn-sgd-aug-sharpen")
+    with pytest.raises(ValueError, match="prefilter"):
+        ThiefRecipe("cnn", prefilter="augment")  # a batch-level defense is not a filter
     with pytest.raises(ValueError, match="unknown part"):
         parse_thief("resnet18-rmsprop")
     with pytest.raises(ValueError, match="architecture"):
@@ -69,6 +75,26 @@ def test_run_thief_on_real_images_reports_every_view(breast):
     assert again["final"] == res["final"]  # same seed, same thief
     s = summarize([res, again])
     assert s["n"] == 2 and s["final"]["rank_power"]["min"] == s["final"]["rank_power"]["max"]
+
+
+def test_a_median_prefilter_removes_an_isolated_pixel_shortcut_from_everything_the_thief_sees(breast):
+    """Labels at random, the only signal a grid of isolated bright pixels on class 1, in training and
+    test images alike: the plain thief reads it; the median thief cannot, because the filter also
+    runs on the test patients (a filter on the training split alone would leave it in the test)."""
+    rng = np.random.default_rng(0)
+
+    def dotted(images):
+        y = rng.integers(0, 2, len(images))
+        x = images.copy()
+        x[y == 1, 2::5, 2::5] = 255
+        return x, y
+
+    train, val, test = dotted(breast["train"][0][:256]), dotted(breast["val"][0]), dotted(breast["test"][0][:128])
+    plain = run_thief(*train, val, test, parse_thief("cnn-sgd-noaug-4ep"), seed=0)
+    filtered = run_thief(*train, val, test, parse_thief("cnn-sgd-noaug-median-4ep"), seed=0)
+    assert plain["final"]["rank_power"] > 0.95, plain["final"]
+    assert filtered["final"]["rank_power"] < 0.75, filtered["final"]
+    assert filtered["recipe"] == "cnn-sgd-noaug-median-4ep"
 
 
 def test_verdict_thresholds():
