@@ -252,7 +252,31 @@ def run_speed_once(kind: str, n: int, rounds: int, device: str, threads: int, co
             "cpu_seconds": round(cpu_seconds, 2), "samples_per_cpu_s": round(n / cpu_seconds, 3),
             "rounds": summary["rounds"], "surrogate_accuracy": summary["surrogate_accuracy"],
             "precision": summary.get("precision", "fp32"), "pgd_steps_run_fraction": summary.get("pgd_steps_run_fraction", 1.0),
+            "variant": summary.get("variant"),
             "torch_threads": torch.get_num_threads(), "device": summary["device"]}
+
+
+def print_speed_table(rows: list[dict]) -> None:
+    """The old-against-new markdown table and the ratios per pair (also: --speed-table FILE)."""
+    def shown(v, fmt="{}"):  # the texture path has no rounds, PGD steps or surrogate accuracy
+        return "–" if v is None else fmt.format(v)
+
+    print("| code | data | samples | variant | rounds | precision | PGD steps run | threads | protect s | samples/s "
+          "| protect CPU s | samples per CPU s | surrogate acc |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        data = "PneumoniaMNIST train 28x28" if r["kind"] == "mnist" else "CT 512x512 (clusters:2)"
+        rounds = r["rounds"] if r.get("surrogate_accuracy") is not None else None
+        print(f"| {r['code']} | {data} | {r['samples']} | {r.get('variant') or 'min-min'} | {shown(rounds)} | "
+              f"{r['precision']} | {shown(r['pgd_steps_run_fraction'])} | {r['torch_threads']} | {r['seconds']} | "
+              f"{r['samples_per_s']} | {r['cpu_seconds']} | {r['samples_per_cpu_s']} | "
+              f"{shown(r['surrogate_accuracy'], '{:.3f}')} |")
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        for label, key in (("wall", "seconds"), ("CPU", "cpu_seconds")):
+            old = [r[key] for r in rows if r["kind"] == kind and r["code"] != "new"]
+            new = [r[key] for r in rows if r["kind"] == kind and r["code"] == "new"]
+            pairs = ", ".join(f"{o / n:.2f}" for o, n in zip(old, new))
+            print(f"{kind}: baseline / new {label} time, per pair: {pairs}; best / best: {min(old) / min(new):.2f}")
 
 
 def speed_main(args) -> int:
@@ -292,23 +316,7 @@ def speed_main(args) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _save(rows, "throughput-speed.json")
-    print("| code | data | samples | rounds | precision | PGD steps run | threads | protect s | samples/s | protect CPU s "
-          "| samples per CPU s | surrogate acc |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        data = "PneumoniaMNIST train 28x28" if r["kind"] == "mnist" else "CT 512x512 (clusters:2)"
-        print(f"| {r['code']} | {data} | {r['samples']} | {r['rounds']} | {r['precision']} | {r['pgd_steps_run_fraction']} | "
-              f"{r['torch_threads']} | {r['seconds']} | {r['samples_per_s']} | {r['cpu_seconds']} | {r['samples_per_cpu_s']} | "
-              f"{r['surrogate_accuracy']:.3f} |")
-    for kind, _ in kinds:
-        old = [r["seconds"] for r in rows if r["kind"] == kind and r["code"] != "new"]
-        new = [r["seconds"] for r in rows if r["kind"] == kind and r["code"] == "new"]
-        pairs = ", ".join(f"{o / n:.2f}" for o, n in zip(old, new))
-        print(f"\n{kind}: baseline / new wall time, per pair: {pairs}; best / best: {min(old) / min(new):.2f}")
-        old_cpu = [r["cpu_seconds"] for r in rows if r["kind"] == kind and r["code"] != "new"]
-        new_cpu = [r["cpu_seconds"] for r in rows if r["kind"] == kind and r["code"] == "new"]
-        pairs = ", ".join(f"{o / n:.2f}" for o, n in zip(old_cpu, new_cpu))
-        print(f"{kind}: baseline / new CPU time, per pair: {pairs}; best / best: {min(old_cpu) / min(new_cpu):.2f}")
+    print_speed_table(rows)
     return 0
 
 
@@ -332,6 +340,8 @@ def main() -> int:
     parser.add_argument("--concurrent", action="store_true",
                         help="old-against-new: run each baseline/new pair at the same time (same machine load; the one "
                              "that finishes first leaves the other more CPU, which favours the baseline)")
+    parser.add_argument("--speed-table", type=Path, metavar="JSON",
+                        help="old-against-new: only print the table of a saved run (benchmarks/results/throughput-speed.json)")
     parser.add_argument("--speed-child", help=argparse.SUPPRESS)
     parser.add_argument("--code-root", help=argparse.SUPPRESS)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -344,6 +354,9 @@ def main() -> int:
         extra = {k: _setting_value(v) for k, v in (kv.split("=", 1) for kv in args.new_settings)}
         print(json.dumps(run_speed_once(args.speed_child, args.slices[0], args.rounds, args.device, args.threads,
                                         args.code_root, extra)))
+        return 0
+    if args.speed_table:
+        print_speed_table(json.loads(args.speed_table.read_text()))
         return 0
     if args.baseline_commit:
         return speed_main(args)
