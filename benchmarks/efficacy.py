@@ -20,7 +20,9 @@ computes what is missing):
 median-filters every image), --default-row names the row marked as the default.
 
 --report-only rebuilds the tables and the figure (docs/efficacy_grid.png) from benchmarks/results_efficacy/
-(and mirrors into it any result the cache holds that the folder lacks).
+(and mirrors into it any result the cache holds that the folder lacks). $SALM_EFFICACY_RESULTS names
+another folder: the countermeasure thieves' grid keeps its own, so that its freshly generated splits
+do not overwrite the main grid's generation records.
 """
 
 from __future__ import annotations
@@ -273,6 +275,14 @@ def markdown(grid: dict, recipes: list[ThiefRecipe], seeds: list[int], header: s
     return "\n".join(lines) + "\n"
 
 
+def _shown_path(path: Path) -> str:
+    """A results folder as the table header names it: relative to the repository where it lies inside."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def figure(grid: dict, recipes: list[ThiefRecipe], path: Path) -> None:
     import matplotlib
 
@@ -368,7 +378,7 @@ def main() -> int:
     header = (f"### Grid (issue 12), tables rebuilt {stamp}\n\n"
               f"`python benchmarks/efficacy.py --datasets {args.datasets} --methods {args.methods} --seeds {args.seeds} "
               f"--epochs {args.epochs}" + (f" --thieves {args.thieves}" if args.thieves else "") +
-              f" --default-row {DEFAULT_ROW}` (results: benchmarks/results_efficacy/; protected splits cached in $SALM_EFFICACY_CACHE)  \n"
+              f" --default-row {DEFAULT_ROW}` (results: {_shown_path(RESULTS)}/; protected splits cached in $SALM_EFFICACY_CACHE)  \n"
               f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), bf16 autocast for the thieves. "
               f"Thieves: {', '.join(r.name for r in recipes)}; SGD: lr 0.05, momentum 0.9, weight decay 5e-4, cosine; "
               f"Adam 1e-3; batch 128; aug = random crop (4-pixel zero padding) + horizontal flip; mix10 = 10 % of the "

@@ -83,8 +83,8 @@ def _assemble_into(assembled: Path, job: BatchJob, units: list[Unit], units_dir:
                                "fidelity": (manifest.get("fidelity") or {}).get("series", []),
                                "report": f"reports/{unit_name(unit.id)}/report.html" if (unit_dir / "report.html").exists() else None})
 
-    summary = _job_summary(unit_manifests)
     fidelity = pooled_fidelity([s for u in unit_manifests for s in u.pop("fidelity")])
+    summary = _job_summary(unit_manifests, fidelity["job"])
     document = Manifest(settings=job.settings.as_dict(), summary=summary, files=files, skipped=skipped,
                         series=[s for u in unit_manifests for s in u["series"]], uid_map=uid_map, fidelity=fidelity,
                         batch={"job": job.name, "fingerprint": fingerprint, "units": len(units)}, units=unit_manifests)
@@ -113,25 +113,23 @@ def _assemble_into(assembled: Path, job: BatchJob, units: list[Unit], units_dir:
     return summary
 
 
-def _job_summary(unit_manifests: list[dict[str, Any]]) -> dict[str, Any]:
+def _job_summary(unit_manifests: list[dict[str, Any]], pooled: dict[str, Any]) -> dict[str, Any]:
+    """The batch job's summary: settings from the units, the change figures from the pooled fidelity
+    (``pooled_fidelity``'s job figures, so the summary and the report state the same numbers)."""
     summaries = [u["summary"] for u in unit_manifests]
     if not summaries:
         return {"samples": 0}
-
-    def total(key):
-        return sum(float(s.get(key) or 0) for s in summaries)
-
-    samples = total("samples")
+    first = summaries[0]
     return {
-        "method": summaries[0].get("method"),
-        "epsilon": summaries[0].get("epsilon"),
-        "mask_ratio": summaries[0].get("mask_ratio"),
-        "device": summaries[0].get("device"),
+        "method": first.get("method"),
+        "epsilon": first.get("epsilon"),
+        "mask_ratio": first.get("mask_ratio"),
+        "device": first.get("device"),
         "series": sum(len(u["series"]) for u in unit_manifests),
-        "samples": int(samples),
-        "seconds": round(total("seconds"), 2),
-        "fraction_pixels_changed": (sum(float(s.get("fraction_pixels_changed") or 0) * float(s.get("samples") or 0)
-                                        for s in summaries) / samples) if samples else 0.0,
-        "max_abs_change_native": max(float(s.get("max_abs_change_native") or 0) for s in summaries),
+        "samples": int(sum(float(s.get("samples") or 0) for s in summaries)),
+        "seconds": round(sum(float(s.get("seconds") or 0) for s in summaries), 2),
+        "fraction_pixels_changed": pooled.get("fraction_changed", 0.0),
+        "max_abs_change_native": pooled.get("max_abs_change_native", 0.0),
+        "psnr_db": pooled.get("psnr_db"),
         "psnr_db_min": min((float(s["psnr_db"]) for s in summaries if s.get("psnr_db") is not None), default=None),
     }

@@ -80,6 +80,10 @@ def test_batch_runs_every_job_and_reports_skipped_inputs(cohort: Path, capsys) -
     assert fidelity["job"]["max_abs_change_native"] == max(s["max_abs_change_native"] for s in fidelity["series"])
     assert fidelity["job"]["fraction_changed"] == pytest.approx(
         sum(s["fraction_changed"] * s["pixels"] for s in fidelity["series"]) / pixels)
+    # the summary states the pooled figures, not a second count of its own (series of unequal size)
+    assert manifest["summary"]["fraction_pixels_changed"] == fidelity["job"]["fraction_changed"]
+    assert manifest["summary"]["max_abs_change_native"] == fidelity["job"]["max_abs_change_native"]
+    assert manifest["summary"]["psnr_db"] == fidelity["job"]["psnr_db"]
     page = (out / "study1" / "report.html").read_text(encoding="utf-8")
     assert "id='units'" in page and "id='series-table'" in page
     for unit in manifest["units"]:
