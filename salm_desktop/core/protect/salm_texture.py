@@ -72,7 +72,7 @@ def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Ge
 
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
                      refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0,
-                     frequencies=None, on_epoch=None) -> np.ndarray:
+                     frequencies=None, on_epoch=None, tap_ratio: float = 0.0) -> np.ndarray:
     """The ``salm-tex`` noise for images ``x`` (N x H x W in [0, 1]) with labels ``y``: inside [-eps, eps],
     at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1]."""
     from .masks import topk_mask
@@ -96,6 +96,9 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
     delta = tex * eps * (1.0 - tap_share) * mask
     if tap_share > 0:  # error-maximizing towards the other class on the clean surrogate, the rest of the budget
         delta = _targeted_part(model, xt, yt, delta, mask, eps, tap_share, settings, C)
+    if tap_ratio > 0:  # probe: targeted error-maximizing at full budget on the next tap_ratio of pixels by saliency
+        wider = topk_mask(score.unsqueeze(1), settings.mask_ratio_for(texture=True) + tap_ratio, None).squeeze(1).cpu().numpy()
+        delta = _targeted_part(model, xt, yt, delta, wider & ~mask.astype(bool), eps, 1.0, settings, C)
     if refine_steps:
         delta = _refine_em(x, y, delta, mask, settings, refine_steps, device, progress)
     if progress is not None:

@@ -99,3 +99,23 @@ def test_refinement_stays_in_budget_and_mask(medmnist_dir):
     assert np.abs(refined).max() <= 8 / 255 + 1e-6
     assert not ((refined != 0) & (plain == 0) & (x > 0) & (x < 1)).any(), "refinement left the mask"
     assert not np.array_equal(refined, plain)
+
+
+def test_targeted_part_on_the_next_pixels_keeps_the_texture_and_the_budget(medmnist_dir):
+    """The probe option tap_ratio (docs/robustness.md, the filtering thieves): the texture stays as it
+    was in its mask; the targeted part changes only the next tap_ratio of pixels by class saliency."""
+    from salm_desktop.core.evaluate.arrays import medmnist_series as _series
+    from salm_desktop.core.protect.salm_texture import texture_shortcut
+
+    ser = _series(medmnist_dir / "breastmnist.npz", "train", n=32)
+    x = np.stack([s.read() for s in ser.samples]).astype(np.float32) / 255.0
+    y = np.array([s.label for s in ser.samples])
+    settings = ProtectSettings(method="salm-tex", batch_size=16, mask_ratio=0.2, device="cpu")
+    plain = texture_shortcut(x, y, settings)
+    both = texture_shortcut(x, y, settings, tap_ratio=0.15)
+    assert np.abs(both).max() <= 8 / 255 + 1e-6
+    in_mask = plain != 0
+    assert np.array_equal(both[in_mask], plain[in_mask])  # the texture untouched
+    extra = (both != 0) & ~in_mask
+    assert extra.any()
+    assert ((both != 0).reshape(len(x), -1).mean(1) <= round(0.35 * 784) / 784 + 1e-9).all()
