@@ -2,7 +2,8 @@
 
 Protects the *training split* of each MedMNIST dataset with each method, then trains the thief
 suite (``salm_desktop.core.evaluate.thieves.default_suite``: plain CNN, ResNet-18 and VGG-style with
-crop+flip, SGD+momentum+cosine, Adam, a no-augmentation row and a 10 %-clean-mix row, 20 epochs)
+crop+flip, SGD+momentum+cosine, Adam, a no-augmentation row, a 10 %-clean-mix row and a
+plain CNN that blurs every image first, 20 epochs)
 on the protected split and tests it on the clean test split. Per method: generation seconds, PSNR,
 SSIM; per thief: ranking power (max(AUC, 1-AUC)) and balanced accuracy at the final epoch and at the
 epoch the thief picks on the clean val split, and the few-clean refit (last layer on 50 clean images).
@@ -388,7 +389,7 @@ def main() -> int:
               + ("" if DEFAULT_ROW == "salm" else f" The default `salm` runs exactly the `{DEFAULT_ROW}` row on these "
                  "8-bit images (bit for bit: tests/core/protect/test_salm_variants.py); `salm-v1` is the earlier default, "
                  "min-min, which `salm` still runs on CT, MR and 3D.") + "\n\n"
-              f"![ranking power vs PSNR](efficacy_grid.png)\n")
+              f"![ranking power vs PSNR]({args.figure.name})\n")
     table = markdown(grid, recipes, seeds, header)
     print(table)
     if grid:

@@ -119,7 +119,7 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="npz (or folder tree) with the clean train and test splits")
     evaluate.add_argument("--thieves", default="suite", metavar="NAMES",
                           help="'suite' (default: cnn, resnet18 and vgg with crop+flip and SGD, resnet18 with Adam, without "
-                               "augmentation and with 10%% clean images mixed in) or names like vgg-adam-noaug,cnn-sgd-aug-blur (-median, -jpeg10)")
+                               "augmentation, with 10%% clean images mixed in, cnn blurring first) or names like vgg-adam-noaug,cnn-sgd-aug-median")
     evaluate.add_argument("--seeds", default="0", help="thief seeds, comma-separated (mean and range are reported)")
     evaluate.add_argument("--arch", default=None, help="legacy countermeasure check (with --defense): cnn | resnet | densenet")
     evaluate.add_argument("--epochs", type=int, default=20)

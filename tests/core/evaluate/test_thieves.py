@@ -41,6 +41,7 @@ def test_recipes_names_and_architectures():
     assert {r.arch for r in suite} == {"cnn", "resnet18", "vgg"}
     assert {r.optimizer for r in suite} == {"sgd", "adam"}
     assert any(not r.augment for r in suite) and any(r.clean_mix == 0.1 for r in suite)
+    assert any(r.prefilter == "blur" and r.augment for r in suite)  # the filter that removed the texture's effect
     assert all(r.epochs >= 20 for r in suite)
     assert parse_thief("vgg-adam-noaug-5ep") == ThiefRecipe("vgg", "adam", 5, augment=False)
     assert parse_thief("resnet18-sgd-aug-mix10", 3).clean_mix == 0.1
