@@ -86,13 +86,17 @@ def test_salm_tex_budget_mask_and_determinism(series):
     assert not np.array_equal(prot, prot3)
 
 
+def _breast32(medmnist_dir):
+    """32 BreastMNIST training images in [0, 1] and their labels."""
+    ser = medmnist_series(medmnist_dir / "breastmnist.npz", "train", n=32)
+    return (np.stack([s.read() for s in ser.samples]).astype(np.float32) / 255.0,
+            np.array([s.label for s in ser.samples]))
+
+
 def test_refinement_stays_in_budget_and_mask(medmnist_dir):
-    from salm_desktop.core.evaluate.arrays import medmnist_series as _series
     from salm_desktop.core.protect.salm_texture import texture_shortcut
 
-    ser = _series(medmnist_dir / "breastmnist.npz", "train", n=32)
-    x = np.stack([s.read() for s in ser.samples]).astype(np.float32) / 255.0
-    y = np.array([s.label for s in ser.samples])
+    x, y = _breast32(medmnist_dir)
     settings = ProtectSettings(method="salm-tex", batch_size=16, max_rounds=2, device="cpu")
     plain = texture_shortcut(x, y, settings)
     refined = texture_shortcut(x, y, settings, refine_steps=2)
@@ -104,12 +108,9 @@ def test_refinement_stays_in_budget_and_mask(medmnist_dir):
 def test_targeted_part_on_the_next_pixels_keeps_the_texture_and_the_budget(medmnist_dir):
     """The probe option tap_ratio (docs/robustness.md, the filtering thieves): the texture stays as it
     was in its mask; the targeted part changes only the next tap_ratio of pixels by class saliency."""
-    from salm_desktop.core.evaluate.arrays import medmnist_series as _series
     from salm_desktop.core.protect.salm_texture import texture_shortcut
 
-    ser = _series(medmnist_dir / "breastmnist.npz", "train", n=32)
-    x = np.stack([s.read() for s in ser.samples]).astype(np.float32) / 255.0
-    y = np.array([s.label for s in ser.samples])
+    x, y = _breast32(medmnist_dir)
     settings = ProtectSettings(method="salm-tex", batch_size=16, mask_ratio=0.2, device="cpu")
     plain = texture_shortcut(x, y, settings)
     both = texture_shortcut(x, y, settings, tap_ratio=0.15)
