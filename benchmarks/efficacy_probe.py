@@ -4,7 +4,7 @@
 few-clean refit and the per-epoch test AUC. Not cached; the grid (efficacy.py) is what counts.
 
     python benchmarks/efficacy_probe.py breastmnist '{"mask_ratio": 0.3}' cnn,resnet18 [SEED]
-    (a thief with a '-' is a full thief name: cnn-sgd-aug-blur-20ep)
+    (thieves in the thief grammar: cnn = cnn-sgd-aug-20ep; cnn-sgd-aug-blur-20ep blurs every image)
 
 VARIANT keys: mask_ratio, epsilon, pgd_steps, max_rounds (ProtectSettings) and refine_steps,
 mask_scope ("class" | "sample"), tap_share, tap_ratio, frequencies (per class [rows, columns] cycles per pixel) (texture_shortcut).
@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
 from salm_desktop.core.protect import ProtectSettings
 from salm_desktop.core.protect.salm_texture import texture_shortcut
-from salm_desktop.core.evaluate.thieves import ThiefRecipe, parse_thief, run_thief
+from salm_desktop.core.evaluate.thieves import parse_thief, run_thief
 from benchmarks.efficacy import image_quality, load_dataset
 name = sys.argv[1]; variant = sys.argv[2]; archs = sys.argv[3].split(','); seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 kw = json.loads(variant)
@@ -27,6 +27,6 @@ prot = np.clip(np.rint((x + d) * 255), 0, 255).astype(np.uint8)
 psnr, ssim = image_quality(data['train'][0], prot)
 print(f'{variant} gen {gen:.0f}s PSNR {psnr:.2f} SSIM {ssim:.4f} changed {np.mean(prot != data["train"][0]):.3f}', flush=True)
 for a in archs:
-    r = run_thief(prot, data['train'][1], data['val'], data['test'], (parse_thief(a) if '-' in a else ThiefRecipe(a, 'sgd', 20)), seed, clean_train_images=data['train'][0])
+    r = run_thief(prot, data['train'][1], data['val'], data['test'], parse_thief(a), seed, clean_train_images=data['train'][0])
     print(f"  {a}: RP final {r['final']['rank_power']:.3f} val-sel {r['val_selected']['rank_power']:.3f} (ep {r['val_selected']['epoch']}) bal {r['final']['balanced_acc']:.3f} few-clean {r['few_clean_final']['rank_power']:.3f} {r['seconds']:.0f}s", flush=True)
     print('   hist auc', [h['auc'] for h in r['history']], flush=True)

@@ -92,17 +92,18 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
             (g,) = torch.autograd.grad(F.cross_entropy(model(z), yt[start:start + bs]), z)
             parts.append(g.abs().squeeze(1))
         score = torch.cat(parts)
-    mask = topk_mask(score.unsqueeze(1), settings.mask_ratio_for(texture=True), None).squeeze(1).cpu().numpy()
+    ratio = settings.mask_ratio_for(texture=True)
+    mask = topk_mask(score.unsqueeze(1), ratio, None).squeeze(1).cpu().numpy()
     delta = tex * eps * (1.0 - tap_share) * mask
     if tap_share > 0:  # error-maximizing towards the other class on the clean surrogate, the rest of the budget
         delta = _targeted_part(model, xt, yt, delta, mask, eps, tap_share, settings, C)
     if tap_ratio > 0:  # probe: targeted error-maximizing at full budget on the next tap_ratio of pixels by saliency
-        wider = topk_mask(score.unsqueeze(1), settings.mask_ratio_for(texture=True) + tap_ratio, None).squeeze(1).cpu().numpy()
-        delta = _targeted_part(model, xt, yt, delta, wider & ~mask.astype(bool), eps, 1.0, settings, C)
+        wider = topk_mask(score.unsqueeze(1), ratio + tap_ratio, None).squeeze(1).cpu().numpy()
+        delta = _targeted_part(model, xt, yt, delta, wider & ~mask, eps, 1.0, settings, C)
     if refine_steps:
         delta = _refine_em(x, y, delta, mask, settings, refine_steps, device, progress)
     if progress is not None:
-        progress.log(f"salm-tex: class textures {class_frequencies(C)}, mask {settings.mask_ratio_for(texture=True):.2f} ({mask_scope})")
+        progress.log(f"salm-tex: class textures {class_frequencies(C)}, mask {ratio:.2f} ({mask_scope})")
     return _fit_window(delta.astype(np.float32), x)
 
 
