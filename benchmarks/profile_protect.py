@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--shapes", action="store_true", help="one row per operator and input shape (which convolution costs)")
     args = ap.parse_args()
     from salm_desktop.core.protect import ProtectSettings, protect_series
 
@@ -51,12 +52,14 @@ def main() -> int:
             series = load_paths([Path(tmp) / "series"]).series[0]
             settings = ProtectSettings(max_rounds=args.rounds, seed=0, labels="clusters", **extra)
         t0 = time.perf_counter()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
             result = protect_series([series], settings)
         print(f"wall {time.perf_counter() - t0:.1f} s, rounds {result.summary['rounds']}, "
               f"precision {result.summary.get('precision')}, PGD steps run {result.summary.get('pgd_steps_run_fraction')}")
         result.close()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    averages = prof.key_averages(group_by_input_shape=args.shapes)
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=40,
+                         max_shapes_column_width=90))
     return 0
 
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from salm_desktop.core.protect.settings import PRECISIONS
+
 NATIVE_UNITS = {"hu": "HU", "native": "", "units": ""}
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -250,8 +252,8 @@ SCHEMA: tuple[Option, ...] = (
     Option("robust", _robust, ("robust",),
            "optimize over random blur/median/shift/noise/quantize: off | full | pgd", ("off", "full", "pgd"),
            advanced=True),
-    Option("precision", choice("precision", ("auto", "fp32", "bf16", "bf16_all")), ("precision",),
-           "surrogate arithmetic: auto | fp32 | bf16 | bf16_all", ("auto", "fp32", "bf16", "bf16_all"), advanced=True),
+    Option("precision", choice("precision", PRECISIONS), ("precision",),
+           "surrogate arithmetic: " + " | ".join(PRECISIONS), PRECISIONS, advanced=True),
     Option("early_exit_loss", number("early_exit_loss", optional=True), ("early_exit_loss",),
            "a sample whose loss is at most this skips the rest of the round's steps (none: never)", advanced=True),
 )

@@ -83,7 +83,7 @@ SETTING_MEANINGS = {
     "surrogate_lr": "learning rate of the stand-in model",
     "init": "starting value of the noise (zero, or random within the budget)",
     "robust": "whether the noise was optimised to survive blurring, filtering and shifts",
-    "precision": "arithmetic precision of the stand-in model (auto: bfloat16 where the hardware has it)",
+    "precision": "arithmetic precision of the stand-in model (auto: bfloat16 where the hardware has it, else float32 with folded batch norms)",
     "early_exit_loss": "an image whose loss is already this low skips the rest of a round's steps",
 }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .settings import PRECISIONS
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     name = (name or "auto").strip().lower()
@@ -27,13 +29,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 # Arithmetic of the surrogate's forward/backward passes. "fp32" is the reference path (bit-identical
-# to releases before precision existed); "bf16" runs the convolutions under bfloat16 autocast with a
+# to releases before precision existed); "fp32_fast" keeps float32 but lays the tensors out
+# channels-last and, for the passes with the surrogate fixed (PGD steps, saliency, stop check), folds
+# each batch norm into the convolution before it (x2.1-2.2 per PGD step on an AVX2 CPU,
+# docs/benchmarks.md; same gradients up to float rounding); "bf16" runs the convolutions under bfloat16 autocast with a
 # channels-last layout except the first one, which sees the perturbed input in float32 (bf16's 8 bits
 # are coarser than one PGD step); "bf16_all" puts the first convolution in bf16 too (faster, but the
 # surrogate sees a coarse copy of the noise: measured in docs/benchmarks.md). The noise, its projection,
 # the stop check and everything stored stay float32. "auto" picks "bf16" where the hardware has native
-# bfloat16 arithmetic (AVX512_BF16/AMX on x86, CUDA compute capability 8.0+), fp32 elsewhere.
-PRECISIONS = ("auto", "fp32", "bf16", "bf16_all")
+# bfloat16 arithmetic (AVX512_BF16/AMX on x86, CUDA compute capability 8.0+), else "fp32_fast" on the
+# CPU (emulated bf16 is ten times slower than float32 there) and "fp32" elsewhere.
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -54,7 +59,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name not in PRECISIONS:
         raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISIONS)}")
     if name == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if name.startswith("bf16") and device.type not in ("cpu", "cuda"):
+        if native_bf16(device):
+            return "bf16"
+        return "fp32_fast" if device.type == "cpu" else "fp32"
+    if name != "fp32" and device.type not in ("cpu", "cuda"):
         raise ValueError(f"precision {name!r} is not available on device {device.type!r}; use fp32")
     return name

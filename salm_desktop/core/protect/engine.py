@@ -40,7 +40,7 @@ from .preview import preview_mask  # noqa: F401
 from .result import ProtectResult, job_summary
 from .robust import random_transform, robust_mode
 from .settings import ProtectSettings
-from .surrogates import build_surrogate, downsample_factor, first_layer_in_fp32
+from .surrogates import build_surrogate, downsample_factor, first_layer_in_fp32, fold_batch_norms
 
 
 @contextlib.contextmanager
@@ -91,13 +91,13 @@ class _Job(_JobInputs, _JobBudgets):
         self._class_mask_cache: dict[tuple, torch.Tensor] = {}
 
     def _autocast(self):
-        """bf16 autocast for the surrogate's passes ("bf16", "bf16_all"); a no-op for fp32."""
-        if self.precision == "fp32":
+        """bf16 autocast for the surrogate's passes ("bf16", "bf16_all"); a no-op for fp32 and fp32_fast."""
+        if not self.precision.startswith("bf16"):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _model_input(self, z: torch.Tensor) -> torch.Tensor:
-        """bf16 path: channels-last input for the channels-last model (oneDNN/cuDNN skip layout reorders)."""
+        """bf16 and fp32_fast: channels-last input for the channels-last model (oneDNN/cuDNN skip layout reorders)."""
         if self.precision == "fp32":
             return z
         return z.contiguous(memory_format=torch.channels_last if z.ndim == 4 else torch.channels_last_3d)
@@ -177,13 +177,14 @@ class _Job(_JobInputs, _JobBudgets):
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)
+            fixed = self._fixed_surrogate(model)
             if self.class_masks and rnd == 1 == self.first_class_mask_round:
-                self._class_saliency_pass(model, buckets)
+                self._class_saliency_pass(fixed, buckets)
             correct = 0
             loss_sum = 0.0
             for b in buckets:
                 for idx in self._index_batches(b):
-                    batch_correct, batch_loss = self._perturb_batch(model, b, idx)
+                    batch_correct, batch_loss = self._perturb_batch(fixed, b, idx)
                     correct += batch_correct
                     loss_sum += batch_loss
                     self.done += len(idx)
@@ -203,6 +204,19 @@ class _Job(_JobInputs, _JobBudgets):
             if dims in self.stop_round and rnd >= self.stop_round[dims] + s.extra_rounds:
                 self.done += (s.max_rounds - rnd) * n_group
                 break
+
+    def _fixed_surrogate(self, model):
+        """What the round's fixed-surrogate passes run: ``model``, or for fp32_fast its copy with the batch
+        norms folded into the convolutions (surrogates.fold_batch_norms; the same function, cheaper)."""
+        if self.precision != "fp32_fast":
+            return model
+        folded = fold_batch_norms(model)
+        if folded is None:
+            if not getattr(self, "_fold_failed", False):
+                self.progress.log(f"surrogate {self.s.surrogate!r} cannot be traced: its batch norms stay unfolded")
+            self._fold_failed = True
+            return model
+        return folded
 
     def _index_batches(self, b: _Bucket):
         """The bucket's sample indices in order, batch_size at a time."""

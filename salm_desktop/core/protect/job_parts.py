@@ -12,7 +12,7 @@ import torch
 
 from salm_desktop.core.model import short_hash
 
-from .budget import _binomial_blur, _binomial_blur_shifts, _gaussian_smooth, _local_mean_free, _project, series_epsilon, series_noise_sd
+from .budget import _binomial_blur, _binomial_blur_shifts, _gaussian_smooth, _gaussian_smooth_banded, _local_mean_free, _project, series_epsilon, series_noise_sd
 from .clusters import intensity_features, kmeans
 from .masks import body_mask
 from .peers import generate_peer
@@ -66,8 +66,10 @@ class _JobBudgets:
         if not flags.any():
             return d
         w = torch.ones_like(d) if m is None else m.to(d.dtype)
-        # a Gaussian (not a box) neighbourhood: a box mean leaves ringing, i.e. a periodic pattern
-        out = (d - _gaussian_smooth(d * w) / _gaussian_smooth(w).clamp_min(1e-6)) * w
+        # a Gaussian (not a box) neighbourhood: a box mean leaves ringing, i.e. a periodic pattern;
+        # fp32 (the reference path) keeps the convolution and its bytes, the fast paths the band product
+        smooth = _gaussian_smooth if getattr(self, "precision", "fp32") == "fp32" else _gaussian_smooth_banded
+        out = (d - smooth(d * w) / smooth(w).clamp_min(1e-6)) * w
         sel = torch.from_numpy(flags).to(d.device).view(-1, *([1] * (d.ndim - 1)))
         return torch.where(sel, out, d)
 

@@ -7,6 +7,10 @@ from typing import Any
 
 METHODS = ("salm", "em", "random", "em-class", "tap", "ar", "lsp", "ops", "salm-tap", "salm-ar", "salm-v1", "salm-tex", "salm-tex-tap")  # em-class..salm-ar, salm-tex*: peers.py; salm-v1: the first SALM default (min-min in the mask)
 MASK_MODES = ("never", "round", "step")
+# surrogate arithmetic (device.resolve_precision): "fp32" the bit-exact reference; "fp32_fast" float32 with a
+# channels-last layout and, for the fixed-surrogate passes, batch norms folded into the convolutions;
+# "bf16" / "bf16_all" bfloat16 autocast; "auto" = bf16 where native, else fp32_fast on the CPU
+PRECISIONS = ("auto", "fp32", "fp32_fast", "bf16", "bf16_all")
 # Default mask ratios per SALM variant (docs/algorithm.md, "Which variant runs"): the class texture on 2D
 # 8-bit images changes 30 % of the pixels (20 % left a PneumoniaMNIST ResNet-18 thief at 0.90 ranking
 # power, 30 % at 0.69; docs/benchmarks.md); min-min on CT/MR and 3D keeps the 20 % its fidelity
@@ -47,7 +51,7 @@ class ProtectSettings:
     surrogate_lr: float = 0.1
     init: str = "zero"  # "zero" | "random": start the noise at 0 or uniform in the budget (inside the mask)
     robust: bool | str = False  # False | True ("full") | "pgd": expectation over random blur/median/shift/noise/quantize (robust.py)
-    precision: str = "auto"  # "auto" | "fp32" | "bf16" | "bf16_all": surrogate arithmetic (device.PRECISIONS); auto = bf16 where native
+    precision: str = "auto"  # one of PRECISIONS: surrogate arithmetic; auto = bf16 where native, else fp32_fast on the CPU
     early_exit_loss: float | None = 0.01  # a sample whose loss is at most this (p(true) >= 0.99) skips the round's remaining PGD steps; None: never
 
     def __post_init__(self) -> None:
@@ -76,8 +80,8 @@ class ProtectSettings:
         if self.init not in ("zero", "random"):
             raise ValueError(f"init must be 'zero' or 'random', got {self.init!r}")
         self.mask_mode  # validates recompute_mask
-        if self.precision not in ("auto", "fp32", "bf16", "bf16_all"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or bf16_all, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.early_exit_loss is not None and not self.early_exit_loss > 0:
             raise ValueError(f"early_exit_loss must be positive (or None), got {self.early_exit_loss}")
         if self.mask_scope not in MASK_SCOPES:

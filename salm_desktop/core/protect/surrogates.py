@@ -162,3 +162,27 @@ def first_layer_in_fp32(model: nn.Module, device_type: str) -> None:
     norm = next((m for m in after if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
     if norm is not None:
         norm.register_forward_hook(_bf16_under_autocast)
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module | None:
+    """A copy of the eval-mode ``model`` with every batch norm folded into the convolution before it, in
+    ``model``'s memory layout and with no parameter gradients (``precision="fp32_fast"``: the passes
+    with the surrogate fixed). The batch norms' running statistics make each a per-channel affine map,
+    so the copy computes the same function with a memory pass fewer per layer. None where the model
+    cannot be traced (the caller keeps ``model``)."""
+    from torch.fx.experimental.optimization import fuse
+
+    if model.training:
+        raise ValueError("batch norms fold only in eval mode (their running statistics are fixed there)")
+    try:
+        folded = fuse(model)
+    except Exception:  # torch.fx cannot trace data-dependent control flow
+        return None
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
+    if first is not None and first.weight.dim() in (4, 5):
+        layout = torch.channels_last if first.weight.dim() == 4 else torch.channels_last_3d
+        if first.weight.is_contiguous(memory_format=layout):
+            folded = folded.to(memory_format=layout)
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded.eval()

@@ -33,7 +33,7 @@ def _orig(series) -> np.ndarray:
     return np.stack([s.read() for s in series.samples])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16_all"])
+@pytest.mark.parametrize("precision", ["fp32", "fp32_fast", "bf16", "bf16_all"])
 def test_both_precisions_keep_budget_mask_and_uint8_quantization(breast, precision):
     r = protect_series([breast], ProtectSettings(precision=precision, **FAST))
     assert r.summary["precision"] == precision
@@ -48,7 +48,7 @@ def test_both_precisions_keep_budget_mask_and_uint8_quantization(breast, precisi
         assert d.dtype == np.float32 and np.count_nonzero(d) <= round(0.1 * d.size)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "fp32_fast", "bf16"])
 def test_same_settings_give_bit_identical_output_with_early_exit(breast, precision):
     settings = ProtectSettings(precision=precision, early_exit_loss=0.05, **FAST)
     a = protect_series([breast], settings)
@@ -80,7 +80,9 @@ def test_precision_choice_and_validation():
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"
     assert resolve_precision("bf16_all", cpu) == "bf16_all"
-    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32_fast", cpu) == "fp32_fast"
+    # emulated bf16 is about ten times slower than float32 on a CPU without it (docs/benchmarks.md)
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32_fast")
     with pytest.raises(ValueError, match="precision"):
         ProtectSettings(precision="fp16")
     with pytest.raises(ValueError, match="early_exit_loss"):
@@ -133,3 +135,15 @@ def test_the_shifted_sum_blur_equals_the_convolution(shape):
     fast, ref = _binomial_blur_shifts(z), _binomial_blur(z)
     assert fast.shape == ref.shape and float((fast - ref).abs().max()) < 1e-6
     assert not torch.equal(_binomial_blur_shifts(z), z)  # it does blur
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 64, 48), (2, 1, 9, 30, 16)])
+def test_the_banded_local_mean_smoothing_equals_the_convolution(shape):
+    """The fast paths' Gaussian for the local-mean-free step (band matrix products) is the fp32 path's
+    convolution to float rounding, zero outside the image included (a side shorter than the kernel too)."""
+    from salm_desktop.core.protect.budget import _gaussian_smooth, _gaussian_smooth_banded
+
+    z = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    fast, ref = _gaussian_smooth_banded(z), _gaussian_smooth(z)
+    assert fast.shape == ref.shape and float((fast - ref).abs().max()) < 1e-6
+    assert float((fast - z).abs().max()) > 0.1  # it does smooth

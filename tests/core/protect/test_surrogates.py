@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from salm_desktop.core.protect.surrogates import build_surrogate, downsample_factor
+from salm_desktop.core.protect.surrogates import build_surrogate, downsample_factor, fold_batch_norms
 
 
 def test_downsample_factor_brings_the_smallest_side_to_about_64():
@@ -51,3 +51,34 @@ def test_3d_surrogate_and_bad_requests(medmnist_dir):
         build_surrogate("vgg", 2, 2, (28, 28))
     with pytest.raises(ValueError, match="only 2D and 3D samples"):
         build_surrogate("auto", 4, 2, (8, 8, 8, 8))
+
+
+@pytest.mark.parametrize("dims, shape", [(2, (1, 1, 28, 28)), (2, (1, 1, 512, 512)), (3, (1, 1, 28, 28, 28))])
+def test_folded_batch_norms_compute_the_same_function_and_gradient(dims, shape):
+    """precision="fp32_fast": the fixed surrogate with its batch norms folded into the convolutions gives
+    the same logits and the same input-gradient signs (what PGD uses) as the network it came from."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = build_surrogate("auto", dims, 2, shape[2:])
+    x = torch.rand(4, *shape[1:])
+    model.train()
+    with torch.no_grad():
+        model(x)  # running statistics that are not the identity
+    model.eval()
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(model.train())
+    model.eval()
+    folded = fold_batch_norms(model)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert not any(p.requires_grad for p in folded.parameters())
+
+    def grad(net):
+        z = x.clone().requires_grad_(True)
+        out = net(z)
+        (g,) = torch.autograd.grad(out[:, 1].sum() - out[:, 0].sum(), z)
+        return out.detach(), g
+
+    (a, ga), (b, gb) = grad(model), grad(folded)
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert float((torch.sign(ga) == torch.sign(gb)).float().mean()) > 0.999
