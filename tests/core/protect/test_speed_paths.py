@@ -137,7 +137,7 @@ def test_the_shifted_sum_blur_equals_the_convolution(shape):
     assert not torch.equal(_binomial_blur_shifts(z), z)  # it does blur
 
 
-@pytest.mark.parametrize("shape", [(3, 1, 64, 48), (2, 1, 9, 30, 16)])
+@pytest.mark.parametrize("shape", [(3, 1, 64, 48), (2, 1, 9, 30, 16), (2, 1, 300, 129)])
 def test_the_banded_local_mean_smoothing_equals_the_convolution(shape):
     """The fast paths' Gaussian for the local-mean-free step (band matrix products) is the fp32 path's
     convolution to float rounding, zero outside the image included (a side shorter than the kernel too)."""
