@@ -148,7 +148,8 @@ def test_pseudo_labels_line_up_with_samples():
         protect_series([ser], ProtectSettings(method="salm-v1", **FAST))
 
 
-def test_3d_volumes_and_mixed_sizes_in_one_job(medmnist_dir, breast):
+@pytest.mark.parametrize("precision", ["auto", "fp32_fast"])  # fp32_fast: channels-last 3D and folded batch norms too
+def test_3d_volumes_and_mixed_sizes_in_one_job(medmnist_dir, breast, precision):
     with np.load(medmnist_dir / "adrenalmnist3d.npz") as z:
         vols, vlabels = z["train_images"][:6], z["train_labels"][:6]
     vol_series = series_from_arrays(vols, vlabels, name="adrenal")
@@ -156,7 +157,8 @@ def test_3d_volumes_and_mixed_sizes_in_one_job(medmnist_dir, breast):
     big = np.stack([np.kron(s.read(), np.ones((2, 2))).astype(np.uint8)[:, :52] for s in breast.samples[:10]])  # 56x52
     big_series = series_from_arrays(big, rng.integers(0, 2, 10), name="big")
     small = series_from_arrays(_orig(breast)[:20].astype(np.uint8), [s.label for s in breast.samples[:20]], name="small")
-    r = protect_series([vol_series, big_series, small], ProtectSettings(method="salm-v1", mask_ratio=0.1, **{**FAST, "max_rounds": 1}))
+    r = protect_series([vol_series, big_series, small], ProtectSettings(method="salm-v1", mask_ratio=0.1, precision=precision,
+                                                                      **{**FAST, "max_rounds": 1}))
     for ser, shape in ((vol_series, (28, 28, 28)), (big_series, (56, 52)), (small, (28, 28))):
         for i in range(len(ser.samples)):
             p = r.protected(ser.id, i)
