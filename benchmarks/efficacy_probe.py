@@ -7,7 +7,7 @@ few-clean refit and the per-epoch test AUC. Not cached; the grid (efficacy.py) i
     (thieves in the thief grammar: cnn = cnn-sgd-aug-20ep; cnn-sgd-aug-blur-20ep blurs every image)
 
 VARIANT keys: mask_ratio, epsilon, pgd_steps, max_rounds (ProtectSettings) and refine_steps,
-mask_scope ("class" | "sample"), tap_share, tap_ratio, frequencies (per class [rows, columns] cycles per pixel) (texture_shortcut).
+mask_scope ("class" | "sample"), mask_placement ("salient" | "least_salient"), tap_share, tap_ratio, frequencies (per class [rows, columns] cycles per pixel) (texture_shortcut).
 """
 import sys, time, json, numpy as np, torch
 torch.set_num_threads(1)

@@ -32,6 +32,8 @@ CLASS_FREQUENCIES: tuple[tuple[float, float], ...] = (
 )
 
 
+#: where the texture goes: the class's most salient pixels (SALM's rule) or its least salient ones
+MASK_PLACEMENTS = ("salient", "least_salient")
 TARGETED_STEPS = 10  # PGD steps of the targeted part (salm-tex-tap); 10 keeps generation within EM's time
 TARGETED_SHARE = 0.5  # salm-tex-tap: half the budget texture, half error-maximizing towards the other class
 
@@ -72,12 +74,15 @@ def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Ge
 
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
                      refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0,
-                     frequencies=None, on_epoch=None, tap_ratio: float = 0.0) -> np.ndarray:
+                     frequencies=None, on_epoch=None, tap_ratio: float = 0.0,
+                     mask_placement: str = "salient") -> np.ndarray:
     """The ``salm-tex`` noise for images ``x`` (N x H x W in [0, 1]) with labels ``y``: inside [-eps, eps],
     at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1]."""
     from .masks import topk_mask
     from .peers import _class_saliency, _fit_window, clean_surrogate_setup
 
+    if mask_placement not in MASK_PLACEMENTS:
+        raise ValueError(f"unknown mask placement {mask_placement!r}; choose one of {', '.join(MASK_PLACEMENTS)}")
     eps = float(settings.epsilon)
     rng = np.random.default_rng(int(settings.seed) + 17)
     tex = class_textures(x.shape, y, rng, frequencies)  # frequencies: per-class override, for probes
@@ -92,6 +97,8 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
             (g,) = torch.autograd.grad(F.cross_entropy(model(z), yt[start:start + bs]), z)
             parts.append(g.abs().squeeze(1))
         score = torch.cat(parts)
+    if mask_placement == "least_salient":  # where a clean model looks least: its answers move least (issue 13)
+        score = -score
     ratio = settings.mask_ratio_for(texture=True)
     mask = topk_mask(score.unsqueeze(1), ratio, None).squeeze(1).cpu().numpy()
     delta = tex * eps * (1.0 - tap_share) * mask

@@ -120,3 +120,19 @@ def test_targeted_part_on_the_next_pixels_keeps_the_texture_and_the_budget(medmn
     extra = (both != 0) & ~in_mask
     assert extra.any()
     assert ((both != 0).reshape(len(x), -1).mean(1) <= round(0.35 * 784) / 784 + 1e-9).all()
+
+
+def test_mask_placement_least_salient_uses_the_other_pixels(series):
+    """Probe option (issue 13): the texture on each class's least salient pixels instead of its most
+    salient ones: the same share of pixels, none of them in the salient mask (the two are disjoint)."""
+    from salm_desktop.core.protect.salm_texture import texture_shortcut
+
+    x = np.stack([s.read() for s in series.samples]).astype(np.float32) / 255.0
+    y = np.array([s.label for s in series.samples])
+    settings = ProtectSettings(method="salm-tex", mask_ratio=0.3, batch_size=32, device="cpu")
+    salient = texture_shortcut(x, y, settings) != 0
+    least = texture_shortcut(x, y, settings, mask_placement="least_salient") != 0
+    assert least.mean() > 0.25 and (least.reshape(len(y), -1).mean(1) <= round(0.3 * 784) / 784 + 1e-9).all()
+    assert not (salient & least).any()
+    with pytest.raises(ValueError, match="mask placement"):
+        texture_shortcut(x, y, settings, mask_placement="edges")
