@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .device import resolve_precision
 from .surrogates import build_surrogate
 
 PEER_METHODS = ("em-class", "tap", "ar", "lsp", "ops")
@@ -237,6 +238,10 @@ def _train_clean_surrogate(xt, yt, settings, n_classes: int, progress, device, o
     """The settings' surrogate trained TAP_EPOCHS epochs on clean data with crop + flip (SGD 0.05, cosine);
     ``on_epoch(k)`` after each epoch k = 1..TAP_EPOCHS (progress reporting)."""
     model = _surrogate(settings, n_classes, tuple(xt.shape[2:]), device)
+    # fp32_fast (CPUs without native bf16): the same float32 arithmetic in a channels-last layout
+    channels_last = resolve_precision(getattr(settings, "precision", "fp32"), torch.device(device)) == "fp32_fast"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     bs = max(2, settings.batch_size)
     steps_per_epoch = max(1, len(xt) // bs)
     total = steps_per_epoch * TAP_EPOCHS
@@ -253,7 +258,10 @@ def _train_clean_surrogate(xt, yt, settings, n_classes: int, progress, device, o
                 progress.check()
             idx = perm[s * bs:(s + 1) * bs].to(device)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(_crop_flip(xt[idx].cpu(), gen).to(device)), yt[idx]).backward()
+            batch = _crop_flip(xt[idx].cpu(), gen).to(device)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            F.cross_entropy(model(batch), yt[idx]).backward()
             opt.step()
             sched.step()
     model.eval()
