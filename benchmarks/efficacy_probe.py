@@ -6,7 +6,7 @@ few-clean refit and the per-epoch test AUC. Not cached; the grid (efficacy.py) i
     python benchmarks/efficacy_probe.py breastmnist '{"mask_ratio": 0.3}' cnn,resnet18 [SEED]
     (thieves in the thief grammar: cnn = cnn-sgd-aug-20ep; cnn-sgd-aug-blur-20ep blurs every image)
 
-VARIANT keys: mask_ratio, epsilon, pgd_steps, max_rounds (ProtectSettings) and refine_steps,
+VARIANT keys: mask_ratio, epsilon, pgd_steps, max_rounds, precision (ProtectSettings) and refine_steps,
 mask_scope ("class" | "sample"), mask_placement ("salient" | "least_salient"), tap_share, tap_ratio, frequencies (per class [rows, columns] cycles per pixel) (texture_shortcut).
 """
 import sys, time, json, numpy as np, torch
@@ -18,7 +18,7 @@ from salm_desktop.core.evaluate.thieves import parse_thief, run_thief
 from benchmarks.efficacy import image_quality, load_dataset
 name = sys.argv[1]; variant = sys.argv[2]; archs = sys.argv[3].split(','); seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 kw = json.loads(variant)
-skw = {k: kw.pop(k) for k in list(kw) if k in ('mask_ratio', 'epsilon', 'pgd_steps', 'max_rounds')}
+skw = {k: kw.pop(k) for k in list(kw) if k in ('mask_ratio', 'epsilon', 'pgd_steps', 'max_rounds', 'precision')}
 data = load_dataset(name)
 x = data['train'][0].astype(np.float32) / 255; y = data['train'][1].astype(np.int64)
 s = ProtectSettings(device='cpu', seed=seed, **skw)
