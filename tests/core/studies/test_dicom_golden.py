@@ -25,6 +25,12 @@ STUDIES = (sorted(p.name for p in DATA.iterdir() if p.is_dir())
            + sorted(f"pydicom_small/{p.name}" for p in (DATA / "pydicom_small").glob("*.dcm"))) if DATA.is_dir() else []
 
 
+def _spacing(value) -> str:
+    """The slice spacing to 10 significant digits: it is computed from the positions in floating point,
+    and its last digits differ between CPUs (4.000003595447254 on one, ...268 on another)."""
+    return f"{value:.10g}" if isinstance(value, float) else repr(value)
+
+
 def describe_study(name: str) -> dict:
     """Everything the loader says about one study: series, warnings, skipped files, pixel hashes."""
     result = load_paths([DATA / name / "dicom"] if (DATA / name / "dicom").is_dir() else [DATA / name])
@@ -45,7 +51,7 @@ def describe_study(name: str) -> dict:
             "modality": series.modality,
             "warnings": list(series.warnings),
             "dims": repr(series.meta.get("dims")),
-            "slice_spacing": repr(series.meta.get("slice_spacing")),
+            "slice_spacing": _spacing(series.meta.get("slice_spacing")),
             "intensity": repr(intensity),
             "samples_sha256": hashlib.sha256(json.dumps(samples).encode()).hexdigest(),
             "pixels_sha256": pixels.hexdigest(),
