@@ -89,6 +89,7 @@ class _Job(_JobInputs, _JobBudgets):
         self.pgd_sample_steps = 0  # sample x PGD steps actually run (early exit skips the rest)
         self.pgd_sample_steps_max = 0
         self._class_mask_cache: dict[tuple, torch.Tensor] = {}
+        self._fold_failed = False  # fp32_fast: the surrogate could not be traced (logged once)
 
     def _autocast(self):
         """bf16 autocast for the surrogate's passes ("bf16", "bf16_all"); a no-op for fp32 and fp32_fast."""
@@ -212,7 +213,7 @@ class _Job(_JobInputs, _JobBudgets):
             return model
         folded = fold_batch_norms(model)
         if folded is None:
-            if not getattr(self, "_fold_failed", False):
+            if not self._fold_failed:
                 self.progress.log(f"surrogate {self.s.surrogate!r} cannot be traced: its batch norms stay unfolded")
             self._fold_failed = True
             return model

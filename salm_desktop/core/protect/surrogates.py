@@ -179,8 +179,8 @@ def fold_batch_norms(model: nn.Module) -> nn.Module | None:
     except Exception:  # torch.fx cannot trace data-dependent control flow
         return None
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
-    if first is not None and first.weight.dim() in (4, 5):
-        layout = torch.channels_last if first.weight.dim() == 4 else torch.channels_last_3d
+    if first is not None:
+        layout = torch.channels_last if isinstance(first, nn.Conv2d) else torch.channels_last_3d
         if first.weight.is_contiguous(memory_format=layout):
             folded = folded.to(memory_format=layout)
     for p in folded.parameters():
