@@ -37,8 +37,10 @@ from .surrogates import build_surrogate
 
 PEER_METHODS = ("em-class", "tap", "ar", "lsp", "ops")
 CANDIDATE_METHODS = ("salm-tap", "salm-ar", "salm-tex", "salm-tex-tap")  # candidate SALM defaults measured in the grid (docs/benchmarks.md)
-#: PSNR of the SALM default (mask 0.2, 8/255): 37.25 dB on BreastMNIST (seed 0), rounded down, so the peers get a little more budget, not less
-MATCHED_PSNR_DB = 37.0
+#: PSNR of the SALM default on 8-bit 2D sets (class texture, mask 0.3, 8/255): 35.3-35.4 dB on BreastMNIST and
+#: PneumoniaMNIST (docs/benchmarks.md), rounded down, so the peers get a little more budget, not less. (37.0 until
+#: 2026-12-03, matched to the earlier min-min default's 37.2 dB; those AR rows are archived in results_efficacy.)
+MATCHED_PSNR_DB = 35.0
 TAP_EPOCHS = 10  # clean surrogate training epochs for TAP
 LSP_GRID = 4
 LSP_CLASS_SEP = 10.0
