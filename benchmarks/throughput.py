@@ -20,6 +20,9 @@ on the first N PneumoniaMNIST training images (images/s at 28x28) and on a repli
 
     python3 benchmarks/throughput.py --baseline-commit f0e4736 --mnist-images 4708 --slices 16 --rounds 3 --threads 1 [--concurrent]
 
+``--real-ct`` adds the real 3-slice CT itself (not replicated), each code run until its own stop
+criterion or ``--rounds`` rounds: the time a user waits for that series.
+
 (the baseline is extracted with `git archive` into a temporary folder and imported first on sys.path;
 `--new-settings precision=fp32` etc. pass extra ProtectSettings to the new code only.)
 
@@ -237,6 +240,12 @@ def run_speed_once(kind: str, n: int, rounds: int, device: str, threads: int, co
 
             series = medmnist_series(DATA / "medmnist" / "pneumoniamnist.npz", "train", n=n)
             settings = ProtectSettings(device=device, seed=0, **extra)
+        elif kind == "ct_real":  # the real 3-slice CT itself, run until the stop criterion (or --rounds)
+            from salm_desktop.core.studies import load_paths
+
+            series = load_paths([DATA / "dicom" / "ct_3slice_dcmqi" / "dicom"]).series[0]
+            n = len(series.samples)
+            settings = ProtectSettings(device=device, seed=0, labels="clusters", n_clusters=2, max_rounds=rounds, **extra)
         else:
             from salm_desktop.core.studies import load_paths
 
@@ -265,7 +274,8 @@ def print_speed_table(rows: list[dict]) -> None:
           "| protect CPU s | samples per CPU s | surrogate acc |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        data = "PneumoniaMNIST train 28x28" if r["kind"] == "mnist" else "CT 512x512 (clusters:2)"
+        data = {"mnist": "PneumoniaMNIST train 28x28", "ct_real": "the real CT, 3 slices 512x512 (clusters:2)"}.get(
+            r["kind"], "CT 512x512 (clusters:2)")
         rounds = r["rounds"] if r.get("surrogate_accuracy") is not None else None
         print(f"| {r['code']} | {data} | {r['samples']} | {r.get('variant') or 'min-min'} | {shown(rounds)} | "
               f"{r['precision']} | {shown(r['pgd_steps_run_fraction'])} | {r['torch_threads']} | {r['seconds']} | "
@@ -291,7 +301,8 @@ def speed_main(args) -> int:
         roots = {"baseline": str(tmp), "new": str(ROOT)}
         extra = dict(kv.split("=", 1) for kv in args.new_settings)
         rows = []
-        kinds = ([("mnist", args.mnist_images)] if args.mnist_images else []) + ([("ct", args.slices[0])] if args.slices else [])
+        kinds = ([("mnist", args.mnist_images)] if args.mnist_images else []) + ([("ct", args.slices[0])] if args.slices else []) \
+            + ([("ct_real", 3)] if args.real_ct else [])
         for kind, n in kinds:
             for rep in range(args.repeats):
                 order = ("baseline", "new") if rep % 2 == 0 else ("new", "baseline")
@@ -334,6 +345,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0 = all cores; in batch mode fewer leaves a core for reading and writing, as a GPU would)")
     parser.add_argument("--baseline-commit", help="old-against-new mode: the commit to compare this tree with")
+    parser.add_argument("--real-ct", action="store_true",
+                        help="old-against-new: also the real 3-slice CT, at most --rounds rounds (stop criterion as configured)")
     parser.add_argument("--mnist-images", type=int, default=0, help="old-against-new: first N PneumoniaMNIST training images (0: skip)")
     parser.add_argument("--new-settings", nargs="*", default=[], metavar="KEY=VALUE",
                         help="old-against-new: extra ProtectSettings for the new code only (strings, ints, floats, none)")

@@ -206,6 +206,10 @@ def _local_mean_free(value: Any, name: str) -> dict[str, Any]:
     return {"local_mean_free": "auto" if _word(value) == "auto" else _bool(value, name)}
 
 
+def _recalibrate_norms(value: Any, name: str) -> dict[str, Any]:
+    return {"recalibrate_norms": "auto" if _word(value) == "auto" else _bool(value, name)}
+
+
 SURROGATES = ("auto", "cifar_resnet", "small_cnn", "resnet18", "densenet121")
 
 SCHEMA: tuple[Option, ...] = (
@@ -254,6 +258,9 @@ SCHEMA: tuple[Option, ...] = (
            advanced=True),
     Option("precision", choice("precision", PRECISIONS), ("precision",),
            "surrogate arithmetic: " + " | ".join(PRECISIONS), PRECISIONS, advanced=True),
+    Option("recalibrate_norms", _recalibrate_norms, ("recalibrate_norms",),
+           "re-estimate the surrogate's batch-norm statistics each round: auto (salm's min-min) | true | false",
+           advanced=True),
     Option("early_exit_loss", number("early_exit_loss", optional=True), ("early_exit_loss",),
            "a sample whose loss is at most this skips the rest of the round's steps (none: never)", advanced=True),
 )

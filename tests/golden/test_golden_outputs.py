@@ -35,8 +35,10 @@ from salm_desktop.core.protect import ProtectSettings
 
 GOLDEN = Path(__file__).with_name("golden_hashes.json")
 # few, short rounds: the point is the path from inputs to bytes, not the strength of the noise
+# recalibrate_norms=False: the hashes were recorded before min-min re-estimated its batch norms each round
+# (issue 20); the fixed point here is the pipeline around the engine, with the engine's arithmetic fixed
 SETTINGS = dict(method="salm", seed=7, device="cpu", precision="fp32", max_rounds=2, pgd_steps=3, train_steps=2,
-                batch_size=32, mask_ratio=0.2)
+                batch_size=32, mask_ratio=0.2, recalibrate_norms=False)
 
 
 def _sha(data: bytes) -> str:

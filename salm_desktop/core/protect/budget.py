@@ -4,6 +4,7 @@ and the smoothing the local-mean-free step uses."""
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import torch
@@ -13,6 +14,17 @@ from salm_desktop.core.model import Series
 
 from .masks import body_mask
 from .settings import ProtectSettings
+
+
+def _projection_bounds(x: torch.Tensor, eps) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper) with ``d.clamp(lower, upper) == _project(d, x, eps)`` exactly: both are min / max
+    of the same numbers (-eps <= min(-x, 0) clipped ... <= 0 <= upper). x is fixed for a batch's steps,
+    so the bounds are computed once and each step is one clamp instead of six passes."""
+    lower = torch.clamp(-x, max=0.0)
+    upper = torch.clamp(1.0 - x, min=0.0)
+    if isinstance(eps, torch.Tensor):
+        return torch.maximum(lower, -eps), torch.minimum(upper, eps)
+    return lower.clamp(min=-eps), upper.clamp(max=eps)
 
 
 def _project(d: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -43,22 +55,6 @@ def _binomial_blur(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _binomial_blur_shifts(t: torch.Tensor) -> torch.Tensor:
-    """The same blur as weighted sums of shifted copies (equal to ``_binomial_blur`` to about 2e-7).
-
-    A one-channel 5-tap convolution is a poor fit for oneDNN: at 512x512 the two passes forward and
-    backward took about twice the surrogate's own float32 step; the sums take a fifteenth of that."""
-    dims = t.ndim - 2
-    for axis in range(dims):
-        pad = [0] * (2 * dims)
-        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = 2
-        p = F.pad(t, pad, mode="replicate")
-        d, n = 2 + axis, t.shape[2 + axis]
-        t = (p.narrow(d, 0, n) + p.narrow(d, 4, n)) * (1 / 16) + (p.narrow(d, 1, n) + p.narrow(d, 3, n)) * (4 / 16) \
-            + p.narrow(d, 2, n) * (6 / 16)
-    return t
-
-
 def _gaussian_smooth(t: torch.Tensor, sigma: float = LOCAL_MEAN_SIGMA) -> torch.Tensor:
     """Separable Gaussian smoothing of (N, 1, *spatial), zero outside the image."""
     radius = int(round(3 * sigma))
@@ -80,23 +76,97 @@ def _gaussian_band(n: int, sigma: float, dtype: torch.dtype, device: str) -> tor
     """n x n matrix of the truncated Gaussian of ``_gaussian_smooth`` (rows: output pixel; zero padding)."""
     radius = int(round(3 * sigma))
     g = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
-    g = g / g.sum()
-    offset = torch.arange(n)[None, :] - torch.arange(n)[:, None]
-    inside = offset.abs() <= radius
+    return _band_matrix(n, tuple(float(v) for v in g / g.sum()), replicate=False).to(dtype=dtype, device=device)
+
+
+def _band_matrix(n: int, taps: tuple[float, ...], replicate: bool) -> torch.Tensor:
+    """n x n float64 matrix of the centred filter ``taps`` (rows: output pixel); borders zero-padded or,
+    with ``replicate``, the edge pixel repeated (its weight folded onto the first / last column)."""
+    radius = len(taps) // 2
+    rows = torch.arange(n)[:, None].expand(n, len(taps))
+    cols = rows + torch.arange(-radius, radius + 1)[None, :]
+    weights = torch.tensor(taps, dtype=torch.float64)[None, :].expand(n, len(taps))
+    if replicate:
+        cols = cols.clamp(0, n - 1)
+    inside = (cols >= 0) & (cols < n)
     band = torch.zeros(n, n, dtype=torch.float64)
-    band[inside] = g[(offset + radius)[inside]]
-    return band.to(dtype=dtype, device=device)
+    band.index_put_((rows[inside], cols[inside]), weights[inside], accumulate=True)
+    return band
+
+
+@functools.lru_cache(maxsize=32)
+def _band_operator(n: int, taps: tuple[float, ...], replicate: bool, transposed: bool, dtype: torch.dtype,
+                   device: str) -> torch.Tensor:
+    """``_band_matrix`` (or its transpose) on ``device``: sparse CSR on the CPU (len(taps) entries per row),
+    dense elsewhere (one large product suits a GPU better than many small sparse ones)."""
+    band = _band_matrix(n, taps, replicate)
+    band = (band.t().contiguous() if transposed else band).to(dtype=dtype, device=device)
+    if torch.device(device).type != "cpu":
+        return band
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is long-standing
+        warnings.simplefilter("ignore", UserWarning)
+        return band.to_sparse_csr()
+
+
+def _filter_axes(t: torch.Tensor, taps: tuple[float, ...], replicate: bool) -> torch.Tensor:
+    """The separable filter ``taps`` along every spatial axis of (N, C, *spatial) as band-matrix products;
+    differentiable (the gradient applies the transposed bands, prepared once per size)."""
+    if t.requires_grad:
+        return _BandFilter.apply(t, taps, replicate)
+    return _apply_bands(t, [_band_operator(n, taps, replicate, False, t.dtype, str(t.device)) for n in t.shape[2:]])
+
+
+def _apply_bands(t: torch.Tensor, bands: list[torch.Tensor]) -> torch.Tensor:
+    """``bands[k] @`` along spatial axis k. On the CPU image by image: each image's axis is moved to the front
+    in a copy that stays in cache, then one sparse product; batched, the moves of the whole batch cost more
+    than the products (docs/benchmarks.md, issue 20). Elsewhere one batched dense product per axis."""
+    spatial = tuple(t.shape[2:])
+    if t.device.type != "cpu":
+        for axis, band in zip(range(2, t.ndim), bands):
+            t = torch.movedim(torch.matmul(band, torch.movedim(t, axis, -2)), -2, axis)
+        return t
+    images = []
+    for image in t.reshape(-1, *spatial):
+        for axis, band in enumerate(bands):
+            moved = torch.movedim(image, axis, 0)
+            image = torch.movedim((band @ moved.reshape(spatial[axis], -1)).reshape(moved.shape), 0, axis)
+        images.append(image)
+    return torch.stack(images).reshape(t.shape)
+
+
+class _BandFilter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t, taps, replicate):
+        ctx.taps, ctx.replicate = taps, replicate
+        return _apply_bands(t, [_band_operator(n, taps, replicate, False, t.dtype, str(t.device)) for n in t.shape[2:]])
+
+    @staticmethod
+    def backward(ctx, grad):
+        bands = [_band_operator(n, ctx.taps, ctx.replicate, True, grad.dtype, str(grad.device)) for n in grad.shape[2:]]
+        return _apply_bands(grad.contiguous(), bands), None, None
+
+
+def _gaussian_taps(sigma: float) -> tuple[float, ...]:
+    radius = int(round(3 * sigma))
+    g = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+    return tuple(float(v) for v in g / g.sum())
 
 
 def _gaussian_smooth_banded(t: torch.Tensor, sigma: float = LOCAL_MEAN_SIGMA) -> torch.Tensor:
-    """``_gaussian_smooth`` as one matrix product per axis with the Gaussian's band matrix (equal to
-    about 1e-7). The one-channel 25-tap convolutions ran badly in oneDNN (as the anti-alias blur did):
-    at 512x512 they took 39 % of a CT round's CPU time (benchmarks/profile_protect.py ct --shapes); a
-    dense product does 20 times the arithmetic and still takes half the time (docs/benchmarks.md)."""
-    for axis in range(2, t.ndim):
-        band = _gaussian_band(t.shape[axis], float(sigma), t.dtype, str(t.device))
-        t = torch.movedim(torch.movedim(t, axis, -1) @ band, -1, axis)  # the band is symmetric
-    return t
+    """``_gaussian_smooth`` as one sparse band-matrix product per axis (equal to about 2e-7). The
+    one-channel 25-tap convolutions ran badly in oneDNN (as the anti-alias blur did): at 512x512 they
+    took 39 % of a CT round's CPU time (benchmarks/profile_protect.py ct --shapes); a dense band product
+    took half of that, the sparse one a third (docs/benchmarks.md, issue 20)."""
+    return _filter_axes(t, _gaussian_taps(float(sigma)), replicate=False)
+
+
+BINOMIAL_TAPS = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+
+
+def _binomial_blur_banded(t: torch.Tensor) -> torch.Tensor:
+    """``_binomial_blur`` (replicate borders) as sparse band products: forward and backward about half
+    the time of the shifted sums at 512x512 (``_binomial_blur_shifts``; docs/benchmarks.md)."""
+    return _filter_axes(t, BINOMIAL_TAPS, replicate=True)
 
 
 def _local_mean_free(settings: ProtectSettings, series: Series) -> bool:

@@ -31,7 +31,7 @@ from salm_desktop.core.model import Series
 from salm_desktop.core.progress import Progress
 
 # Split out of this module (budget, preview, result, job_parts); the old names stay importable here.
-from .budget import _project, series_epsilon, series_noise_sd  # noqa: F401
+from .budget import _project, _projection_bounds, series_epsilon, series_noise_sd  # noqa: F401
 from .device import resolve_device, resolve_precision
 from .job_parts import _Bucket, _JobBudgets, _JobInputs
 from .masks import topk_mask
@@ -41,6 +41,9 @@ from .result import ProtectResult, job_summary
 from .robust import random_transform, robust_mode
 from .settings import ProtectSettings
 from .surrogates import build_surrogate, downsample_factor, first_layer_in_fp32, fold_batch_norms
+
+
+NORM_RECALIBRATION_BATCHES = 4  # per bucket and round: about 1/40 of a round's passes at batch 64
 
 
 @contextlib.contextmanager
@@ -89,6 +92,7 @@ class _Job(_JobInputs, _JobBudgets):
         self.pgd_sample_steps = 0  # sample x PGD steps actually run (early exit skips the rest)
         self.pgd_sample_steps_max = 0
         self._class_mask_cache: dict[tuple, torch.Tensor] = {}
+        self._class_weight_sum: dict = {}  # the smoothed class masks of _class_mask_cache's entry
         self._fold_failed = False  # fp32_fast: the surrogate could not be traced (logged once)
 
     def _autocast(self):
@@ -174,6 +178,8 @@ class _Job(_JobInputs, _JobBudgets):
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
+            if s.recalibrates_norms:
+                self._recalibrate_norms(model, buckets)
             # (b) noise: projected sign-gradient descent, surrogate fixed in eval mode
             model.eval()
             for p in model.parameters():
@@ -206,10 +212,42 @@ class _Job(_JobInputs, _JobBudgets):
                 self.done += (s.max_rounds - rnd) * n_group
                 break
 
+    def _recalibrate_norms(self, model, buckets: list[_Bucket]) -> None:
+        """Re-estimate every batch norm's running statistics as the plain average over a few batches of the
+        perturbed data, seen as in training (``_view``), with the round's weights.
+
+        Why: ten SGD steps per round at momentum 0.1 leave the running statistics behind the weights, and the
+        PGD steps and the stop check run in eval mode on them. On a CT series of a few distinct slices the
+        eval-mode loss then grew round after round (to 10-450) while the surrogate fit its training batches,
+        and the stop criterion was never reached; with this it was in 3-4 rounds (docs/benchmarks.md, issue 20).
+        Spread evenly over each bucket, at most NORM_RECALIBRATION_BATCHES batches each, no random draws."""
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        bs = self.s.batch_size
+        batches = []
+        for b in buckets:
+            count = min(b.n, NORM_RECALIBRATION_BATCHES * bs)
+            picks = np.unique(np.linspace(0, b.n - 1, count).round().astype(np.int64))
+            batches += [(b, picks[i:i + bs]) for i in range(0, len(picks), bs) if len(picks[i:i + bs]) >= 2]
+        if not norms or not batches:  # a batch norm cannot train on one sample: its statistics stay as they are
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative: every batch below counts the same
+        model.train()
+        with torch.no_grad():
+            for b, idx in batches:
+                self.progress.check()
+                x, d, _ = self._batch(b, idx)
+                self._logits(model, self._view(torch.clamp(x + d, 0, 1), training=True))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
     def _fixed_surrogate(self, model):
-        """What the round's fixed-surrogate passes run: ``model``, or for fp32_fast its copy with the batch
-        norms folded into the convolutions (surrogates.fold_batch_norms; the same function, cheaper)."""
-        if self.precision != "fp32_fast":
+        """What the round's fixed-surrogate passes run: ``model`` (fp32, the reference), or on the fast paths
+        its copy with the batch norms folded into the convolutions (surrogates.fold_batch_norms; the same
+        function, cheaper; bf16 keeps its first convolution in float32 there too)."""
+        if self.precision == "fp32":
             return model
         folded = fold_batch_norms(model)
         if folded is None:
@@ -217,6 +255,8 @@ class _Job(_JobInputs, _JobBudgets):
                 self.progress.log(f"surrogate {self.s.surrogate!r} cannot be traced: its batch norms stay unfolded")
             self._fold_failed = True
             return model
+        if self.precision == "bf16":
+            first_layer_in_fp32(folded, self.device.type)
         return folded
 
     def _index_batches(self, b: _Bucket):
@@ -252,6 +292,20 @@ class _Job(_JobInputs, _JobBudgets):
             self._class_mask_cache = {key: topk_mask(self.class_score[id(b)].unsqueeze(1), self.ratio)}
         return self._class_mask_cache[key][y]
 
+    def _class_mask_weight_sum(self, b: _Bucket, y: torch.Tensor) -> torch.Tensor | None:
+        """The local-mean-free step's smoothed mask for class masks shared by a class (None: per sample).
+        Computed once per class and round instead of once per sample and step (fast paths only: fp32 keeps
+        the reference arithmetic, which recomputes it)."""
+        if self.precision == "fp32":
+            return None
+        key = (id(b), self._round)
+        if key not in self._class_mask_cache:
+            return None
+        if self._class_weight_sum.get("key") != key:
+            masks = self._class_mask_cache[key].to(torch.float32)
+            self._class_weight_sum = {"key": key, "value": self._smooth(masks).clamp_min(1e-6)}
+        return self._class_weight_sum["value"][y]
+
     def _perturb_batch(self, model, b: _Bucket, idx: np.ndarray) -> tuple[int, float]:
         """Run the PGD steps on one batch; returns (correct predictions, summed loss) on its perturbed samples.
 
@@ -271,6 +325,7 @@ class _Job(_JobInputs, _JobBudgets):
             fresh = self._to_device(~b.mask_set[idx])
         fixed_class_mask = self.class_masks and self._round >= self.first_class_mask_round
         eps, step_size = self._budget_of(b, idx)
+        lower, upper = _projection_bounds(x, eps)  # the projection of every step, as one clamp (exactly _project)
         if fixed_class_mask:
             # one mask per class: the top pixels of the class's accumulated saliency (round 1 or the pre-pass)
             m = self._class_mask(b, y, fg)
@@ -281,7 +336,7 @@ class _Job(_JobInputs, _JobBudgets):
         for step in range(s.pgd_steps):
             if act is None:
                 xa, ya, da, ma, fga, fra = x, y, d, m, fg, fresh
-                eps_a, step_a, idx_a = eps, step_size, idx
+                eps_a, step_a, idx_a, lower_a, upper_a = eps, step_size, idx, lower, upper
             else:
                 xa, ya, da = x[act], y[act], d[act]
                 ma, fga, fra = (None if t is None else t[act] for t in (m, fg, fresh))
@@ -289,6 +344,7 @@ class _Job(_JobInputs, _JobBudgets):
                 eps_a = eps[act] if torch.is_tensor(eps) else eps
                 step_a = step_size[act] if torch.is_tensor(step_size) else step_size
                 idx_a = idx[act.cpu().numpy()]
+                lower_a, upper_a = lower[act], upper[act]
             self.pgd_sample_steps += len(ya)
             da.requires_grad_(True)
             logits = self._logits(model, self._view(torch.clamp(xa + da, 0, 1))).float()
@@ -330,7 +386,8 @@ class _Job(_JobInputs, _JobBudgets):
                 da = da - step_a * torch.sign(grad) * ma
             else:
                 da = da - step_a * torch.sign(grad)
-            da = _project(self._remove_local_mean(da, ma, b, idx_a), xa, eps_a)
+            shared = self._class_mask_weight_sum(b, ya) if fixed_class_mask and fga is None and b.mean_free[idx_a].any() else None
+            da = self._remove_local_mean(da, ma, b, idx_a, shared).clamp(lower_a, upper_a)
             if done is not None:  # samples at the floor keep their noise and mask
                 keep = done.view(-1, *([1] * (da.ndim - 1)))
                 da = torch.where(keep, prev_d, da)

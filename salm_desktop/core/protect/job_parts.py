@@ -12,7 +12,7 @@ import torch
 
 from salm_desktop.core.model import short_hash
 
-from .budget import _binomial_blur, _binomial_blur_shifts, _gaussian_smooth, _gaussian_smooth_banded, _local_mean_free, _project, series_epsilon, series_noise_sd
+from .budget import _binomial_blur, _binomial_blur_banded, _gaussian_smooth, _gaussian_smooth_banded, _local_mean_free, _project, series_epsilon, series_noise_sd
 from .clusters import intensity_features, kmeans
 from .masks import body_mask
 from .peers import generate_peer
@@ -58,20 +58,26 @@ class _JobBudgets:
             bucket.eps = np.array([self.eps_series[self.series[si].id] for si, _ in bucket.items], dtype=np.float32)
             bucket.mean_free = np.array([_local_mean_free(self.s, self.series[si]) for si, _ in bucket.items], dtype=bool)
 
-    def _remove_local_mean(self, d: torch.Tensor, m: torch.Tensor | None, b: _Bucket, idx: np.ndarray) -> torch.Tensor:
+    def _remove_local_mean(self, d: torch.Tensor, m: torch.Tensor | None, b: _Bucket, idx: np.ndarray,
+                           weight_sum: torch.Tensor | None = None) -> torch.Tensor:
         """Subtract the noise's mean over a Gaussian neighbourhood (SD LOCAL_MEAN_SIGMA pixels) (of the pixels it may change), so
         that a region's mean value (HU of a lesion, of the liver) stays where it was; the noise keeps
-        its fine structure. Only for the samples whose series asks for it."""
+        its fine structure. Only for the samples whose series asks for it. ``weight_sum``: the smoothed
+        mask, where the caller has it already (a class mask is the same for every step of a round)."""
         flags = b.mean_free[idx]
         if not flags.any():
             return d
         w = torch.ones_like(d) if m is None else m.to(d.dtype)
-        # a Gaussian (not a box) neighbourhood: a box mean leaves ringing, i.e. a periodic pattern;
-        # fp32 (the reference path) keeps the convolution and its bytes, the fast paths the band product
-        smooth = _gaussian_smooth if getattr(self, "precision", "fp32") == "fp32" else _gaussian_smooth_banded
-        out = (d - smooth(d * w) / smooth(w).clamp_min(1e-6)) * w
+        if weight_sum is None:
+            weight_sum = self._smooth(w).clamp_min(1e-6)
+        out = (d - self._smooth(d * w) / weight_sum) * w
         sel = torch.from_numpy(flags).to(d.device).view(-1, *([1] * (d.ndim - 1)))
         return torch.where(sel, out, d)
+
+    def _smooth(self, t: torch.Tensor) -> torch.Tensor:
+        # a Gaussian (not a box) neighbourhood: a box mean leaves ringing, i.e. a periodic pattern;
+        # fp32 (the reference path) keeps the convolution and its bytes, the fast paths the band product
+        return _gaussian_smooth(t) if getattr(self, "precision", "fp32") == "fp32" else _gaussian_smooth_banded(t)
 
     def _budget_of(self, b: _Bucket, idx: np.ndarray):
         """(budget, step size) of the samples ``idx`` of ``b``: floats when they agree, else (n, 1, ...) tensors."""
@@ -111,8 +117,8 @@ class _JobBudgets:
         detectable at any phase), a regular pattern a reader sees."""
         if getattr(self, "_stride", 1) <= 1:
             return z
-        # fp32 keeps the convolution (bit-identical to f0e4736); the faster paths use the shifted sums
-        return _binomial_blur(z) if getattr(self, "precision", "fp32") == "fp32" else _binomial_blur_shifts(z)
+        # fp32 keeps the convolution (bit-identical to f0e4736); the faster paths the sparse band products
+        return _binomial_blur(z) if getattr(self, "precision", "fp32") == "fp32" else _binomial_blur_banded(z)
 
 
 class _JobInputs:

@@ -52,6 +52,9 @@ class ProtectSettings:
     init: str = "zero"  # "zero" | "random": start the noise at 0 or uniform in the budget (inside the mask)
     robust: bool | str = False  # False | True ("full") | "pgd": expectation over random blur/median/shift/noise/quantize (robust.py)
     precision: str = "auto"  # one of PRECISIONS: surrogate arithmetic; auto = bf16 where native, else fp32_fast on the CPU
+    # before each round's noise steps, re-estimate the surrogate's batch-norm statistics on a few batches of the
+    # perturbed data: "auto" = for salm's min-min (CT, MR, 3D); em and salm-v1 keep their published behaviour
+    recalibrate_norms: bool | str = "auto"
     early_exit_loss: float | None = 0.01  # a sample whose loss is at most this (p(true) >= 0.99) skips the round's remaining PGD steps; None: never
 
     def __post_init__(self) -> None:
@@ -84,6 +87,8 @@ class ProtectSettings:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.early_exit_loss is not None and not self.early_exit_loss > 0:
             raise ValueError(f"early_exit_loss must be positive (or None), got {self.early_exit_loss}")
+        if self.recalibrate_norms not in (True, False, "auto"):
+            raise ValueError(f"recalibrate_norms must be True, False or 'auto', got {self.recalibrate_norms!r}")
         if self.mask_scope not in MASK_SCOPES:
             raise ValueError(f"mask_scope must be one of {', '.join(MASK_SCOPES)}, got {self.mask_scope!r}")
 
@@ -103,6 +108,13 @@ class ProtectSettings:
         if self.mask_ratio is not None:
             return float(self.mask_ratio)
         return TEXTURE_MASK_RATIO if texture else MIN_MIN_MASK_RATIO
+
+    @property
+    def recalibrates_norms(self) -> bool:
+        """Whether min-min re-estimates the batch-norm statistics each round (``recalibrate_norms``)."""
+        if self.recalibrate_norms == "auto":
+            return self.method == "salm"
+        return bool(self.recalibrate_norms)
 
     @property
     def mask_mode(self) -> str:

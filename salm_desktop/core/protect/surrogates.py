@@ -150,7 +150,7 @@ def first_layer_in_fp32(model: nn.Module, device_type: str) -> None:
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
     if first is None:
         return
-    conv_forward = first.forward
+    conv_forward = first.forward  # the class's forward, bound (fold_batch_norms strips this patch from its copy)
 
     def forward_fp32(inp: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type, enabled=False):
@@ -159,9 +159,9 @@ def first_layer_in_fp32(model: nn.Module, device_type: str) -> None:
     first.forward = forward_fp32
     modules = list(model.modules())
     after = modules[modules.index(first) + 1:]
-    norm = next((m for m in after if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
-    if norm is not None:
-        norm.register_forward_hook(_bf16_under_autocast)
+    # the batch norm right after it hands bf16 on; in a folded model (fold_batch_norms) the convolution does
+    norm = after[0] if after and isinstance(after[0], nn.modules.batchnorm._BatchNorm) else None
+    (norm or first).register_forward_hook(_bf16_under_autocast)
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module | None:
@@ -170,12 +170,18 @@ def fold_batch_norms(model: nn.Module) -> nn.Module | None:
     with the surrogate fixed). The batch norms' running statistics make each a per-channel affine map,
     so the copy computes the same function with a memory pass fewer per layer. None where the model
     cannot be traced (the caller keeps ``model``)."""
+    import copy
+
     from torch.fx.experimental.optimization import fuse
 
     if model.training:
         raise ValueError("batch norms fold only in eval mode (their running statistics are fixed there)")
+    plain = copy.deepcopy(model)
+    for module in plain.modules():  # first_layer_in_fp32's patch would run the *unfolded* original: re-apply it after
+        module.__dict__.pop("forward", None)
+        module._forward_hooks.clear()
     try:
-        folded = fuse(model)
+        folded = fuse(plain, inplace=True)
     except Exception:  # torch.fx cannot trace data-dependent control flow
         return None
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)

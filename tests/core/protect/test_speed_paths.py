@@ -127,14 +127,22 @@ def test_bf16_keeps_the_first_layer_in_float32_and_runs_the_rest_in_bf16():
 
 
 @pytest.mark.parametrize("shape", [(3, 1, 64, 48), (2, 1, 9, 20, 16)])
-def test_the_shifted_sum_blur_equals_the_convolution(shape):
-    """The bf16 paths' anti-alias blur (shifted sums) is the fp32 path's convolution to float rounding."""
-    from salm_desktop.core.protect.budget import _binomial_blur, _binomial_blur_shifts
+def test_the_banded_blur_equals_the_convolution_forward_and_backward(shape):
+    """The fast paths' anti-alias blur (sparse band products, replicate borders) is the fp32 path's
+    convolution to float rounding, and so is its gradient (the blur sits in front of the surrogate)."""
+    from salm_desktop.core.protect.budget import _binomial_blur, _binomial_blur_banded
 
     z = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-    fast, ref = _binomial_blur_shifts(z), _binomial_blur(z)
+    fast, ref = _binomial_blur_banded(z), _binomial_blur(z)
     assert fast.shape == ref.shape and float((fast - ref).abs().max()) < 1e-6
-    assert not torch.equal(_binomial_blur_shifts(z), z)  # it does blur
+    assert not torch.equal(fast, z)  # it does blur
+    weights = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for blur in (_binomial_blur_banded, _binomial_blur):
+        zz = z.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad((blur(zz) * weights).sum(), zz)
+        grads.append(g)
+    assert float((grads[0] - grads[1]).abs().max()) < 1e-6
 
 
 @pytest.mark.parametrize("shape", [(3, 1, 64, 48), (2, 1, 9, 30, 16), (2, 1, 300, 129)])
@@ -147,3 +155,86 @@ def test_the_banded_local_mean_smoothing_equals_the_convolution(shape):
     fast, ref = _gaussian_smooth_banded(z), _gaussian_smooth(z)
     assert fast.shape == ref.shape and float((fast - ref).abs().max()) < 1e-6
     assert float((fast - z).abs().max()) > 0.1  # it does smooth
+    assert torch.equal(_gaussian_smooth_banded(z), fast)  # the same bytes run to run
+
+
+def test_bf16_with_folded_batch_norms_keeps_the_first_convolution_in_float32():
+    """precision="bf16" on the fixed surrogate: batch norms folded, the first convolution (now carrying
+    its batch norm) still in float32 under autocast and handing bf16 on, the same function as the
+    unfolded bf16 model to bf16 rounding, and outside autocast the float32 network."""
+    from salm_desktop.core.protect.surrogates import build_surrogate, first_layer_in_fp32, fold_batch_norms
+
+    torch.manual_seed(0)
+    model = build_surrogate("auto", 2, 2, (512, 512))
+    x = torch.rand(2, 1, 512, 512) * 0.2 + 0.45
+    with torch.no_grad():
+        model.train()
+        model(x)
+    model.eval().to(memory_format=torch.channels_last)
+    first_layer_in_fp32(model, "cpu")
+    folded = fold_batch_norms(model)
+    first_layer_in_fp32(folded, "cpu")
+    first = next(m for m in folded.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = {}
+    first.register_forward_hook(lambda m, i, o: seen.__setitem__("first", (i[0].dtype, o.dtype)))
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            a, b = model(x).float(), folded(x).float()
+        assert seen["first"][0] == torch.float32  # it saw the input in float32
+        assert float((a - b).abs().max()) <= 0.02 * float(a.abs().max()) + 1e-3
+        assert float((model(x) - folded(x)).abs().max()) < 1e-5
+
+
+def test_recalibrate_norms_defaults_to_salm_min_min_only():
+    """"auto": salm's min-min (CT, MR, 3D) re-estimates its batch norms each round; em and salm-v1 keep
+    their published / first-release behaviour; anything else is refused with the field's name."""
+    assert ProtectSettings().recalibrates_norms
+    assert not ProtectSettings(method="em").recalibrates_norms
+    assert not ProtectSettings(method="salm-v1").recalibrates_norms
+    assert ProtectSettings(method="em", recalibrate_norms=True).recalibrates_norms
+    assert not ProtectSettings(recalibrate_norms=False).recalibrates_norms
+    with pytest.raises(ValueError, match="recalibrate_norms"):
+        ProtectSettings(recalibrate_norms="sometimes")
+
+
+def test_recalibration_sets_the_running_statistics_to_the_perturbed_batches(dicom_dir):
+    """On a real MR series: after _recalibrate_norms the first batch norm's running mean and variance are
+    the statistics of what the surrogate sees of the perturbed samples (no stale momentum average left),
+    the model is back in train mode's momentum, and nothing about the samples changed."""
+    from salm_desktop.core.protect.engine import _Job
+    from salm_desktop.core.protect.surrogates import build_surrogate
+    from salm_desktop.core.studies import load_paths
+
+    (series,) = load_paths([dicom_dir / "hitachi_shoulder_mr" / "dicom"]).series
+    job = _Job([series], ProtectSettings(labels="clusters", precision="fp32"), None)
+    job._validate()
+    job._read()
+    job._set_budgets()
+    (bucket,) = job.buckets.values()
+    bucket.delta[:] = np.random.default_rng(0).uniform(-0.02, 0.02, bucket.delta.shape).astype(np.float16)
+    torch.manual_seed(0)
+    model = build_surrogate("auto", 2, 2, bucket.shape)
+    first_norm = model.stem.body[1]
+    first_norm.running_mean.fill_(5.0)  # stale
+    first_norm.running_var.fill_(9.0)
+    job._recalibrate_norms(model, [bucket])
+    x, d, _ = job._batch(bucket, np.arange(bucket.n))
+    with torch.no_grad():
+        h = model.stem.body[0](torch.clamp(x + d, 0, 1))
+    assert torch.allclose(first_norm.running_mean, h.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(first_norm.running_var, h.var((0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
+    assert first_norm.momentum == 0.1 and model.training
+
+
+
+def test_projection_bounds_give_exactly_the_projection():
+    """The engine's per-step projection is one clamp with bounds computed once per batch: the same
+    numbers as _project, for a shared and for a per-sample budget, pixels outside the window included."""
+    from salm_desktop.core.protect.budget import _project, _projection_bounds
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 20, 20, generator=gen) * 1.4 - 0.2  # some pixels outside [0, 1]
+    d = (torch.rand(6, 1, 20, 20, generator=gen) - 0.5) * 0.3
+    for eps in (0.03, torch.linspace(0.01, 0.06, 6).view(-1, 1, 1, 1)):
+        lower, upper = _projection_bounds(x, eps)
+        assert torch.equal(d.clamp(lower, upper), _project(d, x, eps))
