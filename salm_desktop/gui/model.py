@@ -60,7 +60,7 @@ def _engine_default(name: str, fallback: Any) -> Any:
 
 
 ADVANCED_OPTIONS = ("noise_cap", "extra_rounds", "stop_loss", "step_size", "mask_scope", "local_mean_free",
-                    "surrogate_lr", "init", "robust", "precision", "early_exit_loss")
+                    "surrogate_lr", "init", "robust", "precision", "recalibrate_norms", "early_exit_loss")
 # the schema's rare options (core/option_schema.py), as typed on the command line; "" = the engine's default
 _AdvancedOptions = dataclasses.make_dataclass("_AdvancedOptions", [(key, str, field(default="")) for key in ADVANCED_OPTIONS])
 
