@@ -71,14 +71,6 @@ def _gaussian_smooth(t: torch.Tensor, sigma: float = LOCAL_MEAN_SIGMA) -> torch.
     return t
 
 
-@functools.lru_cache(maxsize=16)
-def _gaussian_band(n: int, sigma: float, dtype: torch.dtype, device: str) -> torch.Tensor:
-    """n x n matrix of the truncated Gaussian of ``_gaussian_smooth`` (rows: output pixel; zero padding)."""
-    radius = int(round(3 * sigma))
-    g = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
-    return _band_matrix(n, tuple(float(v) for v in g / g.sum()), replicate=False).to(dtype=dtype, device=device)
-
-
 def _band_matrix(n: int, taps: tuple[float, ...], replicate: bool) -> torch.Tensor:
     """n x n float64 matrix of the centred filter ``taps`` (rows: output pixel); borders zero-padded or,
     with ``replicate``, the edge pixel repeated (its weight folded onto the first / last column)."""
@@ -165,7 +157,7 @@ BINOMIAL_TAPS = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 
 def _binomial_blur_banded(t: torch.Tensor) -> torch.Tensor:
     """``_binomial_blur`` (replicate borders) as sparse band products: forward and backward about half
-    the time of the shifted sums at 512x512 (``_binomial_blur_shifts``; docs/benchmarks.md)."""
+    the time of the shifted sums it replaced at 512x512 (docs/benchmarks.md, issue 20, fifth pass)."""
     return _filter_axes(t, BINOMIAL_TAPS, replicate=True)
 
 
