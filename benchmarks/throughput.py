@@ -240,17 +240,14 @@ def run_speed_once(kind: str, n: int, rounds: int, device: str, threads: int, co
 
             series = medmnist_series(DATA / "medmnist" / "pneumoniamnist.npz", "train", n=n)
             settings = ProtectSettings(device=device, seed=0, **extra)
-        elif kind == "ct_real":  # the real 3-slice CT itself, run until the stop criterion (or --rounds)
+        else:  # "ct": the replicated series; "ct_real": the real 3-slice CT itself (until the stop or --rounds)
             from salm_desktop.core.studies import load_paths
 
-            series = load_paths([DATA / "dicom" / "ct_3slice_dcmqi" / "dicom"]).series[0]
+            folder = DATA / "dicom" / "ct_3slice_dcmqi" / "dicom" if kind == "ct_real" else Path(tmp) / "series"
+            if kind == "ct":
+                make_series(folder, n)
+            series = load_paths([folder]).series[0]
             n = len(series.samples)
-            settings = ProtectSettings(device=device, seed=0, labels="clusters", n_clusters=2, max_rounds=rounds, **extra)
-        else:
-            from salm_desktop.core.studies import load_paths
-
-            make_series(Path(tmp) / "series", n)
-            series = load_paths([Path(tmp) / "series"]).series[0]
             settings = ProtectSettings(device=device, seed=0, labels="clusters", n_clusters=2, max_rounds=rounds, **extra)
         started, cpu_started = time.perf_counter(), time.process_time()
         result = protect_series([series], settings)

@@ -172,6 +172,11 @@ def flag(field: str) -> Parser:
     return lambda value, name: {field: _bool(value, name)}
 
 
+def auto_or_flag(field: str) -> Parser:
+    """"auto" (the engine decides per series or method) or a boolean."""
+    return lambda value, name: {field: "auto" if _word(value) == "auto" else _bool(value, name)}
+
+
 def _budget(value: Any, name: str) -> dict[str, Any]:
     fraction, native, unit = parse_epsilon(value, name)
     if fraction is not None:
@@ -200,14 +205,6 @@ def _robust(value: Any, name: str) -> dict[str, Any]:
         return {"robust": _bool(value, name)}
     except OptionError:
         raise OptionError(f"{name} {value!r}: choose off, full or pgd") from None
-
-
-def _local_mean_free(value: Any, name: str) -> dict[str, Any]:
-    return {"local_mean_free": "auto" if _word(value) == "auto" else _bool(value, name)}
-
-
-def _recalibrate_norms(value: Any, name: str) -> dict[str, Any]:
-    return {"recalibrate_norms": "auto" if _word(value) == "auto" else _bool(value, name)}
 
 
 SURROGATES = ("auto", "cifar_resnet", "small_cnn", "resnet18", "densenet121")
@@ -245,7 +242,7 @@ SCHEMA: tuple[Option, ...] = (
            "whose saliency ranks the mask: sample | class | class_from_start", "MASK_SCOPES", advanced=True),
     Option("foreground", flag("foreground"), ("foreground",),
            "restrict the mask to the body (foreground): true | false", advanced=True),
-    Option("local_mean_free", _local_mean_free, ("local_mean_free",),
+    Option("local_mean_free", auto_or_flag("local_mean_free"), ("local_mean_free",),
            "remove the noise's local mean: auto (on for HU data) | true | false", advanced=True),
     Option("surrogate", choice("surrogate", SURROGATES), ("surrogate",), "surrogate classifier", SURROGATES,
            advanced=True),
@@ -258,7 +255,7 @@ SCHEMA: tuple[Option, ...] = (
            advanced=True),
     Option("precision", choice("precision", PRECISIONS), ("precision",),
            "surrogate arithmetic: " + " | ".join(PRECISIONS), PRECISIONS, advanced=True),
-    Option("recalibrate_norms", _recalibrate_norms, ("recalibrate_norms",),
+    Option("recalibrate_norms", auto_or_flag("recalibrate_norms"), ("recalibrate_norms",),
            "re-estimate the surrogate's batch-norm statistics each round: auto (salm's min-min) | true | false",
            advanced=True),
     Option("early_exit_loss", number("early_exit_loss", optional=True), ("early_exit_loss",),

@@ -105,7 +105,12 @@ def _filter_axes(t: torch.Tensor, taps: tuple[float, ...], replicate: bool) -> t
     differentiable (the gradient applies the transposed bands, prepared once per size)."""
     if t.requires_grad:
         return _BandFilter.apply(t, taps, replicate)
-    return _apply_bands(t, [_band_operator(n, taps, replicate, False, t.dtype, str(t.device)) for n in t.shape[2:]])
+    return _apply_bands(t, _bands_for(t, taps, replicate, transposed=False))
+
+
+def _bands_for(t: torch.Tensor, taps: tuple[float, ...], replicate: bool, transposed: bool) -> list[torch.Tensor]:
+    """One band operator per spatial axis of ``t`` (cached per size, dtype and device)."""
+    return [_band_operator(n, taps, replicate, transposed, t.dtype, str(t.device)) for n in t.shape[2:]]
 
 
 def _apply_bands(t: torch.Tensor, bands: list[torch.Tensor]) -> torch.Tensor:
@@ -130,12 +135,11 @@ class _BandFilter(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t, taps, replicate):
         ctx.taps, ctx.replicate = taps, replicate
-        return _apply_bands(t, [_band_operator(n, taps, replicate, False, t.dtype, str(t.device)) for n in t.shape[2:]])
+        return _apply_bands(t, _bands_for(t, taps, replicate, transposed=False))
 
     @staticmethod
     def backward(ctx, grad):
-        bands = [_band_operator(n, ctx.taps, ctx.replicate, True, grad.dtype, str(grad.device)) for n in grad.shape[2:]]
-        return _apply_bands(grad.contiguous(), bands), None, None
+        return _apply_bands(grad.contiguous(), _bands_for(grad, ctx.taps, ctx.replicate, transposed=True)), None, None
 
 
 def _gaussian_taps(sigma: float) -> tuple[float, ...]:

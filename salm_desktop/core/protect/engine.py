@@ -33,6 +33,7 @@ from salm_desktop.core.progress import Progress
 # Split out of this module (budget, preview, result, job_parts); the old names stay importable here.
 from .budget import _project, _projection_bounds, series_epsilon, series_noise_sd  # noqa: F401
 from .device import resolve_device, resolve_precision
+from .class_masks import _JobClassMasks
 from .job_parts import _Bucket, _JobBudgets, _JobInputs
 from .masks import topk_mask
 from .peers import CANDIDATE_METHODS, PEER_METHODS
@@ -60,7 +61,7 @@ def _deterministic(device: torch.device):
         torch.backends.cudnn.deterministic = prev_det
 
 
-class _Job(_JobInputs, _JobBudgets):
+class _Job(_JobInputs, _JobBudgets, _JobClassMasks):
     def __init__(self, series: Sequence[Series], settings: ProtectSettings, progress: Progress | None) -> None:
         self.series = list(series)
         self.s = settings
@@ -263,48 +264,6 @@ class _Job(_JobInputs, _JobBudgets):
         """The bucket's sample indices in order, batch_size at a time."""
         for start in range(0, b.n, self.s.batch_size):
             yield np.arange(start, min(start + self.s.batch_size, b.n))
-
-    def _add_class_saliency(self, b: _Bucket, y: torch.Tensor, grad: torch.Tensor) -> None:
-        """Accumulate each sample's |gradient|, normalized to sum 1, into its class's saliency map."""
-        g = grad.abs().squeeze(1)
-        g = g / g.flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
-        score = self.class_score.setdefault(id(b), torch.zeros((self._n_classes, *b.shape), device=self.device))
-        score.index_add_(0, y, g)
-
-    def _class_saliency_pass(self, model, buckets: list[_Bucket]) -> None:
-        """mask_scope="class_from_start": one gradient pass over the clean samples, before round 1's
-        noise steps, so that the class masks hold from round 1 on (no round spent on sample masks)."""
-        for b in buckets:
-            for idx in self._index_batches(b):
-                self.progress.check()
-                x, d, y = self._batch(b, idx)
-                z = torch.clamp(x + d, 0, 1).requires_grad_(True)
-                (grad,) = torch.autograd.grad(F.cross_entropy(self._logits(model, self._view(z)).float(), y), z)
-                self._add_class_saliency(b, y, grad)
-
-    def _class_mask(self, b: _Bucket, y: torch.Tensor, fg: torch.Tensor | None) -> torch.Tensor:
-        """The top pixels of each sample's class saliency (round 1 or the pre-pass). Without a foreground
-        restriction all samples of a class share one mask: computed once per class, not once per sample."""
-        if fg is not None:
-            return topk_mask(self.class_score[id(b)][y].unsqueeze(1), self.ratio, fg)
-        key = (id(b), self._round)
-        if key not in self._class_mask_cache:
-            self._class_mask_cache = {key: topk_mask(self.class_score[id(b)].unsqueeze(1), self.ratio)}
-        return self._class_mask_cache[key][y]
-
-    def _class_mask_weight_sum(self, b: _Bucket, y: torch.Tensor) -> torch.Tensor | None:
-        """The local-mean-free step's smoothed mask for class masks shared by a class (None: per sample).
-        Computed once per class and round instead of once per sample and step (fast paths only: fp32 keeps
-        the reference arithmetic, which recomputes it)."""
-        if self.precision == "fp32":
-            return None
-        key = (id(b), self._round)
-        if key not in self._class_mask_cache:
-            return None
-        if self._class_weight_sum.get("key") != key:
-            masks = self._class_mask_cache[key].to(torch.float32)
-            self._class_weight_sum = {"key": key, "value": self._smooth(masks).clamp_min(1e-6)}
-        return self._class_weight_sum["value"][y]
 
     def _perturb_batch(self, model, b: _Bucket, idx: np.ndarray) -> tuple[int, float]:
         """Run the PGD steps on one batch; returns (correct predictions, summed loss) on its perturbed samples.
