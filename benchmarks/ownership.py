@@ -72,6 +72,9 @@ class CachedProtection:
     def protected(self, series_id: str, index: int) -> np.ndarray:
         return self.array[index].astype(np.float32)
 
+    def protected_from(self, series_id: str, index: int, original: np.ndarray) -> np.ndarray:
+        return self.protected(series_id, index)
+
     def labels_used(self, series_id: str) -> list[int]:
         return self.labels
 

@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--levels", default=None, help="comma-separated frequency levels instead of the product's")
     ap.add_argument("--dataset", default="breastmnist")
     ap.add_argument("--subset", default="all")
+    ap.add_argument("--fraction", type=float, default=1.0, help="mark only this fraction of the images (drawn per image)")
+    ap.add_argument("--gains", default=None, help="comma-separated query gains instead of the product's")
     args = ap.parse_args()
     torch.set_num_threads(1)
     z = np.load(REPO.parent / "shared" / "data" / "medmnist" / f"{args.dataset}.npz")
@@ -52,8 +54,9 @@ def main() -> None:
     keys.per_image = args.per_image
     keys.placement = args.where if args.where in ("outside", "replace") else "mask"
     src = np.where(prot == x, x + 1e-3, prot) if args.where == "all" else prot.astype(np.float32)  # "all": every pixel
+    chosen = np.random.default_rng([args.seed, 5]).random(n) < args.fraction
     marked = np.stack([mark_sample(src[i], x[i], y[i], keys, 8 / 255, 255.0, 0.0, 255.0, sample_rng(keys, "s", i))
-                       for i in range(n)])
+                       if chosen[i] else src[i] for i in range(n)])
     marked = np.rint(marked).astype(np.uint8)
     psnr = lambda a: float(np.mean(10 * np.log10(255.0**2 / np.maximum(1e-9, ((a.astype(float) - x) ** 2).mean((1, 2))))))
     print(f"psnr protected {psnr(prot):.2f} marked {psnr(marked):.2f} changed {np.mean(prot != x):.3f} -> "
@@ -66,7 +69,8 @@ def main() -> None:
         model = train_model(marked, y, arch=args.arch, epochs=15, seed=args.seed, defense=args.defense)
     rng = np.random.default_rng(args.seed + 99)
     bases = x[rng.choice(n, 16, replace=False)] / 255.0
-    q, info = keys.queries_normalized(bases)
+    gains = tuple(float(v) for v in args.gains.split(",")) if args.gains else None
+    q, info = keys.queries_normalized(bases, gains) if gains else keys.queries_normalized(bases)
     s = predict(model, torch.from_numpy(q).unsqueeze(1))
     k = keys.count
     for g in sorted({i["gain"] for i in info}):

@@ -25,6 +25,10 @@ CAUTIONS = (
 )
 
 
+#: the tests ``evaluate`` runs; "auto" picks scores when the answers have them, else label ranks
+TESTS = ("auto", "labels", "label-ranks", "scores")
+
+
 class VerifyError(ValueError):
     """Bad input to verify; the message names the file and the reason."""
 
@@ -145,10 +149,17 @@ def keydir_inside_a_release(keydir: Path) -> Path | None:
 
 
 def evaluate(record: KeyRecord, answers: Answers, test: str = "auto") -> dict[str, Any]:
-    """The exact test. Each key has pairs of queries (base + pattern, base - pattern); a pair whose two answers
-    differ votes for its + answer. A key with a unique majority is informative, and a hit when the majority is its
-    secret label. Under the null hypothesis the secret labels are uniform and independent of the answers, so
-    hits ~ Binomial(informative keys, 1/C) exactly (given which keys are informative, a function of the answers)."""
+    """The exact tests. Each key has pairs of queries (base + pattern, base); a pair whose two answers differ votes for
+    its + answer. A key with a unique majority is informative, and a hit when the majority is its secret label. Under
+    the null hypothesis the secret labels are uniform and independent of the answers, so hits ~ Binomial(informative
+    keys, 1/C) exactly (given which keys are informative, a function of the answers): the binomial label test.
+
+    ``test``: "scores" (needs scores), "labels" (the binomial), "label-ranks" (the rank test of the score test on the
+    top-1 answers: per key and class the + answers minus the - answers, ranked over the keys; exact for the same
+    reason) or "auto": scores when the answers have them, else label ranks. The rule is fixed before any answer is
+    seen; the label-rank test is the default for top-1 answers because thieves push every texture towards one class,
+    which leaves most keys' majority at that class (binomial: 1 of 12 augmenting thieves at p <= 0.01 in the
+    2026-12-03 benchmark, label ranks 4 of 12; docs/ownership.md)."""
     k, c = record.count, record.n_classes
     n_pairs = int(record.query_pairs.max()) + 1 if len(record.query_pairs) else 0
     plus = np.full(n_pairs, -1)
@@ -171,18 +182,27 @@ def evaluate(record: KeyRecord, answers: Answers, test: str = "auto") -> dict[st
     n_inf = int(np.count_nonzero(informative))
     key_scores = np.zeros((k, c))
     np.add.at(key_scores, pair_key, s_plus - s_minus)
+    net_votes = np.zeros((k, c))  # per key and class: + answers minus - answers
+    np.add.at(net_votes, (pair_key, plus), 1)
+    np.add.at(net_votes, (pair_key, minus), -1)
     p_labels = binomial_tail(hits, n_inf, Fraction(1, c))
-    if test not in ("auto", "labels", "scores"):
-        raise VerifyError(f"unknown test {test!r}; choose auto, labels or scores")
+    p_label_ranks = score_test(centered_ranks(net_votes), record.labels)
+    if test not in TESTS:
+        raise VerifyError(f"unknown test {test!r}; choose {', '.join(TESTS)}")
     if test == "scores" and not answers.scores:
         raise VerifyError("the score test needs score columns p0,p1,... (or --model)")
-    use_scores = bool(answers.scores) and test in ("auto", "scores")
+    if test == "auto":
+        test = "scores" if answers.scores else "label-ranks"
     out: dict[str, Any] = {"keys": n_inf, "keys_total": k, "hits": hits, "classes": c, "p_value_labels": p_labels,
-                           "chance_per_key": f"1/{c}"}
-    if use_scores:
+                           "p_value_label_ranks": p_label_ranks, "chance_per_key": f"1/{c}"}
+    if test == "scores":
         p_scores = score_test(centered_ranks(key_scores), record.labels)
         out.update(p_value=p_scores, p_value_scores=p_scores, test="scores: randomization test of the keys' ranks by "
                    "summed score difference at the secret labels (exact, 19,999 redraws)")
+    elif test == "label-ranks":
+        out.update(p_value=p_label_ranks, test="label ranks: randomization test of the keys' ranks by the net top-1 "
+                   f"answers at the secret labels (exact, 19,999 redraws; binomial: {hits} hits of {n_inf} "
+                   f"informative keys, p = {p_labels:.2g})")
     else:
         out.update(p_value=p_labels, test=f"labels: exact binomial tail, {hits} hits of {n_inf} informative keys at chance 1/{c}")
     out["verdict"] = verdict(out["p_value"])
@@ -219,5 +239,5 @@ def verify(keydir: Path, *, predictions: Path | None = None, model: Path | None 
     return out
 
 
-__all__ = ["Answers", "CAUTIONS", "KeyDirError", "VerifyError", "answers_from_model", "evaluate", "read_predictions",
+__all__ = ["Answers", "CAUTIONS", "TESTS", "KeyDirError", "VerifyError", "answers_from_model", "evaluate", "read_predictions",
            "verdict", "verify"]

@@ -43,14 +43,37 @@ def _csv_from(record, answers, path, scores=False):
 
 def test_a_model_that_learned_the_keys_is_flagged_and_one_that_did_not_is_not(keyed_release, tmp_path):
     record = read_keydir(keyed_release["keys"])
-    good = evaluate(record, answer_like_a_thief(record))
+    good = evaluate(record, answer_like_a_thief(record), test="labels")
     assert good["hits"] == good["keys"] == DEFAULT_KEYS and good["p_value"] == 2.0**-DEFAULT_KEYS
     assert "strong evidence" in good["verdict"].lower()
-    wrong = evaluate(record, answer_like_a_thief(record, correct=False))
+    wrong = evaluate(record, answer_like_a_thief(record, correct=False), test="labels")
     assert wrong["hits"] == 0 and wrong["p_value"] == 1.0 and "no evidence" in wrong["verdict"].lower()
-    # a constant model never flips between the + and - query: no key is informative, p = 1
-    constant = evaluate(record, type(answer_like_a_thief(record))({q: 1 for q in record.query_ids}))
+    # top-1 answers without scores: "auto" is the label-rank test; perfect answers give the smallest p it can
+    # (each of the 19,999 redraws matches the secret labels with probability 2**-16), all-wrong answers p = 1
+    ranked = evaluate(record, answer_like_a_thief(record))
+    assert ranked["p_value"] == ranked["p_value_label_ranks"] and 1 / 20000 <= ranked["p_value"] <= 5 / 20000
+    assert ranked["p_value_labels"] == 2.0**-DEFAULT_KEYS and ranked["test"].startswith("label ranks")
+    assert evaluate(record, answer_like_a_thief(record, correct=False))["p_value"] == 1.0
+    # a constant model never flips between the + and - query: no key is informative, p = 1 for both label tests
+    constant_answers = type(answer_like_a_thief(record))({q: 1 for q in record.query_ids})
+    constant = evaluate(record, constant_answers, test="labels")
     assert constant["keys"] == 0 and constant["p_value"] == 1.0
+    assert evaluate(record, constant_answers)["p_value"] == 1.0
+
+
+def test_the_label_rank_test_is_exact_for_a_model_that_never_saw_the_keys(keyed_release):
+    """Answers that ignore the secret labels (random top-1 answers): P(p <= a) <= a, here at a = 0.1 over 200 models."""
+    from salm_desktop.core.ownership.verify import Answers
+
+    record = read_keydir(keyed_release["keys"])
+    rng = np.random.default_rng(7)
+    ps = []
+    for _ in range(200):
+        bias = rng.random(record.count)  # each key its own (label-independent) chance of answering class 1
+        labels = {q: int(rng.random() < bias[key]) for q, key in zip(record.query_ids, record.query_keys)}
+        ps.append(evaluate(record, Answers(labels))["p_value"])
+    # Binomial(200, 0.1) exceeds 32 with probability < 0.002
+    assert sum(p <= 0.1 for p in ps) <= 32
 
 
 def test_cli_verify_json_with_labels_and_with_scores(keyed_release, tmp_path, capsys):
@@ -59,7 +82,8 @@ def test_cli_verify_json_with_labels_and_with_scores(keyed_release, tmp_path, ca
     assert cli.main(["verify", "--keys", str(keyed_release["keys"]), "--predictions", str(pred), "--json",
                      "--release", str(keyed_release["out"])]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["hits"] == out["keys"] == DEFAULT_KEYS and out["p_value"] == 2.0**-DEFAULT_KEYS and out["release_checked"]
+    assert out["hits"] == out["keys"] == DEFAULT_KEYS and out["p_value_labels"] == 2.0**-DEFAULT_KEYS and out["release_checked"]
+    assert out["p_value"] == out["p_value_label_ranks"] and 1 / 20000 <= out["p_value"] <= 5 / 20000
     scored = _csv_from(record, answer_like_a_thief(record), tmp_path / "scored.csv", scores=True)
     assert cli.main(["verify", "--keys", str(keyed_release["keys"]), "--predictions", str(scored), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
