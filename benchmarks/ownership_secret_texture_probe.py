@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--defense", default=None, help="dataset-level countermeasure of the thief (jpeg10, median)")
     ap.add_argument("--gains", default="0.06,0.12")
+    ap.add_argument("--query-mask", action="store_true", help="queries carry the grating on the classes' texture masks only")
     ap.add_argument("--per-class", type=int, default=1, help="frequencies per class (sign of the sum of their gratings)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -109,10 +110,14 @@ def main() -> None:
     diff = np.zeros((m, c))
     per_gain = np.zeros((len(gains), m, c))
     votes = np.zeros((m, c))
+    # the classes' texture masks (class scope: one per class), for --query-mask
+    masks = [np.mean(d[y == cl] != 0, axis=0) > 0.5 for cl in range(c)]
     for j, f in enumerate(cands):
         q = []
         for g in gains:
             tex = class_textures((len(bases), *x.shape[1:]), np.zeros(len(bases), dtype=np.int64), rng, [f])
+            if args.query_mask:  # half of the bases with class 0's mask, half with class 1's (and so on)
+                tex = tex * np.stack([masks[b % c] for b in range(len(bases))])
             q.append(np.clip(bases + g * tex, 0, 1))
         q = np.concatenate(q).astype(np.float32)
         sp = log_scores(model, q)

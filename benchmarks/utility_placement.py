@@ -36,14 +36,19 @@ from salm_desktop.core.protect.settings import ProtectSettings  # noqa: E402
 DATA = ROOT.parent / "shared" / "data" / "medmnist"
 
 
-def main(name: str) -> int:
+def hospital_setup(name: str, seeds: tuple[int, ...] = (0,)):
+    """``(train, test, intensity, models, x, y)``: the splits, one hospital model (cnn, crop and flip, 15 epochs) per
+    seed trained on the clean training split, the test images in [0, 1] and their labels. One torch thread."""
     torch.set_num_threads(1)
     path = DATA / f"{name}.npz"
     train, test = load_split(path, "train"), load_split(path, "test")
     intensity = IntensityMap.for_uint8()
-    hospital = train_clean_model(train, "cnn", 15, 0, intensity)
-    x = test[0].astype(np.float32) / 255.0
-    y = test[1].reshape(-1).astype(np.int64)
+    models = [train_clean_model(train, "cnn", 15, seed, intensity) for seed in seeds]
+    return train, test, intensity, models, test[0].astype(np.float32) / 255.0, test[1].reshape(-1).astype(np.int64)
+
+
+def main(name: str) -> int:
+    train, test, intensity, (hospital,), x, y = hospital_setup(name)
     settings = ProtectSettings()
     eps, ratio = settings.epsilon, settings.mask_ratio_for(texture=True)
     _, n_classes, xt, yt, surrogate = clean_surrogate_setup(x, y, settings, None, "cpu")  # the protector's own
