@@ -151,7 +151,12 @@ def _clinical_utility(args: argparse.Namespace, arch: str, clean_train, clean_te
 
     try:
         protected_test = load_split(args.protected, "test")
-        utility = evaluate_utility(clean_train, clean_test, protected_test, arch=arch, epochs=args.epochs, seed=args.seed)
+        augment = getattr(args, "utility_augment", "standard")
+        textures = None
+        if augment == "texture":
+            from salm_desktop.core.protect.salm_texture import unlabelled_textures as textures
+        utility = evaluate_utility(clean_train, clean_test, protected_test, arch=arch, epochs=args.epochs, seed=args.seed,
+                                   augment=augment, textures=textures)
     except ValueError as exc:
         raise UsageError(f"--utility: {exc}") from exc
     if utility["protected_test_is_unchanged"]:
@@ -160,7 +165,8 @@ def _clinical_utility(args: argparse.Namespace, arch: str, clean_train, clean_te
     if not args.json:
         c, p = utility["clean"], utility["protected"]
         verdict = "met" if utility["targets"]["met"] else "MISSED"
-        print(f"clinical utility: hospital model ({arch}, trained on clean data, {utility['epochs']} epochs) on "
+        recipe = "crop, flip and texture augmentation" if utility["augment"] == "texture" else "crop and flip"
+        print(f"clinical utility: hospital model ({arch}, trained on clean data with {recipe}, {utility['epochs']} epochs) on "
               f"{utility['test_samples']} test images\n"
               f"  clean test      AUC {c['auc']:.4f}  balanced {c['balanced_acc']:.4f}\n"
               f"  protected test  AUC {p['auc']:.4f}  balanced {p['balanced_acc']:.4f}   (AUC change {utility['auc_change']:+.4f})\n"

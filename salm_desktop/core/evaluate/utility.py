@@ -13,6 +13,7 @@ Targets (issue 13): AUC within 0.01 of the clean images, at least 99 % identical
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,13 +26,48 @@ from .training import fit, seeded_attacker
 
 AUC_TOLERANCE = 0.01
 AGREEMENT_TARGET = 0.99
+#: ``augment="texture"``: share of each batch that gets a random protection texture (independent of its label)
+TEXTURE_AUGMENT_SHARE = 0.5
+#: ... on about this share of its pixels, in blobs (the protection's mask is a contiguous salient region)
+TEXTURE_AUGMENT_AREA = 0.3
+HOSPITAL_AUGMENTS = ("standard", "texture")
+
+
+#: supplies N textures of H x W pixels in {-1, 1} from a numpy generator (``salm_texture.unlabelled_textures``:
+#: evaluate sits below protect, so the caller passes the protection's textures in)
+TextureSource = Callable[[int, int, int, np.random.Generator], np.ndarray]
+
+
+def texture_augment(x: torch.Tensor, gen: torch.Generator, epsilon: float, textures: TextureSource,
+                    share: float = TEXTURE_AUGMENT_SHARE, area: float = TEXTURE_AUGMENT_AREA) -> torch.Tensor:
+    """Images N x 1 x H x W in [0, 1], ``share`` of them with a saturated +-``epsilon`` protection texture (drawn
+    *whatever the image's label*) on a random blob covering about ``area`` of the image. A model trained so learns
+    that these textures carry no class, and then answers protected images as clean ones (the hospital's side of
+    clinical utility, issue 13)."""
+    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    tex = torch.from_numpy(np.asarray(textures(n, h, w, rng), dtype=np.float32)).unsqueeze(1)
+    field = torch.nn.functional.interpolate(torch.rand(n, 1, 4, 4, generator=gen), size=(h, w), mode="bilinear",
+                                            align_corners=False)
+    cut = torch.quantile(field.flatten(1), 1.0 - area, dim=1).view(n, 1, 1, 1)
+    chosen = (torch.rand(n, generator=gen) < share).view(n, 1, 1, 1)
+    return (x + (tex * float(epsilon) * ((field >= cut) & chosen)).to(x.dtype)).clamp(0.0, 1.0)
 
 
 def train_clean_model(train: Split, arch: str, epochs: int, seed: int, intensity: IntensityMap,
                       batch_size: int = 32, lr: float = 1e-3, device: str = "cpu",
-                      progress: Progress | None = None) -> torch.nn.Module:
-    """The hospital's model: ``arch`` trained on the clean split with crop-and-flip augmentation."""
+                      progress: Progress | None = None, augment: str = "standard", epsilon: float = 8 / 255,
+                      textures: TextureSource | None = None) -> torch.nn.Module:
+    """The hospital's model: ``arch`` trained on the clean split with crop-and-flip augmentation; ``augment="texture"``
+    adds :func:`texture_augment` with ``textures`` (2D only; ``epsilon`` in the normalized scale, the protection's
+    budget)."""
+    if augment not in HOSPITAL_AUGMENTS:
+        raise ValueError(f"unknown hospital augmentation {augment!r}; choose one of {', '.join(HOSPITAL_AUGMENTS)}")
+    if augment == "texture" and textures is None:
+        raise ValueError("texture augmentation needs the protection's textures (salm_texture.unlabelled_textures)")
     x_tr, y_tr = _to_tensor(train[0], intensity), _labels(train[1])
+    if augment == "texture" and x_tr.ndim != 4:
+        raise ValueError("texture augmentation of the hospital's model is for 2D images only")
     n_classes = max(2, int(y_tr.max()) + 1)
     model = seeded_attacker(arch, x_tr.ndim - 2, n_classes, seed)
     gen = torch.Generator().manual_seed(int(seed) + 11)
@@ -40,9 +76,15 @@ def train_clean_model(train: Split, arch: str, epochs: int, seed: int, intensity
         if progress is not None:
             progress.update("utility", epoch, epochs, f"hospital model epoch {epoch}")
 
-    # the cheap flip-and-shift of the first efficacy check (one shift per batch), drawn on the CPU
+    def transform(xb, yb, net):  # noqa: ANN001
+        # the cheap flip-and-shift of the first efficacy check (one shift per batch), drawn on the CPU
+        out = _augment(xb.cpu(), gen)
+        if augment == "texture":
+            out = texture_augment(out, gen, epsilon, textures)
+        return out.to(xb.device)
+
     return fit(model, x_tr, y_tr, epochs=epochs, gen=gen, batch_size=batch_size, lr=lr, device=device,
-               transform=lambda xb, yb, net: _augment(xb.cpu(), gen).to(xb.device), after_epoch=report)
+               transform=transform, after_epoch=report)
 
 
 def predict(model: torch.nn.Module, images: np.ndarray, intensity: IntensityMap, device: str = "cpu") -> np.ndarray:
@@ -74,7 +116,8 @@ def compare_predictions(probs_clean: np.ndarray, probs_protected: np.ndarray, la
 
 def evaluate_utility(clean_train: Split, clean_test: Split, protected_test: Split, arch: str = "cnn", epochs: int = 15,
                      seed: int = 0, intensity: IntensityMap | None = None, device: str = "cpu",
-                     progress: Progress | None = None) -> dict:
+                     progress: Progress | None = None, augment: str = "standard",
+                     textures: TextureSource | None = None) -> dict:
     """Train the hospital's model on ``clean_train``; compare it on ``clean_test`` and ``protected_test``.
 
     ``protected_test`` must be the same images as ``clean_test`` (same order, labels and shape),
@@ -92,11 +135,12 @@ def evaluate_utility(clean_train: Split, clean_test: Split, protected_test: Spli
     if intensity is None:
         intensity = IntensityMap.for_uint8() if ci.dtype == np.uint8 else IntensityMap.robust(np.asarray(clean_train[0]))
     t0 = time.perf_counter()
-    model = train_clean_model(clean_train, arch, epochs, seed, intensity, device=device, progress=progress)
+    model = train_clean_model(clean_train, arch, epochs, seed, intensity, device=device, progress=progress, augment=augment,
+                              textures=textures)
     result = compare_predictions(predict(model, ci, intensity, device), predict(model, pi, intensity, device),
                                  _labels(cl).numpy())
     result.update({
-        "arch": arch, "epochs": epochs, "seed": seed, "train_samples": int(len(clean_train[0])),
+        "arch": arch, "epochs": epochs, "seed": seed, "augment": augment, "train_samples": int(len(clean_train[0])),
         "test_samples": int(len(ci)), "test_pixels_changed": float(np.mean(ci != pi)),
         "protected_test_is_unchanged": unchanged, "seconds": round(time.perf_counter() - t0, 2),
     })

@@ -72,6 +72,13 @@ def class_textures(shape: tuple[int, int, int], y: np.ndarray, rng: np.random.Ge
     return out
 
 
+def unlabelled_textures(n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """N x H x W textures of the class table, one drawn per image independently of any label (random phases): the
+    texture augmentation of a hospital model that should ignore the protection (core/evaluate/utility.py)."""
+    which = rng.integers(0, len(CLASS_FREQUENCIES), n)
+    return class_textures((n, h, w), which, rng, CLASS_FREQUENCIES)
+
+
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
                      refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0,
                      frequencies=None, on_epoch=None, tap_ratio: float = 0.0,
