@@ -65,6 +65,11 @@ def test_the_release_says_it_carries_keys_but_never_points_to_them(keyed_release
         assert str(doc["secret_seed"]) not in text
         assert json.dumps(doc["secret_labels"]) not in text
     assert keyed_release["result"].summary["ownership_keys"]
+    # the officer who signs the release is told that it carries keys and what they cost the protection
+    from salm_desktop.core.export.officer_report import read_officer_data
+
+    rows = dict(row for _, section in read_officer_data(out)["page1"] for row in section)
+    assert "weakens the protection" in rows["Ownership keys"] and str(keys) not in rows["Ownership keys"]
 
 
 def test_the_mark_stays_inside_the_budget_of_the_protection(keyed_release):
