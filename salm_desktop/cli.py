@@ -254,10 +254,10 @@ def _cmd_protect(args: argparse.Namespace) -> int:
         if args.keys is not None:
             print(f"ownership keys written to {args.keys}: keep this folder private and outside the release")
     if args.keys is not None:  # measured, not assumed: docs/ownership.md
-        print("warning: ownership keys are experimental and weaken the protection (docs/ownership.md, measured on "
-              "BreastMNIST and PneumoniaMNIST: thieves of a keyed release ranked clean patients at AUC 0.65-0.94 against "
-              "0.42-0.86 on the same release without keys; 6 of 12 augmenting thieves flagged, none after JPEG or a median "
-              "filter; the keys lower the release's PSNR by about 3.4 dB)", file=sys.stderr)
+        from salm_desktop.core.ownership.release import KEYS_COST
+
+        print(f"warning: ownership keys are experimental and weaken the protection ({KEYS_COST}; docs/ownership.md)",
+              file=sys.stderr)
     return EXIT_PARTIAL if result.skipped else EXIT_OK
 
 

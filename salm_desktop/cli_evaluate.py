@@ -151,8 +151,7 @@ def _clinical_utility(args: argparse.Namespace, arch: str, clean_train, clean_te
 
     try:
         protected_test = load_split(args.protected, "test")
-        augment = getattr(args, "utility_augment", "standard")
-        textures = None
+        augment, textures = args.utility_augment, None
         if augment == "texture":
             from salm_desktop.core.protect.salm_texture import unlabelled_textures as textures
         utility = evaluate_utility(clean_train, clean_test, protected_test, arch=arch, epochs=args.epochs, seed=args.seed,

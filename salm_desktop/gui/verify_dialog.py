@@ -47,10 +47,10 @@ class OwnershipKeysOption(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.enabled = QCheckBox("Add secret ownership keys (experimental; weakens the protection)")
-        self.enabled.setToolTip("Keys let you test later whether a model was trained on this release. "
-                                "Measured (docs/ownership.md): thieves trained on a keyed release ranked clean patients "
-                                "at AUC 0.65-0.94, against 0.42-0.86 on the same release without keys; half of them were "
-                                "flagged, none after JPEG or a median filter. Keys lower the PSNR by about 3.4 dB.")
+        from salm_desktop.core.ownership.release import KEYS_COST
+
+        self.enabled.setToolTip(f"Keys let you test later whether a model was trained on this release. Measured "
+                                f"(docs/ownership.md): the keys weaken the protection; {KEYS_COST}.")
         self.folder = QLineEdit()
         self.folder.setObjectName("ownership_keydir")
         self.folder.setPlaceholderText("A new private folder OUTSIDE the destination, e.g. on an encrypted drive")

@@ -40,10 +40,9 @@ class ReleaseInfo:
 
 NOT_GIVEN = "not given"
 
-# The officer signs for what the keys cost (docs/ownership.md, measured 2026-12-03); never where the keys are.
+# The officer signs for what the keys cost (the summary's ownership_keys_cost, measured); never where the keys are.
 OWNERSHIP_KEYS_WORDS = ("yes: a secret mark inside the same budget that lets the data steward test a suspect model "
-                        "later; the keys are kept privately, outside the release. Measured: it weakens the protection "
-                        "(thieves of a keyed release ranked patients at AUC 0.65-0.94 against 0.42-0.86 without keys)")
+                        "later; the keys are kept privately, outside the release; the mark weakens the protection")
 
 # What each protection method does, in words (settings.METHODS).
 METHOD_WORDS = {
@@ -266,7 +265,9 @@ def build_officer_context(manifest: dict[str, Any], *, manifest_sha256: str, rel
     if method == "salm" and settings.get("mask_ratio") is not None:
         what += f"; at most {round(100 * float(settings['mask_ratio']))} % of each image's pixels"
     deid_rows, deidentified = _deid_rows(manifest)
-    keys_rows = [("Ownership keys", OWNERSHIP_KEYS_WORDS)] if summary.get("ownership_keys") else []
+    cost = summary.get("ownership_keys_cost")
+    keys_rows = ([("Ownership keys", OWNERSHIP_KEYS_WORDS + (f" (measured: {cost})" if cost else ""))]
+                 if summary.get("ownership_keys") else [])
     page1 = [
         ("Dataset and release", _dataset_rows(manifest, release_name) + [
             ("Created", f"{manifest.get('created', '?')} with SALM Desktop {((manifest.get('software') or {}).get('version')) or '?'}"),
