@@ -34,6 +34,8 @@ CLASS_FREQUENCIES: tuple[tuple[float, float], ...] = (
 
 #: where the texture goes: the class's most salient pixels (SALM's rule) or its least salient ones
 MASK_PLACEMENTS = ("salient", "least_salient")
+#: whose saliency picks the pixels: the class's (the default), each image's own, or half of each (a probe)
+MASK_SCOPES = ("class", "sample", "blend")
 TARGETED_STEPS = 10  # PGD steps of the targeted part (salm-tex-tap); 10 keeps generation within EM's time
 TARGETED_SHARE = 0.5  # salm-tex-tap: half the budget texture, half error-maximizing towards the other class
 
@@ -95,6 +97,8 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
     tex = class_textures(x.shape, y, rng, frequencies)  # frequencies: per-class override, for probes
     device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device, on_epoch)
     bs = max(2, settings.batch_size)
+    if mask_scope not in MASK_SCOPES:
+        raise ValueError(f"unknown mask scope {mask_scope!r}; choose one of {', '.join(MASK_SCOPES)}")
     if mask_scope == "class":
         score = _class_saliency(model, xt, yt, C, bs)[yt]
     else:  # each image's own saliency
@@ -104,6 +108,10 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
             (g,) = torch.autograd.grad(F.cross_entropy(model(z), yt[start:start + bs]), z)
             parts.append(g.abs().squeeze(1))
         score = torch.cat(parts)
+        if mask_scope == "blend":  # probe: half the class's saliency, half the image's own, each summing to 1
+            own = score / score.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1)
+            cls = _class_saliency(model, xt, yt, C, bs)[yt]
+            score = 0.5 * own + 0.5 * cls / cls.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1)
     if mask_placement == "least_salient":  # where a clean model looks least: its answers move least (issue 13)
         score = -score
     ratio = settings.mask_ratio_for(texture=True)

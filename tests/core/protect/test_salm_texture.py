@@ -136,3 +136,24 @@ def test_mask_placement_least_salient_uses_the_other_pixels(series):
     assert not (salient & least).any()
     with pytest.raises(ValueError, match="mask placement"):
         texture_shortcut(x, y, settings, mask_placement="edges")
+
+
+def test_mask_scopes_class_sample_and_blend(series):
+    """Probe option (issue 12): class masks are shared by the images of a class, per-image and blended masks are
+    not; every scope keeps the budget's share of pixels; an unknown scope is refused."""
+    from salm_desktop.core.protect.salm_texture import texture_shortcut
+
+    x = np.stack([s.read() for s in series.samples]).astype(np.float32) / 255.0
+    y = np.array([s.label for s in series.samples])
+    settings = ProtectSettings(method="salm-tex", mask_ratio=0.3, batch_size=32, device="cpu")
+    limit = round(0.3 * 784) / 784 + 1e-9
+    masks = {scope: texture_shortcut(x, y, settings, mask_scope=scope) != 0 for scope in ("class", "sample", "blend")}
+    for scope, mask in masks.items():
+        assert (mask.reshape(len(y), -1).mean(1) <= limit).all() and mask.mean() > 0.25, scope
+    members = np.flatnonzero(y == y[0])
+    # the class mask is one mask per class (up to pixels the [0, 1] clip zeroes); the others differ per image
+    shared = lambda m: np.mean([(m[i] == m[members[0]]).mean() for i in members[1:]])  # noqa: E731
+    assert shared(masks["class"]) > 0.95
+    assert shared(masks["sample"]) < shared(masks["blend"]) < shared(masks["class"])
+    with pytest.raises(ValueError, match="mask scope"):
+        texture_shortcut(x, y, settings, mask_scope="global")
