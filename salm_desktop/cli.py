@@ -137,10 +137,11 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="also measure clinical utility: a model trained on the CLEAN training split, tested on "
                                "the clean and on the protected test images (--protected must hold a protected test "
                                "split: protect with --splits train,test)")
-    evaluate.add_argument("--utility-augment", default="standard", choices=["standard", "texture"],
-                          help="the hospital model's recipe for --utility: standard (crop and flip) or texture (also "
+    evaluate.add_argument("--utility-augment", default="standard", choices=["standard", "texture", "consistency"],
+                          help="the hospital model's recipe for --utility: standard (crop and flip), texture (also "
                                "random protection textures on half of its images, whatever their label, so that it "
-                               "learns to ignore them; docs/benchmarks.md, clinical utility)")
+                               "learns to ignore them) or consistency (every image and a textured copy, asked for the "
+                               "same answer); docs/benchmarks.md, clinical utility")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     batch = sub.add_parser("batch", help="protect many folders from a TOML config; rerun the same command to resume",

@@ -152,7 +152,7 @@ def _clinical_utility(args: argparse.Namespace, arch: str, clean_train, clean_te
     try:
         protected_test = load_split(args.protected, "test")
         augment, textures = args.utility_augment, None
-        if augment == "texture":
+        if augment != "standard":
             from salm_desktop.core.protect.salm_texture import unlabelled_textures as textures
         utility = evaluate_utility(clean_train, clean_test, protected_test, arch=arch, epochs=args.epochs, seed=args.seed,
                                    augment=augment, textures=textures)
@@ -164,7 +164,8 @@ def _clinical_utility(args: argparse.Namespace, arch: str, clean_train, clean_te
     if not args.json:
         c, p = utility["clean"], utility["protected"]
         verdict = "met" if utility["targets"]["met"] else "MISSED"
-        recipe = "crop, flip and texture augmentation" if utility["augment"] == "texture" else "crop and flip"
+        recipe = {"texture": "crop, flip and texture augmentation",
+                  "consistency": "crop, flip and texture consistency"}.get(utility["augment"], "crop and flip")
         print(f"clinical utility: hospital model ({arch}, trained on clean data with {recipe}, {utility['epochs']} epochs) on "
               f"{utility['test_samples']} test images\n"
               f"  clean test      AUC {c['auc']:.4f}  balanced {c['balanced_acc']:.4f}\n"

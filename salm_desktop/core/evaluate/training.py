@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 #: ``transform(batch, labels, model) -> batch``; runs on the model's device before the step
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.nn.Module], torch.Tensor]
+#: ``loss(model, batch, labels) -> scalar``; the default is the cross-entropy of ``model(batch)``
+BatchLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def seeded_attacker(arch: str, dims: int, n_classes: int, seed: int) -> torch.nn.Module:
@@ -29,8 +31,9 @@ def seeded_attacker(arch: str, dims: int, n_classes: int, seed: int) -> torch.nn
 
 def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, gen: torch.Generator,
         batch_size: int = 32, lr: float = 1e-3, device: str = "cpu", transform: BatchTransform | None = None,
-        after_epoch: Callable[[int], None] | None = None) -> torch.nn.Module:
-    """Train ``model`` on ``(x, y)`` with Adam; ``after_epoch(epoch)`` runs with the model in eval mode.
+        after_epoch: Callable[[int], None] | None = None, loss: BatchLoss | None = None) -> torch.nn.Module:
+    """Train ``model`` on ``(x, y)`` with Adam; ``after_epoch(epoch)`` runs with the model in eval mode;
+    ``loss`` replaces the plain cross-entropy (the hospital's consistency recipe, ``utility.py``).
 
     Batches of one image are skipped (batch norm cannot train on them). Returns the model in eval mode.
     """
@@ -48,7 +51,7 @@ def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int
             if transform is not None:
                 xb = transform(xb, yb, model)
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xb), yb).backward()
+            (F.cross_entropy(model(xb), yb) if loss is None else loss(model, xb, yb)).backward()
             opt.step()
         model.eval()
         if after_epoch is not None:

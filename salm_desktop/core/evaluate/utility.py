@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from salm_desktop.core.model import IntensityMap
 from salm_desktop.core.progress import Progress
@@ -31,7 +32,11 @@ TEXTURE_AUGMENT_SHARE = 0.5
 #: ... on about this share of its pixels, in blobs (the protection's mask is a contiguous salient region; 0.6 kept
 #: more predictions than 0.3 or 1.0 on BreastMNIST, docs/benchmarks.md)
 TEXTURE_AUGMENT_AREA = 0.6
-HOSPITAL_AUGMENTS = ("standard", "texture")
+#: ``augment="consistency"``: weight of the term that asks for the same answer with and without a texture
+CONSISTENCY_WEIGHT = 10.0  # chosen on the val splits (docs/benchmarks.md, clinical utility)
+#: ... and the share of the textured copy's pixels that also get unstructured +-epsilon noise
+CONSISTENCY_NOISE_SHARE = 0.0  # 0.3 kept a few more answers but cost balanced accuracy on PneumoniaMNIST val (docs/benchmarks.md)
+HOSPITAL_AUGMENTS = ("standard", "texture", "consistency")
 
 
 #: supplies N textures of H x W pixels in {-1, 1} from a numpy generator (``salm_texture.unlabelled_textures``:
@@ -55,20 +60,42 @@ def texture_augment(x: torch.Tensor, gen: torch.Generator, epsilon: float, textu
     return (x + (tex * float(epsilon) * ((field >= cut) & chosen)).to(x.dtype)).clamp(0.0, 1.0)
 
 
+def consistency_loss(model: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator,
+                     epsilon: float, textures: TextureSource, weight: float | None = None,
+                     noise_share: float | None = None) -> torch.Tensor:
+    """Cross-entropy on each image and on a copy with a random protection texture, plus ``weight`` times the
+    symmetric KL divergence between the two answers: the model is asked directly to answer a textured image as
+    it answers the image itself, which plain augmentation only asks for through the labels. ``noise_share``: the
+    copy also gets +-``epsilon`` of random sign on that share of its pixels (unstructured noise of the same budget)."""
+    copy = texture_augment(xb.cpu(), gen, epsilon, textures, share=1.0)
+    share = CONSISTENCY_NOISE_SHARE if noise_share is None else float(noise_share)
+    if share > 0:
+        hit = torch.rand(copy.shape, generator=gen) < share
+        sign = torch.randint(0, 2, copy.shape, generator=gen, dtype=copy.dtype) * 2 - 1
+        copy = (copy + sign * float(epsilon) * hit).clamp(0.0, 1.0)
+    textured = copy.to(xb.device)
+    logits = model(torch.cat([xb, textured]))
+    plain, tex = logits.float().log_softmax(1).chunk(2)
+    fit_term = 0.5 * (F.nll_loss(plain, yb) + F.nll_loss(tex, yb))
+    agree = 0.5 * (F.kl_div(tex, plain, log_target=True, reduction="batchmean")
+                   + F.kl_div(plain, tex, log_target=True, reduction="batchmean"))
+    return fit_term + float(CONSISTENCY_WEIGHT if weight is None else weight) * agree
+
+
 def train_clean_model(train: Split, arch: str, epochs: int, seed: int, intensity: IntensityMap,
                       batch_size: int = 32, lr: float = 1e-3, device: str = "cpu",
                       progress: Progress | None = None, augment: str = "standard", epsilon: float = 8 / 255,
                       textures: TextureSource | None = None) -> torch.nn.Module:
     """The hospital's model: ``arch`` trained on the clean split with crop-and-flip augmentation; ``augment="texture"``
     adds :func:`texture_augment` with ``textures`` (2D only; ``epsilon`` in the normalized scale, the protection's
-    budget)."""
+    budget); ``augment="consistency"`` trains on every image and a textured copy with :func:`consistency_loss`."""
     if augment not in HOSPITAL_AUGMENTS:
         raise ValueError(f"unknown hospital augmentation {augment!r}; choose one of {', '.join(HOSPITAL_AUGMENTS)}")
-    if augment == "texture" and textures is None:
-        raise ValueError("texture augmentation needs the protection's textures (salm_texture.unlabelled_textures)")
+    if augment != "standard" and textures is None:
+        raise ValueError(f"{augment} augmentation needs the protection's textures (salm_texture.unlabelled_textures)")
     x_tr, y_tr = _to_tensor(train[0], intensity), _labels(train[1])
-    if augment == "texture" and x_tr.ndim != 4:
-        raise ValueError("texture augmentation of the hospital's model is for 2D images only")
+    if augment != "standard" and x_tr.ndim != 4:
+        raise ValueError(f"{augment} augmentation of the hospital's model is for 2D images only")
     n_classes = max(2, int(y_tr.max()) + 1)
     model = seeded_attacker(arch, x_tr.ndim - 2, n_classes, seed)
     gen = torch.Generator().manual_seed(int(seed) + 11)
@@ -84,8 +111,11 @@ def train_clean_model(train: Split, arch: str, epochs: int, seed: int, intensity
             out = texture_augment(out, gen, epsilon, textures)
         return out.to(xb.device)
 
+    def pair_loss(net, xb, yb):  # noqa: ANN001
+        return consistency_loss(net, xb, yb, gen, epsilon, textures)
+
     return fit(model, x_tr, y_tr, epochs=epochs, gen=gen, batch_size=batch_size, lr=lr, device=device,
-               transform=transform, after_epoch=report)
+               transform=transform, after_epoch=report, loss=pair_loss if augment == "consistency" else None)
 
 
 def predict(model: torch.nn.Module, images: np.ndarray, intensity: IntensityMap, device: str = "cpu") -> np.ndarray:
@@ -118,11 +148,13 @@ def compare_predictions(probs_clean: np.ndarray, probs_protected: np.ndarray, la
 def evaluate_utility(clean_train: Split, clean_test: Split, protected_test: Split, arch: str = "cnn", epochs: int = 15,
                      seed: int = 0, intensity: IntensityMap | None = None, device: str = "cpu",
                      progress: Progress | None = None, augment: str = "standard",
-                     textures: TextureSource | None = None) -> dict:
+                     textures: TextureSource | None = None, other_versions: dict[str, np.ndarray] | None = None) -> dict:
     """Train the hospital's model on ``clean_train``; compare it on ``clean_test`` and ``protected_test``.
 
     ``protected_test`` must be the same images as ``clean_test`` (same order, labels and shape),
-    protected; otherwise ValueError with a one-line reason.
+    protected; otherwise ValueError with a one-line reason. ``other_versions`` (name -> images of the same shape,
+    e.g. the test images with unstructured noise: the model's noise floor) are compared with the same model and
+    reported under ``"other_versions"``.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -132,14 +164,22 @@ def evaluate_utility(clean_train: Split, clean_test: Split, protected_test: Spli
         raise ValueError(f"protected test images {pi.shape} do not match the clean test images {ci.shape}")
     if not np.array_equal(cl, pl):
         raise ValueError("protected test labels differ from the clean test labels: not the same images in the same order")
+    for name, images in (other_versions or {}).items():
+        if np.shape(images) != ci.shape:
+            raise ValueError(f"test images {name!r} {np.shape(images)} do not match the clean test images {ci.shape}")
     unchanged = bool(np.array_equal(ci, pi))
     if intensity is None:
         intensity = IntensityMap.for_uint8() if ci.dtype == np.uint8 else IntensityMap.robust(np.asarray(clean_train[0]))
     t0 = time.perf_counter()
     model = train_clean_model(clean_train, arch, epochs, seed, intensity, device=device, progress=progress, augment=augment,
                               textures=textures)
-    result = compare_predictions(predict(model, ci, intensity, device), predict(model, pi, intensity, device),
-                                 _labels(cl).numpy())
+    probs_clean, labels = predict(model, ci, intensity, device), _labels(cl).numpy()
+    result = compare_predictions(probs_clean, predict(model, pi, intensity, device), labels)
+    if other_versions:
+        result["other_versions"] = {}
+        for name, images in other_versions.items():
+            result["other_versions"][name] = compare_predictions(probs_clean, predict(model, np.asarray(images), intensity,
+                                                                                      device), labels)
     result.update({
         "arch": arch, "epochs": epochs, "seed": seed, "augment": augment, "train_samples": int(len(clean_train[0])),
         "test_samples": int(len(ci)), "test_pixels_changed": float(np.mean(ci != pi)),
