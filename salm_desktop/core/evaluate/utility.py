@@ -176,10 +176,9 @@ def evaluate_utility(clean_train: Split, clean_test: Split, protected_test: Spli
     probs_clean, labels = predict(model, ci, intensity, device), _labels(cl).numpy()
     result = compare_predictions(probs_clean, predict(model, pi, intensity, device), labels)
     if other_versions:
-        result["other_versions"] = {}
-        for name, images in other_versions.items():
-            result["other_versions"][name] = compare_predictions(probs_clean, predict(model, np.asarray(images), intensity,
-                                                                                      device), labels)
+        result["other_versions"] = {name: compare_predictions(probs_clean, predict(model, np.asarray(images), intensity,
+                                                                                   device), labels)
+                                    for name, images in other_versions.items()}
     result.update({
         "arch": arch, "epochs": epochs, "seed": seed, "augment": augment, "train_samples": int(len(clean_train[0])),
         "test_samples": int(len(ci)), "test_pixels_changed": float(np.mean(ci != pi)),

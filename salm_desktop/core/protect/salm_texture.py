@@ -81,6 +81,11 @@ def unlabelled_textures(n: int, h: int, w: int, rng: np.random.Generator) -> np.
     return class_textures((n, h, w), which, rng, CLASS_FREQUENCIES)
 
 
+def _unit_sum(maps: torch.Tensor) -> torch.Tensor:
+    """Each N x H x W map divided by its sum (so that two saliencies can be averaged on one scale)."""
+    return maps / maps.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1)
+
+
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
                      refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0,
                      frequencies=None, on_epoch=None, tap_ratio: float = 0.0,
@@ -92,13 +97,13 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
 
     if mask_placement not in MASK_PLACEMENTS:
         raise ValueError(f"unknown mask placement {mask_placement!r}; choose one of {', '.join(MASK_PLACEMENTS)}")
+    if mask_scope not in MASK_SCOPES:
+        raise ValueError(f"unknown mask scope {mask_scope!r}; choose one of {', '.join(MASK_SCOPES)}")
     eps = float(settings.epsilon)
     rng = np.random.default_rng(int(settings.seed) + 17)
     tex = class_textures(x.shape, y, rng, frequencies)  # frequencies: per-class override, for probes
     device, C, xt, yt, model = clean_surrogate_setup(x, y, settings, progress, device, on_epoch)
     bs = max(2, settings.batch_size)
-    if mask_scope not in MASK_SCOPES:
-        raise ValueError(f"unknown mask scope {mask_scope!r}; choose one of {', '.join(MASK_SCOPES)}")
     if mask_scope == "class":
         score = _class_saliency(model, xt, yt, C, bs)[yt]
     else:  # each image's own saliency
@@ -109,9 +114,7 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
             parts.append(g.abs().squeeze(1))
         score = torch.cat(parts)
         if mask_scope == "blend":  # probe: half the class's saliency, half the image's own, each summing to 1
-            own = score / score.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1)
-            cls = _class_saliency(model, xt, yt, C, bs)[yt]
-            score = 0.5 * own + 0.5 * cls / cls.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1)
+            score = 0.5 * _unit_sum(score) + 0.5 * _unit_sum(_class_saliency(model, xt, yt, C, bs)[yt])
     if mask_placement == "least_salient":  # where a clean model looks least: its answers move least (issue 13)
         score = -score
     ratio = settings.mask_ratio_for(texture=True)
