@@ -81,22 +81,33 @@ def unlabelled_textures(n: int, h: int, w: int, rng: np.random.Generator) -> np.
     return class_textures((n, h, w), which, rng, CLASS_FREQUENCIES)
 
 
+def texture_mask_scope(settings_scope: str) -> str:
+    """The texture's mask scope for a ``ProtectSettings.mask_scope`` (module docstring of settings.py)."""
+    return "sample" if settings_scope == "sample" else "class"
+
+
 def _unit_sum(maps: torch.Tensor) -> torch.Tensor:
     """Each N x H x W map divided by its sum (so that two saliencies can be averaged on one scale)."""
     return maps / maps.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1)
 
 
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
-                     refine_steps: int = 0, mask_scope: str = "class", tap_share: float = 0.0,
+                     refine_steps: int = 0, mask_scope: str | None = None, tap_share: float = 0.0,
                      frequencies=None, on_epoch=None, tap_ratio: float = 0.0,
                      mask_placement: str = "salient") -> np.ndarray:
     """The ``salm-tex`` noise for images ``x`` (N x H x W in [0, 1]) with labels ``y``: inside [-eps, eps],
-    at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1]."""
+    at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1].
+
+    ``mask_scope`` None takes it from the settings: ``"sample"`` there is each image's own saliency,
+    ``"class"`` and ``"class_from_start"`` the class's (the texture's class mask comes from the clean
+    surrogate, before any noise, so "from the start" is what it always is)."""
     from .masks import topk_mask
     from .peers import _class_saliency, _fit_window, clean_surrogate_setup
 
     if mask_placement not in MASK_PLACEMENTS:
         raise ValueError(f"unknown mask placement {mask_placement!r}; choose one of {', '.join(MASK_PLACEMENTS)}")
+    if mask_scope is None:
+        mask_scope = texture_mask_scope(settings.mask_scope)
     if mask_scope not in MASK_SCOPES:
         raise ValueError(f"unknown mask scope {mask_scope!r}; choose one of {', '.join(MASK_SCOPES)}")
     eps = float(settings.epsilon)

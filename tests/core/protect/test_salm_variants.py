@@ -54,6 +54,25 @@ def test_a_set_mask_ratio_applies_to_the_texture(breast):
     assert changed.mean(1).max() <= round(0.1 * 784) / 784 + 1e-9
 
 
+
+def test_the_mask_scope_option_reaches_the_texture(breast):
+    """A user's mask_scope is not silently ignored on 8-bit images: "sample" gives each image its own mask, the
+    class scopes one mask per class, and the grid's salm-tex row takes the same option (bit for bit)."""
+    clean = np.stack([x.read() for x in breast.samples])
+    labels = np.array([x.label for x in breast.samples])
+    members = np.flatnonzero(labels == labels[0])
+
+    def shared(result) -> float:  # how much of each class member's changed-pixel map equals the first member's
+        changed = _all(result, breast) != clean
+        return float(np.mean([(changed[i] == changed[members[0]]).mean() for i in members[1:]]))
+
+    sample = protect_series([breast], ProtectSettings(mask_scope="sample", **FAST))
+    assert shared(protect_series([breast], ProtectSettings(mask_scope="class_from_start", **FAST))) > 0.95
+    assert shared(protect_series([breast], ProtectSettings(**FAST))) > 0.95
+    assert shared(sample) < 0.9
+    grid_row = protect_series([breast], ProtectSettings(method="salm-tex", mask_ratio=0.3, mask_scope="sample", **FAST))
+    assert np.array_equal(_all(sample, breast), _all(grid_row, breast))
+
 def test_salm_on_3d_and_on_ct_is_min_min_with_a_20_percent_mask(volumes, breast):
     default = protect_series([volumes], ProtectSettings(**FAST))
     # salm-v1's min-min plus the per-round batch-norm re-estimate (which salm-v1, as first released, lacks)
