@@ -3,20 +3,14 @@ committed results folder too, and the report is rebuilt from that folder without
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "efficacy.py"
-
 
 @pytest.fixture()
-def grid(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("efficacy_grid_under_test", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def grid(tmp_path, monkeypatch, load_benchmark):
+    mod = load_benchmark("efficacy.py")
     monkeypatch.setattr(mod, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
     return mod

@@ -4,8 +4,6 @@ and the benchmark stopped at its first thief)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 
@@ -13,13 +11,9 @@ from salm_desktop.core.evaluate import medmnist_series
 from salm_desktop.core.ownership.keys import make_keys
 from salm_desktop.core.ownership.release import MarkedResult
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ownership.py"
 
-
-def test_a_cached_protection_is_marked_inside_the_budget(medmnist_dir):
-    spec = importlib.util.spec_from_file_location("ownership_benchmark_under_test", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_a_cached_protection_is_marked_inside_the_budget(medmnist_dir, load_benchmark):
+    bench = load_benchmark("ownership.py")
     series = medmnist_series(medmnist_dir / "breastmnist.npz", "train", 6)
     with np.load(medmnist_dir / "breastmnist.npz") as z:
         clean, labels = z["train_images"][:6], z["train_labels"][:6, 0]
