@@ -8,7 +8,7 @@ few-clean refit and the per-epoch test AUC. Not cached; the grid (efficacy.py) i
 
 VARIANT keys: mask_ratio, epsilon, pgd_steps, max_rounds, precision (ProtectSettings) and refine_steps,
 smooth_share, smooth_k, texture (false: no texture; benchmarks/smooth_shortcut.py),
-mask_scope ("class" | "sample"), mask_placement ("salient" | "least_salient"), tap_share, tap_ratio, frequencies (per class [rows, columns] cycles per pixel) (texture_shortcut).
+mask_scope ("class" | "sample"), mask_placement ("salient" | "least_salient"), tap_share, tap_ratio, typicality_slope, frequencies (per class [rows, columns] cycles per pixel) (texture_shortcut).
 """
 import sys, time, json, numpy as np, torch
 torch.set_num_threads(1)

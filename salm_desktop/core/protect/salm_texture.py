@@ -94,7 +94,7 @@ def _unit_sum(maps: torch.Tensor) -> torch.Tensor:
 def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, device: torch.device | str = "cpu",
                      refine_steps: int = 0, mask_scope: str | None = None, tap_share: float = 0.0,
                      frequencies=None, on_epoch=None, tap_ratio: float = 0.0,
-                     mask_placement: str = "salient") -> np.ndarray:
+                     mask_placement: str = "salient", typicality_slope: float = 0.0) -> np.ndarray:
     """The ``salm-tex`` noise for images ``x`` (N x H x W in [0, 1]) with labels ``y``: inside [-eps, eps],
     at most ``mask_ratio`` of each image's pixels non-zero, ``x + noise`` in [0, 1].
 
@@ -129,7 +129,10 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
     if mask_placement == "least_salient":  # where a clean model looks least: its answers move least (issue 13)
         score = -score
     ratio = settings.mask_ratio_for(texture=True)
-    mask = topk_mask(score.unsqueeze(1), ratio, None).squeeze(1).cpu().numpy()
+    if typicality_slope:  # probe: more texture on the images the clean surrogate finds typical of their class
+        mask = _typicality_mask(model, xt, yt, score, ratio, typicality_slope, bs)
+    else:
+        mask = topk_mask(score.unsqueeze(1), ratio, None).squeeze(1).cpu().numpy()
     delta = tex * eps * (1.0 - tap_share) * mask
     if tap_share > 0:  # error-maximizing towards the other class on the clean surrogate, the rest of the budget
         delta = _targeted_part(model, xt, yt, delta, mask, eps, tap_share, settings, C)
@@ -141,6 +144,31 @@ def texture_shortcut(x: np.ndarray, y: np.ndarray, settings, progress=None, devi
     if progress is not None:
         progress.log(f"salm-tex: class textures {class_frequencies(C)}, mask {ratio:.2f} ({mask_scope})")
     return _fit_window(delta.astype(np.float32), x)
+
+
+def _typicality_mask(model, xt, yt, score, ratio: float, slope: float, bs: int) -> np.ndarray:
+    """Probe (issue 12): each image's mask share ``ratio * (1 + slope * (2 r - 1))``, r its within-class rank
+    (0 = least typical) by the clean surrogate's logit margin; the mean share stays ``ratio``. Why: a thief's
+    training ends near the max-margin solution, which uses the anatomy wherever it adds margin to the images
+    the texture fits least; if those are the images whose anatomy looks like the other class, it adds none."""
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(xt[i:i + bs]).float() for i in range(0, len(xt), bs)])
+    own = logits.gather(1, yt.view(-1, 1)).squeeze(1)
+    other = logits.scatter(1, yt.view(-1, 1), float("-inf")).max(1).values
+    margin = (own - other).cpu().numpy()
+    y = yt.cpu().numpy()
+    rank = np.zeros(len(y))
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        rank[members] = np.argsort(np.argsort(margin[members])) / max(1, members.size - 1)
+    shares = np.clip(ratio * (1 + slope * (2 * rank - 1)), 0.0, 1.0)
+    flat = score.flatten(1).cpu().numpy()
+    order = np.argsort(-flat, axis=1, kind="stable")
+    k = np.rint(shares * flat.shape[1]).astype(int)
+    mask = np.zeros_like(flat, dtype=bool)
+    np.put_along_axis(mask, order, np.arange(flat.shape[1])[None, :] < k[:, None], axis=1)
+    return mask.reshape(score.shape)
 
 
 def _targeted_part(model, xt, yt, delta, mask, eps, share, settings, C) -> np.ndarray:

@@ -157,3 +157,30 @@ def test_mask_scopes_class_sample_and_blend(series):
     assert shared(masks["sample"]) < shared(masks["blend"]) < shared(masks["class"])
     with pytest.raises(ValueError, match="mask scope"):
         texture_shortcut(x, y, settings, mask_scope="global")
+
+
+def test_typicality_probe_gives_typical_images_more_texture(series):
+    """Probe option (issue 12): each image's share of textured pixels grows with its within-class rank by the clean
+    surrogate's margin, the mean share stays the mask ratio, and every mask is nested in the class's ranking."""
+    from salm_desktop.core.protect.salm_texture import _typicality_mask
+
+    torch.manual_seed(0)
+    x = np.stack([s.read() for s in series.samples]).astype(np.float32) / 255.0
+    y = np.array([s.label for s in series.samples])
+    xt, yt = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
+    score = torch.rand(len(y), 28, 28)
+    mask = _typicality_mask(model, xt, yt, score, 0.3, 0.5, 16)
+    share = mask.reshape(len(y), -1).mean(1)
+    assert abs(share.mean() - 0.3) < 0.01 and share.min() == pytest.approx(0.15, abs=0.01) and share.max() == pytest.approx(0.45, abs=0.01)
+    with torch.no_grad():
+        logits = model(xt)
+    margin = (logits[torch.arange(len(y)), yt] - logits[torch.arange(len(y)), 1 - yt]).numpy()
+    for c in (0, 1):
+        members = np.flatnonzero(y == c)
+        by_margin = members[np.argsort(margin[members])]
+        assert np.all(np.diff(share[by_margin]) >= 0)  # the more typical, the more pixels
+    # each image's pixels are its own score's top share (nested: the top-k of a larger share contains the smaller)
+    i = int(np.argmax(share))
+    top = np.argsort(-score[i].numpy().ravel(), kind="stable")[: int(mask[i].sum())]
+    assert mask[i].ravel()[top].all()
