@@ -342,6 +342,12 @@ def write_markdown(doc: Path, table: str) -> None:
     doc.write_text(text, encoding="utf-8")
 
 
+def default_figure_path(results: Path) -> Path:
+    """The docs' figure belongs to the committed grid: a re-run into another results folder draws its own."""
+    committed = REPO / "benchmarks" / "results_efficacy"
+    return REPO / "docs" / "efficacy_grid.png" if results.resolve() == committed.resolve() else results / "efficacy_grid.png"
+
+
 def main() -> int:
     global DEFAULT_ROW
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -354,10 +360,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core CPU)")
     ap.add_argument("--report-only", action="store_true", help="only rebuild tables and figure from the cache")
     ap.add_argument("--markdown", type=Path, default=None, help="write the tables into this file (between grid markers)")
-    ap.add_argument("--figure", type=Path, default=REPO / "docs" / "efficacy_grid.png")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="default docs/efficacy_grid.png; with $SALM_EFFICACY_RESULTS elsewhere, efficacy_grid.png there")
     ap.add_argument("--log", type=Path, default=None, help="also append progress lines to this file")
     ap.add_argument("--default-row", default=DEFAULT_ROW, help="the row marked as the SALM default in tables and figure")
     args = ap.parse_args()
+    args.figure = args.figure or default_figure_path(RESULTS)
     DEFAULT_ROW = args.default_row
     torch.set_num_threads(args.threads)
     datasets, methods = args.datasets.split(","), args.methods.split(",")

@@ -54,3 +54,9 @@ def test_finished_thief_run_does_not_build_the_protected_split(grid):
         raise AssertionError("protected split built although the run is done")
 
     assert grid.thief_run("breastmnist", "ar", 2, recipe, boom, {}, print)["final"]["rank_power"] == 0.7
+
+
+def test_a_rerun_elsewhere_draws_its_own_figure_not_the_docs_one(grid, tmp_path):
+    committed = grid.REPO / "benchmarks" / "results_efficacy"
+    assert grid.default_figure_path(committed) == grid.REPO / "docs" / "efficacy_grid.png"
+    assert grid.default_figure_path(tmp_path / "rerun") == tmp_path / "rerun" / "efficacy_grid.png"
